@@ -1,0 +1,44 @@
+# The few verbs a newcomer needs. Everything installs into .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install up test lint bench eval clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the local CPU wheel (anything else downloads a multi-GB CUDA build)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install  ## start Olympus (embedded: NATS, workers, gateway) in the foreground
+	$(BIN)/olympus up
+
+test: install  ## lint, then the whole suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install  ## ingest and retrieval benchmarks on ../shared/data (tables + bench/results/*.json)
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.retrieval
+
+eval: install  ## retrieval quality on SciFact and Cranfield
+	$(BIN)/olympus eval ../shared/data/scifact --json bench/results/eval-scifact.json
+	$(BIN)/olympus eval ../shared/data/cranfield --json bench/results/eval-cranfield.json
+
+clean:
+	rm -rf $(VENV) .olympus test-output

@@ -1,0 +1,1 @@
+"""The gateway: HTTP in, messages out, replies streamed back. No model, no database."""

@@ -1,0 +1,101 @@
+"""The gateway app: HTTP in, NATS out. Routes live in ``gateway/routes``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.bus import BusUnavailable, GatewayBus
+from gateway.routes import health, mcp, rag
+from gateway.settings import GatewaySettings
+from olympus.keys import KeyStore
+from olympus.logging import configure, get_logger
+from olympus.settings import CommonSettings
+
+log = get_logger("olympus.gateway")
+
+
+class BodyLimit:
+    """413 for a request body over the limit, counted as it arrives (chunked bodies too)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body is larger than the limit of {self.limit} bytes"}, 413
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def create_app(
+    common: CommonSettings | None = None, settings: GatewaySettings | None = None
+) -> FastAPI:
+    common = common or CommonSettings()
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure("gateway", common.log_level, common.log_format)
+        gateway_bus = GatewayBus(common, settings.request_timeout_s)
+        await gateway_bus.connect()
+        app.state.bus = gateway_bus
+        log.info("gateway ready", host=settings.host, port=settings.port)
+        yield
+        await gateway_bus.close()
+
+    app = FastAPI(
+        title="Olympus",
+        version="0.1.0",
+        description="Self-hosted retrieval-augmented chat. The NATS contract: /asyncapi.json.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = KeyStore(settings.api_keys_file or common.data_dir / "api_keys.json")
+    app.include_router(health.router)
+    app.include_router(rag.router)
+    app.include_router(mcp.router)
+
+    @app.exception_handler(BusUnavailable)
+    async def unavailable(_: Request, exc: BusUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    # Envelope overhead: base64 and multipart framing on top of the largest allowed file.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    return app

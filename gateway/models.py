@@ -1,0 +1,82 @@
+"""HTTP request and response shapes (the OpenAPI at /docs is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.messages import MAX_TOP_K, DocumentInfo, Filename, Metadata, Name, SearchMode
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddDocumentRequest(Strict):
+    filename: Filename = Field(examples=["handbook.md"])
+    content: str = Field(description="the document: text, or base64 when encoding is base64")
+    metadata: Metadata | None = None
+    collection: Name = "default"
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+class AcceptedDocument(BaseModel):
+    doc_id: str
+    filename: str
+    collection: str
+    status: str = Field(
+        description="queued; or, when the same content was already sent, its current status"
+    )
+
+
+class UploadResponse(BaseModel):
+    documents: list[AcceptedDocument]
+
+
+class DeleteResponse(BaseModel):
+    doc_id: str
+    status: Literal["deleting"] = "deleting"
+
+
+class DocumentListResponse(BaseModel):
+    items: list[DocumentInfo]
+    total: int
+    limit: int
+    offset: int
+
+
+class ContextRequest(Strict):
+    content: str = Field(min_length=1, max_length=32_768)
+
+
+class ContextResponse(BaseModel):
+    session_id: str
+    context: list[str]
+
+
+class QueryRequest(Strict):
+    input: str = Field(min_length=1, description="the question or search text")
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    mode: SearchMode = "hybrid"
+    collection: Name | None = None
+    unique_documents: bool = Field(default=False, description="at most one passage per document")
+
+
+class RetrievedDocument(BaseModel):
+    doc_id: str
+    filename: str
+    chunk_id: str
+    text: str
+    score: float
+    collection: str
+    position: int
+
+
+class QueryResponse(BaseModel):
+    session_context: list[str]
+    retrieved_documents: list[RetrievedDocument]
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,110 @@
+"""Sessions: their context, and retrieval-only queries over the tenant's documents."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from gateway.models import (
+    ContextRequest,
+    ContextResponse,
+    Problem,
+    QueryRequest,
+    QueryResponse,
+    RetrievedDocument,
+)
+from schemas import bus
+from schemas.messages import (
+    ContextAdd,
+    ContextClear,
+    ContextGet,
+    ContextReply,
+    QueryEmbed,
+    RetrieveReply,
+)
+
+router = APIRouter(prefix="/mcp/{session_id}", tags=["sessions"])
+SessionId = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="any id the client picks")
+]
+
+
+def _context(session_id: str, reply: ContextReply) -> ContextResponse:
+    return ContextResponse(session_id=session_id, context=[i.content for i in reply.items])
+
+
+@router.post("/add_context", response_model=ContextResponse)
+async def add_context(
+    body: ContextRequest, key: ApiKeyDep, bus_: BusDep, session_id: SessionId
+) -> ContextResponse:
+    """Remember a piece of context for this session (kept across restarts)."""
+    reply = await bus_.request(
+        bus.RPC_CONTEXT_ADD,
+        ContextAdd(tenant=key.tenant, session_id=session_id, content=body.content),
+        ContextReply,
+    )
+    return _context(session_id, reply)
+
+
+@router.get("/get_context", response_model=ContextResponse)
+async def get_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> ContextResponse:
+    """The session's context, oldest first."""
+    reply = await bus_.request(
+        bus.RPC_CONTEXT_GET, ContextGet(tenant=key.tenant, session_id=session_id), ContextReply
+    )
+    return _context(session_id, reply)
+
+
+@router.delete("/clear_context", response_model=ContextResponse)
+async def clear_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> ContextResponse:
+    """Forget the session's context."""
+    reply = await bus_.request(
+        bus.RPC_CONTEXT_CLEAR, ContextClear(tenant=key.tenant, session_id=session_id), ContextReply
+    )
+    return _context(session_id, reply)
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    responses={413: {"model": Problem}, 503: {"model": Problem}},
+)
+async def query(
+    body: QueryRequest,
+    key: ApiKeyDep,
+    bus_: BusDep,
+    settings: SettingsDep,
+    session_id: SessionId,
+) -> QueryResponse:
+    """Retrieve the passages that best match ``input`` (dense, bm25 or hybrid), best first."""
+    if len(body.input) > settings.max_query_chars:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"input is longer than the limit of {settings.max_query_chars} characters",
+        )
+    reply = await bus_.request(
+        bus.QUERY_EMBED,
+        QueryEmbed(
+            request_id=uuid.uuid4().hex,
+            tenant=key.tenant,
+            input=body.input,
+            top_k=body.top_k,
+            mode=body.mode,
+            collection=body.collection,
+            session_id=session_id,
+            unique_documents=body.unique_documents,
+            deadline=time.time() + settings.request_timeout_s,
+        ),
+        RetrieveReply,
+    )
+    if reply.error is not None:
+        code = 400 if reply.error.code == "bad_request" else 503
+        raise HTTPException(code, reply.error.message)
+    return QueryResponse(
+        session_context=[i.content for i in reply.session_context],
+        retrieved_documents=[RetrievedDocument(**h.model_dump()) for h in reply.hits],
+    )

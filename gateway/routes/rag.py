@@ -1,0 +1,278 @@
+"""Documents: add, upload, list, inspect, delete, follow progress."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from gateway.models import (
+    AcceptedDocument,
+    AddDocumentRequest,
+    DeleteResponse,
+    DocumentListResponse,
+    Problem,
+    UploadResponse,
+)
+from schemas import bus
+from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, media_type_of
+from schemas.ids import content_hash, document_id, ingest_msg_id
+from schemas.messages import (
+    DocumentEvent,
+    DocumentGet,
+    DocumentInfo,
+    DocumentList,
+    DocumentPage,
+    DocumentReply,
+    DocumentStatus,
+    IndexStatus,
+    IngestDocument,
+    Metadata,
+    Name,
+)
+
+router = APIRouter(prefix="/rag", tags=["documents"])
+TERMINAL = {"indexed", "failed", "deleted"}
+_ERRORS = {
+    413: {"model": Problem, "description": "larger than the upload limit"},
+    415: {"model": Problem, "description": "a file type Olympus cannot read"},
+}
+_SUPPORTED = ", ".join(sorted(MEDIA_TYPES))
+
+
+def _unsupported(filename: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        f"{filename!r}: unsupported file type; supported: {_SUPPORTED}",
+    )
+
+
+async def _current(bus_: BusDep, tenant: str, doc_id: str) -> DocumentInfo | None:
+    reply = await bus_.request(
+        bus.RPC_DOCUMENT_GET, DocumentGet(tenant=tenant, doc_id=doc_id), DocumentReply
+    )
+    return reply.document
+
+
+async def _ingest(
+    bus_: BusDep,
+    tenant: str,
+    collection: str,
+    filename: str,
+    data: bytes,
+    metadata: Metadata | None,
+) -> AcceptedDocument:
+    media_type = media_type_of(filename)
+    binary = media_type in BINARY_MEDIA_TYPES
+    doc = IngestDocument(
+        tenant=tenant,
+        collection=collection,
+        doc_id=document_id(tenant, collection, filename),
+        filename=filename,
+        content=base64.b64encode(data).decode() if binary else data.decode("utf-8", "replace"),
+        encoding="base64" if binary else "utf-8",
+        media_type=media_type,
+        metadata=metadata or {},
+    )
+    ack = await bus_.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", content_hash(data)))
+    accepted = AcceptedDocument(
+        doc_id=doc.doc_id, filename=filename, collection=collection, status="queued"
+    )
+    if ack.duplicate:
+        # Same content inside the dedupe window: nothing new happens; say where it stands.
+        current = await _current(bus_, tenant, doc.doc_id)
+        return accepted.model_copy(update={"status": current.status if current else "queued"})
+    await bus_.publish_index(
+        bus.INDEX_STATUS,
+        IndexStatus(
+            tenant=tenant,
+            collection=collection,
+            doc_id=doc.doc_id,
+            filename=filename,
+            version=ack.seq,
+            status="queued",
+            content_hash=content_hash(data),
+        ),
+        msg_id=f"{doc.doc_id}:queued:{ack.seq}",
+    )
+    return accepted
+
+
+def _check(filename: str, data: bytes, limit: int) -> None:
+    if media_type_of(filename) is None:
+        raise _unsupported(filename)
+    if len(data) > limit:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"{filename!r} is larger than the limit of {limit} bytes",
+        )
+    if not data.strip():
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{filename!r} is empty")
+
+
+@router.post(
+    "/add_document",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AcceptedDocument,
+    responses=_ERRORS,
+)
+async def add_document(
+    body: AddDocumentRequest, key: ApiKeyDep, bus_: BusDep, settings: SettingsDep
+) -> AcceptedDocument:
+    """Queue one document given as JSON. Same filename in the same collection replaces it."""
+    if body.encoding == "base64":
+        try:
+            data = base64.b64decode(body.content, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "content is not valid base64"
+            ) from None
+    else:
+        data = body.content.encode()
+    _check(body.filename, data, settings.max_upload_bytes)
+    return await _ingest(bus_, key.tenant, body.collection, body.filename, data, body.metadata)
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadResponse,
+    responses=_ERRORS,
+)
+async def upload_documents(
+    files: Annotated[list[UploadFile], File(description="one or more files")],
+    key: ApiKeyDep,
+    bus_: BusDep,
+    settings: SettingsDep,
+    collection: Annotated[Name, Query()] = "default",
+) -> UploadResponse:
+    """Queue uploaded files. Nothing is queued unless every file is acceptable."""
+    loaded: list[tuple[str, bytes]] = []
+    for upload in files:
+        filename = upload.filename or ""
+        if not filename:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "every file needs a filename")
+        if media_type_of(filename) is None:
+            raise _unsupported(filename)
+        data = await upload.read(settings.max_upload_bytes + 1)
+        _check(filename, data, settings.max_upload_bytes)
+        loaded.append((filename, data))
+    accepted = [
+        await _ingest(bus_, key.tenant, collection, filename, data, None)
+        for filename, data in loaded
+    ]
+    return UploadResponse(documents=accepted)
+
+
+@router.get("/documents", response_model=DocumentListResponse)
+async def list_documents(
+    key: ApiKeyDep,
+    bus_: BusDep,
+    collection: Name | None = None,
+    status_: Annotated[DocumentStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentListResponse:
+    """The tenant's documents, newest first, filtered by collection and status."""
+    page = await bus_.request(
+        bus.RPC_DOCUMENT_LIST,
+        DocumentList(
+            tenant=key.tenant, collection=collection, status=status_, limit=limit, offset=offset
+        ),
+        DocumentPage,
+    )
+    return DocumentListResponse(items=page.items, total=page.total, limit=limit, offset=offset)
+
+
+async def _require(bus_: BusDep, tenant: str, doc_id: str) -> DocumentInfo:
+    current = await _current(bus_, tenant, doc_id)
+    if current is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id!r}")
+    return current
+
+
+@router.get("/documents/{doc_id}", response_model=DocumentInfo, responses={404: {"model": Problem}})
+async def get_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DocumentInfo:
+    """Status (queued, processing, indexed, failed), chunk count and error of one document."""
+    return await _require(bus_, key.tenant, doc_id)
+
+
+@router.delete(
+    "/documents/{doc_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeleteResponse,
+    responses={404: {"model": Problem}},
+)
+async def delete_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DeleteResponse:
+    """Remove the document with its chunks and vectors (in order with its ingests)."""
+    current = await _require(bus_, key.tenant, doc_id)
+    doc = IngestDocument(
+        tenant=key.tenant,
+        collection=current.collection,
+        doc_id=doc_id,
+        op="delete",
+        filename=current.filename,
+    )
+    await bus_.publish_ingest(doc, ingest_msg_id(doc_id, "delete", str(time.time_ns())))
+    return DeleteResponse(doc_id=doc_id)
+
+
+@router.get("/documents/{doc_id}/events", responses={404: {"model": Problem}})
+async def document_events(
+    doc_id: str, key: ApiKeyDep, bus_: BusDep, settings: SettingsDep
+) -> EventSourceResponse:
+    """Server-sent ``status`` events until the document is indexed, failed or deleted."""
+    queue = bus_.listen(key.tenant, doc_id)  # listen before reading the state: nothing slips by
+    try:
+        current = await _require(bus_, key.tenant, doc_id)
+    except BaseException:
+        bus_.unlisten(key.tenant, doc_id, queue)
+        raise
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            yield _sse(_as_event(key.tenant, current))
+            if current.status in TERMINAL:
+                return
+            deadline = time.monotonic() + settings.sse_max_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    event = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return
+                if event.version < current.version:
+                    continue
+                yield _sse(event)
+                if event.status in TERMINAL:
+                    return
+        finally:
+            bus_.unlisten(key.tenant, doc_id, queue)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def _as_event(tenant: str, doc: DocumentInfo) -> DocumentEvent:
+    return DocumentEvent(
+        tenant=tenant,
+        collection=doc.collection,
+        doc_id=doc.doc_id,
+        filename=doc.filename,
+        status=doc.status,
+        version=doc.version,
+        chunk_count=doc.chunk_count,
+        error=doc.error,
+        at=doc.updated_at,
+    )
+
+
+def _sse(event: DocumentEvent) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=event.model_dump_json(), event="status", id=f"{event.version}-{event.status}"
+    )

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """``OLYMPUS_GATEWAY_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="OLYMPUS_GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys_file: Path | None = Field(default=None, description="empty: <data>/api_keys.json")
+    max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_query_chars: int = Field(default=2000, ge=1, le=8192)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    sse_max_s: float = Field(default=3600.0, gt=0, description="longest a progress stream lasts")

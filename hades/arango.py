@@ -1,0 +1,257 @@
+"""``DocumentGraph`` on ArangoDB through python-arango (the production backend).
+
+Collections ``documents``, ``chunks``, ``sessions``, ``deletions``, the edge collection
+``edges`` and the named graph ``olympus``. Keys are ``<tenant>:<id>``, so tenants never share a
+key. Traversals are AQL (``FOR v IN 1..n OUTBOUND ... edges``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from arango import ArangoClient
+
+from hades.protocols import DocumentWrite, newer
+from schemas.messages import ContextItem, DocumentInfo, DocumentStatus
+
+_VERTICES = ("documents", "chunks", "sessions", "deletions")
+_INFO_FIELDS = set(DocumentInfo.model_fields)
+
+
+def _key(tenant: str, ident: str) -> str:
+    return f"{tenant}:{ident}"
+
+
+def _info(doc: dict[str, Any]) -> DocumentInfo:
+    return DocumentInfo(**{k: v for k, v in doc.items() if k in _INFO_FIELDS})
+
+
+class ArangoDocumentGraph:
+    def __init__(self, url: str, database: str, username: str, password: str) -> None:
+        client = ArangoClient(hosts=url)
+        system = client.db("_system", username=username, password=password, verify=True)
+        if not system.has_database(database):
+            system.create_database(database)
+        self.db = client.db(database, username=username, password=password)
+        for name in _VERTICES:
+            if not self.db.has_collection(name):
+                self.db.create_collection(name)
+        if not self.db.has_collection("edges"):
+            self.db.create_collection("edges", edge=True)
+        if not self.db.has_graph("olympus"):
+            self.db.create_graph(
+                "olympus",
+                edge_definitions=[
+                    {
+                        "edge_collection": "edges",
+                        "from_vertex_collections": ["documents", "chunks"],
+                        "to_vertex_collections": ["chunks"],
+                    }
+                ],
+            )
+        self.db.collection("documents").add_persistent_index(["tenant", "collection", "status"])
+        self.db.collection("chunks").add_persistent_index(["tenant", "doc_id", "position"])
+        self.db.collection("sessions").add_persistent_index(["tenant", "session_id", "seq"])
+
+    def _aql(self, query: str, **bind: Any) -> list[Any]:
+        return list(self.db.aql.execute(query, bind_vars=bind))
+
+    def _deleted_at(self, tenant: str, doc_id: str) -> int:
+        row = self.db.collection("deletions").get(_key(tenant, doc_id))
+        return int(row["version"]) if row else -1
+
+    def accepts(self, tenant: str, doc_id: str, version: int, status: DocumentStatus) -> bool:
+        if version <= self._deleted_at(tenant, doc_id):
+            return False
+        current = self.get_document(tenant, doc_id)
+        return current is None or newer(version, status, current.version, current.status)
+
+    def _remove_chunks(self, tenant: str, doc_id: str) -> None:
+        self._aql(
+            "FOR c IN chunks FILTER c.tenant == @t AND c.doc_id == @d "
+            "  FOR e IN edges FILTER e._from == c._id OR e._to == c._id REMOVE e IN edges "
+            "OPTIONS { ignoreErrors: true }",
+            t=tenant,
+            d=doc_id,
+        )
+        self._aql(
+            "FOR c IN chunks FILTER c.tenant == @t AND c.doc_id == @d REMOVE c IN chunks",
+            t=tenant,
+            d=doc_id,
+        )
+
+    def put_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        for write in writes:
+            tenant, doc = write.tenant, write.document
+            key = _key(tenant, doc.doc_id)
+            self._remove_chunks(tenant, doc.doc_id)
+            current = self.db.collection("documents").get(key)
+            body = doc.model_dump() | {"_key": key, "tenant": tenant}
+            if current:
+                body["created_at"] = current["created_at"]
+            self.db.collection("documents").insert(body, overwrite=True)
+            ordered = sorted(write.chunks, key=lambda c: c.position)
+            self.db.collection("chunks").insert_many(
+                [
+                    {
+                        "_key": _key(tenant, c.chunk_id),
+                        "tenant": tenant,
+                        "doc_id": c.doc_id,
+                        "chunk_id": c.chunk_id,
+                        "position": c.position,
+                        "text": c.text,
+                    }
+                    for c in ordered
+                ],
+                overwrite=True,
+            )
+            edges = [
+                {
+                    "_from": f"documents/{key}",
+                    "_to": f"chunks/{_key(tenant, c.chunk_id)}",
+                    "kind": "has_chunk",
+                    "tenant": tenant,
+                }
+                for c in ordered
+            ] + [
+                {
+                    "_from": f"chunks/{_key(tenant, a.chunk_id)}",
+                    "_to": f"chunks/{_key(tenant, b.chunk_id)}",
+                    "kind": "next",
+                    "tenant": tenant,
+                }
+                for a, b in itertools.pairwise(ordered)
+            ]
+            self._aql("FOR e IN edges FILTER e._from == @d REMOVE e IN edges", d=f"documents/{key}")
+            if edges:
+                self.db.collection("edges").insert_many(edges)
+
+    def set_status(self, tenant: str, document: DocumentInfo) -> DocumentInfo | None:
+        if not self.accepts(tenant, document.doc_id, document.version, document.status):
+            return None
+        key = _key(tenant, document.doc_id)
+        current = self.db.collection("documents").get(key)
+        body = document.model_dump() | {"_key": key, "tenant": tenant}
+        if current:
+            body["created_at"] = current["created_at"]
+            body["chunk_count"] = current.get("chunk_count", 0)
+            body["metadata"] = document.metadata or current.get("metadata", {})
+            body["content_hash"] = document.content_hash or current.get("content_hash")
+        self.db.collection("documents").insert(body, overwrite=True)
+        return self.get_document(tenant, document.doc_id)
+
+    def delete_document(self, tenant: str, doc_id: str, version: int) -> DocumentInfo | None:
+        current = self.get_document(tenant, doc_id)
+        if version <= self._deleted_at(tenant, doc_id):
+            return None
+        if current is not None and current.version > version:
+            return None
+        self._remove_chunks(tenant, doc_id)
+        key = _key(tenant, doc_id)
+        self._aql("FOR e IN edges FILTER e._from == @d REMOVE e IN edges", d=f"documents/{key}")
+        self.db.collection("documents").delete(key, ignore_missing=True)
+        self.db.collection("deletions").insert(
+            {"_key": key, "tenant": tenant, "doc_id": doc_id, "version": version}, overwrite=True
+        )
+        return current
+
+    def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None:
+        row = self.db.collection("documents").get(_key(tenant, doc_id))
+        return _info(row) if row else None
+
+    def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]:
+        rows = self._aql(
+            "FOR d IN documents FILTER d._key IN @keys RETURN d",
+            keys=[_key(tenant, d) for d in doc_ids],
+        )
+        return {r["doc_id"]: _info(r) for r in rows}
+
+    def list_documents(
+        self,
+        tenant: str,
+        collection: str | None = None,
+        status: DocumentStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[DocumentInfo], int]:
+        filters = (
+            "FILTER d.tenant == @t AND (@c == null OR d.collection == @c) "
+            "AND (@s == null OR d.status == @s)"
+        )
+        total = self._aql(
+            f"RETURN LENGTH(FOR d IN documents {filters} RETURN 1)",
+            t=tenant,
+            c=collection,
+            s=status,
+        )[0]
+        rows = self._aql(
+            f"FOR d IN documents {filters} SORT d.updated_at DESC, d.doc_id LIMIT @o, @l RETURN d",
+            t=tenant,
+            c=collection,
+            s=status,
+            o=offset,
+            l=limit,
+        )
+        return [_info(r) for r in rows], int(total)
+
+    def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
+        return self._aql(
+            "FOR v, e IN 1..1 OUTBOUND @start edges FILTER e.kind == 'has_chunk' "
+            "SORT v.position RETURN v.chunk_id",
+            start=f"documents/{_key(tenant, doc_id)}",
+        )
+
+    def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
+        if depth < 1:
+            return []
+        return self._aql(
+            "FOR v, e, p IN 1..@n OUTBOUND @start edges "
+            "PRUNE e != null AND e.kind != 'next' FILTER e.kind == 'next' "
+            "SORT LENGTH(p.edges) RETURN v.chunk_id",
+            start=f"chunks/{_key(tenant, chunk_id)}",
+            n=depth,
+        )
+
+    def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
+        rows = self._aql(
+            "FOR d IN documents FILTER @t == null OR d.tenant == @t "
+            "COLLECT s = d.status WITH COUNT INTO n RETURN [s, n]",
+            t=tenant,
+        )
+        return {s: int(n) for s, n in rows}
+
+    def add_context(self, tenant: str, session_id: str, content: str) -> list[ContextItem]:
+        self.db.collection("sessions").insert(
+            {
+                "tenant": tenant,
+                "session_id": session_id,
+                "content": content,
+                "at": time.time(),
+                "seq": time.time_ns(),
+            }
+        )
+        return self.get_context(tenant, session_id)
+
+    def get_context(self, tenant: str, session_id: str) -> list[ContextItem]:
+        rows = self._aql(
+            "FOR s IN sessions FILTER s.tenant == @t AND s.session_id == @s SORT s.seq "
+            "RETURN {content: s.content, at: s.at}",
+            t=tenant,
+            s=session_id,
+        )
+        return [ContextItem(**r) for r in rows]
+
+    def clear_context(self, tenant: str, session_id: str) -> int:
+        removed = self._aql(
+            "FOR s IN sessions FILTER s.tenant == @t AND s.session_id == @s "
+            "REMOVE s IN sessions RETURN 1",
+            t=tenant,
+            s=session_id,
+        )
+        return len(removed)
+
+    def close(self) -> None:
+        return None

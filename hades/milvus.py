@@ -1,0 +1,236 @@
+"""``VectorIndex`` on Milvus through pymilvus: a Milvus Lite folder or a Milvus server URI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from pymilvus import (
+    AnnSearchRequest,
+    DataType,
+    Function,
+    FunctionType,
+    MilvusClient,
+    RRFRanker,
+)
+
+from hades.analysis import bm25_terms
+from hades.protocols import ChunkRecord, SearchQuery, VectorHit
+
+_TEXT_MAX_BYTES = 65_535
+_OUTPUT = ["doc_id", "collection", "position", "text"]
+_HIT_LIMIT = 16_384  # Milvus' own cap on limit
+
+
+def _fit(text: str, max_bytes: int = _TEXT_MAX_BYTES) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)
+
+
+class MilvusVectorIndex:
+    """Dense vectors (HNSW, cosine) and BM25 over stemmed text, fused with RRF for hybrid."""
+
+    def __init__(
+        self,
+        uri: str,
+        dims: int,
+        *,
+        collection: str = "olympus_chunks",
+        token: str | None = None,
+        hybrid_candidates: int = 100,
+        rrf_k: int = 60,
+    ) -> None:
+        if "://" not in uri:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self.dims = dims
+        self.name = collection
+        self.hybrid_candidates = hybrid_candidates
+        self.rrf_k = rrf_k
+        self.client = MilvusClient(uri=uri, token=token or "")
+        # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
+        # and does not implement the timestamp call Strong makes.
+        self._consistency = {"consistency_level": "Strong"} if "://" in uri else {}
+        if not self.client.has_collection(collection):
+            self._create()
+        self.client.load_collection(collection)
+
+    def _create(self) -> None:
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, max_length=64, is_primary=True)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=64)
+        schema.add_field("collection", DataType.VARCHAR, max_length=64)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
+        schema.add_field("position", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES)
+        schema.add_field(
+            "terms", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES, enable_analyzer=True
+        )
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dims)
+        schema.add_function(
+            Function(
+                name="bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["terms"],
+                output_field_names=["sparse"],
+            )
+        )
+        index = self.client.prepare_index_params()
+        # Nested "params": pymilvus 3 flattens the outer dict and Lite reads only the inner one.
+        index.add_index(
+            field_name="dense",
+            index_type="HNSW",
+            metric_type="COSINE",
+            params={"params": {"M": 16, "efConstruction": 200}},
+        )
+        index.add_index(
+            field_name="sparse",
+            index_type="SPARSE_INVERTED_INDEX",
+            metric_type="BM25",
+            params={"params": {"bm25_k1": 1.2, "bm25_b": 0.75}},
+        )
+        for field in ("tenant", "doc_id"):
+            index.add_index(field_name=field, index_type="INVERTED")
+        self.client.create_collection(
+            self.name, schema=schema, index_params=index, **self._consistency
+        )
+
+    # --- writes -------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[ChunkRecord]) -> None:
+        if not chunks:
+            return
+        rows = [
+            {
+                "id": c.chunk_id,
+                "tenant": c.tenant,
+                "collection": c.collection,
+                "doc_id": c.doc_id,
+                "position": c.position,
+                "text": _fit(c.text),
+                "terms": _fit(bm25_terms(c.text)),
+                "dense": list(c.vector),
+            }
+            for c in chunks
+        ]
+        self.client.upsert(self.name, rows)
+
+    def delete_chunks(self, tenant: str, chunk_ids: Collection[str]) -> None:
+        if chunk_ids:
+            ids = ", ".join(_quote(i) for i in chunk_ids)
+            self.client.delete(self.name, filter=f"tenant == {_quote(tenant)} and id in [{ids}]")
+
+    def delete_document(self, tenant: str, doc_id: str) -> None:
+        self.client.delete(
+            self.name, filter=f"tenant == {_quote(tenant)} and doc_id == {_quote(doc_id)}"
+        )
+
+    def flush(self) -> None:
+        self.client.flush(self.name)
+
+    # --- reads --------------------------------------------------------------------------------
+    def count(self, tenant: str, doc_id: str | None = None) -> int:
+        expr = f"tenant == {_quote(tenant)}"
+        if doc_id is not None:
+            expr += f" and doc_id == {_quote(doc_id)}"
+        rows = self.client.query(self.name, filter=expr, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def search(self, query: SearchQuery) -> list[VectorHit]:
+        expr = self._filter(query)
+        # With one hit per document asked for, fetch more chunks and keep each document's best.
+        limit = min(query.top_k * (4 if query.unique_documents else 1), _HIT_LIMIT)
+        terms = bm25_terms(query.text) if query.mode != "dense" else ""
+        if query.mode == "dense" or (query.mode == "hybrid" and not terms):
+            results = self._dense(query, expr, limit)
+        elif query.mode == "bm25":
+            results = self._bm25(terms, expr, limit) if terms else []
+        else:
+            results = self._hybrid(query, terms, expr, limit)
+        hits = [
+            VectorHit(
+                chunk_id=str(r["id"]),
+                doc_id=r["entity"]["doc_id"],
+                collection=r["entity"]["collection"],
+                position=int(r["entity"]["position"]),
+                text=r["entity"]["text"],
+                # Milvus reports BM25 as a negative distance; every score here grows with relevance.
+                score=-float(r["distance"]) if query.mode == "bm25" else float(r["distance"]),
+            )
+            for r in results
+        ]
+        if query.unique_documents:
+            seen: set[str] = set()
+            hits = [h for h in hits if not (h.doc_id in seen or seen.add(h.doc_id))]
+        return hits[: query.top_k]
+
+    def _filter(self, query: SearchQuery) -> str:
+        parts = [f"tenant == {_quote(query.tenant)}"]
+        if query.collection:
+            parts.append(f"collection == {_quote(query.collection)}")
+        if query.doc_ids:
+            parts.append(f"doc_id in [{', '.join(_quote(d) for d in query.doc_ids)}]")
+        return " and ".join(parts)
+
+    def _require_vector(self, query: SearchQuery) -> list[float]:
+        if query.vector is None or len(query.vector) != self.dims:
+            raise ValueError(f"{query.mode} search needs a {self.dims}-dimensional vector")
+        return list(query.vector)
+
+    def _dense(self, query: SearchQuery, expr: str, limit: int) -> list[dict]:
+        result = self.client.search(
+            self.name,
+            data=[self._require_vector(query)],
+            anns_field="dense",
+            limit=limit,
+            filter=expr,
+            output_fields=_OUTPUT,
+            search_params={"params": {"ef": max(64, limit)}},
+            **self._consistency,
+        )
+        return list(result[0])
+
+    def _bm25(self, terms: str, expr: str, limit: int) -> list[dict]:
+        result = self.client.search(
+            self.name,
+            data=[terms],
+            anns_field="sparse",
+            limit=limit,
+            filter=expr,
+            output_fields=_OUTPUT,
+            **self._consistency,
+        )
+        return list(result[0])
+
+    def _hybrid(self, query: SearchQuery, terms: str, expr: str, limit: int) -> list[dict]:
+        candidates = max(limit, self.hybrid_candidates)
+        requests = [
+            AnnSearchRequest(
+                data=[self._require_vector(query)],
+                anns_field="dense",
+                param={"params": {"ef": max(64, candidates)}},
+                limit=candidates,
+                expr=expr,
+            ),
+            AnnSearchRequest(
+                data=[terms], anns_field="sparse", param={}, limit=candidates, expr=expr
+            ),
+        ]
+        result = self.client.hybrid_search(
+            self.name,
+            requests,
+            RRFRanker(self.rrf_k),
+            limit=limit,
+            output_fields=_OUTPUT,
+            **self._consistency,
+        )
+        return list(result[0])
+
+    def close(self) -> None:
+        self.client.close()

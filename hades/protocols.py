@@ -1,0 +1,143 @@
+"""The two store contracts of H.A.D.E.S. and the records that cross them.
+
+Both interfaces are synchronous: the indexer calls them from its single store thread, which is
+also what keeps Milvus Lite safe (concurrent writes corrupt its write-ahead log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SearchMode
+
+STATUS_RANK: dict[str, int] = {"queued": 0, "processing": 1, "indexed": 2, "failed": 2}
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    chunk_id: str
+    tenant: str
+    collection: str
+    doc_id: str
+    position: int
+    text: str
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True)
+class DocumentWrite:
+    """One document version with all its chunks; written as a whole, replacing the old one."""
+
+    tenant: str
+    document: DocumentInfo
+    chunks: Sequence[ChunkRecord]
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    tenant: str
+    mode: SearchMode
+    top_k: int
+    text: str = ""
+    vector: Sequence[float] | None = None
+    collection: str | None = None
+    doc_ids: Sequence[str] | None = None
+    unique_documents: bool = False
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    chunk_id: str
+    doc_id: str
+    collection: str
+    position: int
+    text: str
+    score: float
+
+
+class VectorIndex(Protocol):
+    """Chunk vectors with dense, BM25 and hybrid search, always filtered by tenant."""
+
+    dims: int
+
+    def upsert(self, chunks: Sequence[ChunkRecord]) -> None:
+        """Insert or overwrite by ``chunk_id``; writing the same chunk twice keeps one row."""
+
+    def delete_chunks(self, tenant: str, chunk_ids: Collection[str]) -> None:
+        """Remove these chunks of ``tenant`` (unknown ids are ignored)."""
+
+    def delete_document(self, tenant: str, doc_id: str) -> None:
+        """Remove every chunk of the document."""
+
+    def search(self, query: SearchQuery) -> list[VectorHit]:
+        """Best first. Scores grow with relevance. Only ``query.tenant``'s chunks."""
+
+    def count(self, tenant: str, doc_id: str | None = None) -> int: ...
+
+    def flush(self) -> None:
+        """Seal what was written so searches stay fast (Milvus: one segment per flush)."""
+
+    def close(self) -> None: ...
+
+
+class DocumentGraph(Protocol):
+    """Documents, chunks, their edges (``has_chunk``, ``next``) and session context.
+
+    Versions order the writes of one document: a write or status older than what is stored (or
+    than the document's deletion) is ignored and reported as such.
+    """
+
+    def accepts(self, tenant: str, doc_id: str, version: int, status: DocumentStatus) -> bool:
+        """Would a write of ``status`` at ``version`` apply (not stale, not deleted later)?"""
+
+    def put_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        """Store documents (status ``indexed``) with their chunks and edges, atomically."""
+
+    def set_status(
+        self,
+        tenant: str,
+        document: DocumentInfo,
+    ) -> DocumentInfo | None:
+        """Record a status change; None when it was stale and ignored."""
+
+    def delete_document(self, tenant: str, doc_id: str, version: int) -> DocumentInfo | None:
+        """Remove the document, its chunks and edges; remember the deletion's version."""
+
+    def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None: ...
+
+    def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]: ...
+
+    def list_documents(
+        self,
+        tenant: str,
+        collection: str | None = None,
+        status: DocumentStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[DocumentInfo], int]: ...
+
+    def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
+        """The document's chunks in order, following ``has_chunk`` edges."""
+
+    def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
+        """Up to ``depth`` chunks after this one, following ``next`` edges (a traversal)."""
+
+    def counts_by_status(self, tenant: str | None = None) -> dict[str, int]: ...
+
+    def add_context(self, tenant: str, session_id: str, content: str) -> list[ContextItem]: ...
+
+    def get_context(self, tenant: str, session_id: str) -> list[ContextItem]: ...
+
+    def clear_context(self, tenant: str, session_id: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def newer(version: int, status: str, current_version: int, current_status: str) -> bool:
+    """Does (version, status) come after what is stored? Shared by every graph backend."""
+    return (version, STATUS_RANK.get(status, 0)) > (
+        current_version,
+        STATUS_RANK.get(current_status, 0),
+    )

@@ -1,0 +1,311 @@
+"""``DocumentGraph`` on SQLite: the embedded default (WAL, synchronous=FULL).
+
+Edges are stored the way ArangoDB stores them (``_from``/``_to`` handles such as
+``documents/<id>``), and traversals are recursive CTEs, so both backends read alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from hades.protocols import DocumentWrite, newer
+from schemas.messages import ContextItem, DocumentInfo, DocumentStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    tenant TEXT NOT NULL, doc_id TEXT NOT NULL, collection TEXT NOT NULL,
+    filename TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL DEFAULT 0, error TEXT, content_hash TEXT, media_type TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, doc_id)
+);
+CREATE INDEX IF NOT EXISTS documents_by_collection ON documents (tenant, collection, status);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, doc_id TEXT NOT NULL,
+    position INTEGER NOT NULL, text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (tenant, doc_id, position);
+CREATE TABLE IF NOT EXISTS edges (
+    _from TEXT NOT NULL, _to TEXT NOT NULL, kind TEXT NOT NULL, tenant TEXT NOT NULL,
+    PRIMARY KEY (_from, kind, _to)
+);
+CREATE INDEX IF NOT EXISTS edges_by_target ON edges (_to);
+CREATE TABLE IF NOT EXISTS deletions (
+    tenant TEXT NOT NULL, doc_id TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, doc_id)
+);
+CREATE TABLE IF NOT EXISTS session_context (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, session_id TEXT NOT NULL,
+    content TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS context_by_session ON session_context (tenant, session_id, id);
+"""
+
+_DOC_COLUMNS = (
+    "doc_id, collection, filename, status, chunk_count, error, version, content_hash, "
+    "media_type, metadata, created_at, updated_at"
+)
+
+
+def _doc_handle(doc_id: str) -> str:
+    return f"documents/{doc_id}"
+
+
+def _chunk_handle(chunk_id: str) -> str:
+    return f"chunks/{chunk_id}"
+
+
+def _row_to_info(row: sqlite3.Row) -> DocumentInfo:
+    data = dict(row)
+    data["metadata"] = json.loads(data["metadata"])
+    return DocumentInfo(**data)
+
+
+class SqliteDocumentGraph:
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- versions -----------------------------------------------------------------------------
+    def _deleted_at(self, tenant: str, doc_id: str) -> int:
+        row = self.db.execute(
+            "SELECT version FROM deletions WHERE tenant=? AND doc_id=?", (tenant, doc_id)
+        ).fetchone()
+        return int(row[0]) if row else -1
+
+    def accepts(self, tenant: str, doc_id: str, version: int, status: DocumentStatus) -> bool:
+        if version <= self._deleted_at(tenant, doc_id):
+            return False
+        current = self.get_document(tenant, doc_id)
+        return current is None or newer(version, status, current.version, current.status)
+
+    # --- documents ----------------------------------------------------------------------------
+    def put_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        with self._tx() as db:
+            for write in writes:
+                tenant, doc = write.tenant, write.document
+                self._remove_chunks(db, tenant, doc.doc_id)
+                created = db.execute(
+                    "SELECT created_at FROM documents WHERE tenant=? AND doc_id=?",
+                    (tenant, doc.doc_id),
+                ).fetchone()
+                self._upsert_row(db, tenant, doc, created[0] if created else doc.created_at)
+                db.executemany(
+                    "INSERT INTO chunks (chunk_id, tenant, doc_id, position, text) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (chunk_id) DO UPDATE SET "
+                    "tenant=excluded.tenant, doc_id=excluded.doc_id, "
+                    "position=excluded.position, text=excluded.text",
+                    [(c.chunk_id, tenant, c.doc_id, c.position, c.text) for c in write.chunks],
+                )
+                ordered = sorted(write.chunks, key=lambda c: c.position)
+                edges = [
+                    (_doc_handle(doc.doc_id), _chunk_handle(c.chunk_id), "has_chunk", tenant)
+                    for c in ordered
+                ] + [
+                    (_chunk_handle(a.chunk_id), _chunk_handle(b.chunk_id), "next", tenant)
+                    for a, b in itertools.pairwise(ordered)
+                ]
+                db.executemany(
+                    "INSERT OR IGNORE INTO edges (_from, _to, kind, tenant) VALUES (?, ?, ?, ?)",
+                    edges,
+                )
+
+    @staticmethod
+    def _upsert_row(
+        db: sqlite3.Connection, tenant: str, doc: DocumentInfo, created_at: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO documents (tenant, doc_id, collection, filename, status, version, "
+            "chunk_count, error, content_hash, media_type, metadata, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, doc_id) DO UPDATE SET collection=excluded.collection, "
+            "filename=excluded.filename, status=excluded.status, version=excluded.version, "
+            "chunk_count=excluded.chunk_count, error=excluded.error, "
+            "content_hash=COALESCE(excluded.content_hash, documents.content_hash), "
+            "media_type=COALESCE(excluded.media_type, documents.media_type), "
+            "metadata=excluded.metadata, updated_at=excluded.updated_at",
+            (
+                tenant,
+                doc.doc_id,
+                doc.collection,
+                doc.filename,
+                doc.status,
+                doc.version,
+                doc.chunk_count,
+                doc.error,
+                doc.content_hash,
+                doc.media_type,
+                json.dumps(doc.metadata),
+                created_at,
+                doc.updated_at,
+            ),
+        )
+
+    @staticmethod
+    def _remove_chunks(db: sqlite3.Connection, tenant: str, doc_id: str) -> None:
+        handles = [
+            _chunk_handle(r[0])
+            for r in db.execute(
+                "SELECT chunk_id FROM chunks WHERE tenant=? AND doc_id=?", (tenant, doc_id)
+            )
+        ]
+        db.execute("DELETE FROM edges WHERE _from=?", (_doc_handle(doc_id),))
+        db.executemany("DELETE FROM edges WHERE _from=?", [(h,) for h in handles])
+        db.execute("DELETE FROM chunks WHERE tenant=? AND doc_id=?", (tenant, doc_id))
+
+    def set_status(self, tenant: str, document: DocumentInfo) -> DocumentInfo | None:
+        with self._tx() as db:
+            if not self.accepts(tenant, document.doc_id, document.version, document.status):
+                return None
+            current = self.get_document(tenant, document.doc_id)
+            if current is not None:
+                # A status change keeps what the indexed version knew until it is replaced.
+                document = document.model_copy(
+                    update={
+                        "chunk_count": current.chunk_count,
+                        "metadata": document.metadata or current.metadata,
+                    }
+                )
+            self._upsert_row(
+                db, tenant, document, current.created_at if current else document.created_at
+            )
+        return self.get_document(tenant, document.doc_id)
+
+    def delete_document(self, tenant: str, doc_id: str, version: int) -> DocumentInfo | None:
+        with self._tx() as db:
+            current = self.get_document(tenant, doc_id)
+            if version <= self._deleted_at(tenant, doc_id):
+                return None
+            if current is not None and current.version > version:
+                return None
+            self._remove_chunks(db, tenant, doc_id)
+            db.execute("DELETE FROM documents WHERE tenant=? AND doc_id=?", (tenant, doc_id))
+            db.execute(
+                "INSERT INTO deletions (tenant, doc_id, version) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant, doc_id) DO UPDATE SET version=excluded.version",
+                (tenant, doc_id, version),
+            )
+        return current
+
+    def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None:
+        row = self.db.execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE tenant=? AND doc_id=?",  # noqa: S608
+            (tenant, doc_id),
+        ).fetchone()
+        return _row_to_info(row) if row else None
+
+    def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]:
+        ids = list(doc_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents "  # noqa: S608
+            f"WHERE tenant=? AND doc_id IN ({marks})",
+            (tenant, *ids),
+        )
+        return {row["doc_id"]: _row_to_info(row) for row in rows}
+
+    def list_documents(
+        self,
+        tenant: str,
+        collection: str | None = None,
+        status: DocumentStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[DocumentInfo], int]:
+        where, args = ["tenant=?"], [tenant]
+        if collection:
+            where.append("collection=?")
+            args.append(collection)
+        if status:
+            where.append("status=?")
+            args.append(status)
+        clause = " AND ".join(where)
+        total = self.db.execute(
+            f"SELECT COUNT(*) FROM documents WHERE {clause}",  # noqa: S608
+            args,
+        ).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {clause} "  # noqa: S608
+            "ORDER BY updated_at DESC, doc_id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [_row_to_info(r) for r in rows], int(total)
+
+    def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT c.chunk_id FROM edges e JOIN chunks c ON e._to = 'chunks/' || c.chunk_id "
+            "WHERE e._from=? AND e.kind='has_chunk' AND c.tenant=? ORDER BY c.position",
+            (_doc_handle(doc_id), tenant),
+        )
+        return [r[0] for r in rows]
+
+    def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
+        rows = self.db.execute(
+            "WITH RECURSIVE walk(handle, depth) AS ("
+            "  SELECT ?, 0"
+            "  UNION ALL"
+            "  SELECT e._to, walk.depth + 1 FROM edges e JOIN walk ON e._from = walk.handle"
+            "  WHERE e.kind = 'next' AND e.tenant = ? AND walk.depth < ?"
+            ") SELECT substr(handle, 8) FROM walk WHERE depth > 0 ORDER BY depth",
+            (_chunk_handle(chunk_id), tenant, depth),
+        )
+        return [r[0] for r in rows]
+
+    def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
+        if tenant is None:
+            rows = self.db.execute("SELECT status, COUNT(*) FROM documents GROUP BY status")
+        else:
+            rows = self.db.execute(
+                "SELECT status, COUNT(*) FROM documents WHERE tenant=? GROUP BY status", (tenant,)
+            )
+        return {r[0]: int(r[1]) for r in rows}
+
+    # --- session context ----------------------------------------------------------------------
+    def add_context(self, tenant: str, session_id: str, content: str) -> list[ContextItem]:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO session_context (tenant, session_id, content, at) VALUES (?, ?, ?, ?)",
+                (tenant, session_id, content, time.time()),
+            )
+        return self.get_context(tenant, session_id)
+
+    def get_context(self, tenant: str, session_id: str) -> list[ContextItem]:
+        rows = self.db.execute(
+            "SELECT content, at FROM session_context WHERE tenant=? AND session_id=? ORDER BY id",
+            (tenant, session_id),
+        )
+        return [ContextItem(content=r[0], at=r[1]) for r in rows]
+
+    def clear_context(self, tenant: str, session_id: str) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "DELETE FROM session_context WHERE tenant=? AND session_id=?", (tenant, session_id)
+            )
+        return int(cursor.rowcount)
+
+    def close(self) -> None:
+        self.db.close()

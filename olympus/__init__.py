@@ -1,0 +1,1 @@
+"""What every Olympus process shares: settings, logging, bus plumbing and the CLI."""

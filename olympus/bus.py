@@ -1,0 +1,226 @@
+"""Bus plumbing every worker shares: streams, consumer settings, retries and dead letters.
+
+The delivery rules of DESIGN.md live here, in one place, for every JetStream subscriber:
+ack after the handler returns; on an error nak with a back-off; an invalid message or one
+that failed ``max_deliver`` times goes to ``olympus.dlq.<stage>`` with the error and the
+original, and is terminated. Long work sends in-progress acks so AckWait does not redeliver it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import nats
+from faststream import BaseMiddleware
+from faststream.exceptions import HandlerException, NackMessage, RejectMessage
+from faststream.nats import NatsBroker
+from nats.js import api
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from olympus.logging import get_logger
+from schemas import bus
+from schemas.messages import DeadLetter
+
+if TYPE_CHECKING:
+    from faststream.message import StreamMessage
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+    from olympus.settings import CommonSettings
+
+log = get_logger("olympus.bus")
+
+
+class PermanentError(Exception):
+    """Work that can never succeed however often it is retried: dead-letter it at once."""
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_deliver: int
+    backoff_s: tuple[float, ...]
+    ack_wait_s: float
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> DeliveryPolicy:
+        return cls(settings.max_deliver, settings.retry_backoff_s, settings.ack_wait_s)
+
+    def delay(self, attempt: int) -> float:
+        if not self.backoff_s:
+            return 0.0
+        return self.backoff_s[min(attempt, len(self.backoff_s)) - 1]
+
+    def consumer_config(self, durable: str) -> api.ConsumerConfig:
+        # One delivery more than we retry: when a worker died mid-message on the last attempt,
+        # that extra delivery is what lets us dead-letter it instead of the server dropping it.
+        return api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=1000,
+        )
+
+
+def stream_config(spec: bus.StreamSpec, max_message_bytes: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_age=spec.max_age_s or None,
+        duplicate_window=spec.duplicate_window_s,
+        max_msg_size=max_message_bytes,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, max_message_bytes: int) -> list[str]:
+    """Create every stream, or update it to the current configuration. Safe to repeat."""
+    changed = []
+    for spec in bus.STREAMS:
+        config = stream_config(spec, max_message_bytes)
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            changed.append(f"created {spec.name}")
+        else:
+            await js.update_stream(config)
+            changed.append(f"updated {spec.name}")
+    return changed
+
+
+async def prepare_streams(settings: CommonSettings) -> None:
+    """Workers make sure the streams exist before their durable consumers are created."""
+    nc = await connect(settings, "stream-setup")
+    try:
+        await ensure_streams(nc.jetstream(), settings.max_message_bytes)
+    finally:
+        await nc.close()
+
+
+def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroker:
+    """A FastStream broker with Olympus' delivery rules on every JetStream subscriber."""
+    return NatsBroker(
+        **settings.nats_connect_options(),  # type: ignore[arg-type]
+        middlewares=[delivery_middleware(policy)],
+        max_reconnect_attempts=-1,
+        # FastStream's per-message "Received"/"Processed" lines go to debug, through our logs.
+        logger=logging.getLogger("olympus.faststream"),
+        log_level=logging.DEBUG,
+    )
+
+
+async def connect(settings: CommonSettings, name: str) -> nats.NATS:
+    return await nats.connect(
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        **settings.nats_connect_options(),  # type: ignore[arg-type]
+    )
+
+
+def _is_jetstream(raw: object) -> bool:
+    reply = getattr(raw, "reply", "") or ""
+    return reply.startswith("$JS.ACK.")
+
+
+def dead_letter(raw: Msg, stage: str, error: BaseException | str, deliveries: int) -> DeadLetter:
+    try:
+        original, encoding = raw.data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        original, encoding = base64.b64encode(raw.data).decode(), "base64"
+    message = error if isinstance(error, str) else _describe(error, raw.data)
+    return DeadLetter(
+        stage=stage,
+        subject=raw.subject,
+        error=message,
+        error_type="WorkerLost" if isinstance(error, str) else type(error).__name__,
+        deliveries=deliveries,
+        original=original,
+        original_encoding=encoding,  # type: ignore[arg-type]
+        headers={k: v for k, v in (raw.headers or {}).items() if k != bus.HEADER_MSG_ID},
+    )
+
+
+def _describe(error: BaseException, data: bytes | None = None) -> str:
+    if isinstance(error, ValidationError):
+        if data is not None:
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                return f"the message is not valid JSON: {exc}"
+        return "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in error.errors())
+    return str(error) or type(error).__name__
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    # Handlers name their message argument "body"; the path inside the message is what matters.
+    path = loc[1:] if loc[:1] == ("body",) else loc
+    return ".".join(map(str, path)) or "message"
+
+
+def stage_of(subject: str) -> str:
+    """``olympus.ingest.docs`` -> ``ingest``: the stage names the dead-letter subject."""
+    parts = subject.split(".")
+    return parts[1] if len(parts) > 1 else subject
+
+
+class DeliveryMiddleware(BaseMiddleware):
+    """Retry with back-off, dead-letter what cannot succeed, keep long work alive."""
+
+    policy: DeliveryPolicy
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        raw = msg.raw_message
+        if not _is_jetstream(raw):
+            return await call_next(msg)
+        attempt = raw.metadata.num_delivered
+        stage = stage_of(raw.subject)
+        if attempt > self.policy.max_deliver:
+            await self._dead_letter(raw, stage, "the worker stopped while handling it", attempt)
+            raise RejectMessage()
+        keep_alive = asyncio.create_task(self._keep_alive(raw))
+        try:
+            return await call_next(msg)
+        except HandlerException:
+            raise
+        except Exception as exc:
+            final = isinstance(exc, (ValidationError, PermanentError))
+            if final or attempt >= self.policy.max_deliver:
+                await self._dead_letter(raw, stage, exc, attempt)
+                raise RejectMessage() from exc
+            delay = self.policy.delay(attempt)
+            log.warning(
+                "retrying", stage=stage, attempt=attempt, delay_s=delay, error=_describe(exc)
+            )
+            raise NackMessage(delay=delay) from exc
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+
+    async def _keep_alive(self, raw: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.policy.ack_wait_s / 3)
+            await raw.in_progress()
+
+    async def _dead_letter(
+        self, raw: Msg, stage: str, error: BaseException | str, attempt: int
+    ) -> None:
+        letter = dead_letter(raw, stage, error, attempt)
+        log.error("dead-lettered", stage=stage, subject=raw.subject, error=letter.error)
+        js = raw._client.jetstream()
+        await js.publish(bus.dlq_subject(stage), letter.model_dump_json().encode())
+
+
+def delivery_middleware(policy: DeliveryPolicy) -> type[DeliveryMiddleware]:
+    return type("ConfiguredDeliveryMiddleware", (DeliveryMiddleware,), {"policy": policy})

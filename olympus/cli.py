@@ -1,0 +1,198 @@
+"""``olympus``: run the embedded stack (``up``), inspect it (``status``), manage API keys
+(``keys``) and measure retrieval quality on a BEIR folder (``eval``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from olympus.settings import CommonSettings
+
+
+def _port_of(url: str, default: int) -> int:
+    tail = url.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else default
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from gateway.settings import GatewaySettings
+    from olympus.stack import Stack, StackConfig
+
+    common = CommonSettings()
+    gateway = GatewaySettings()
+    config = StackConfig(
+        data_dir=Path(args.data_dir or common.data_dir).resolve(),
+        nats_port=args.nats_port or _port_of(common.nats_url, 4222),
+        gateway_port=args.port or gateway.port,
+        host=gateway.host,
+        log_format="console" if common.log_format == "auto" else common.log_format,
+    )
+    stack = Stack(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start()
+    except (RuntimeError, TimeoutError) as exc:
+        stack.stop()
+        print(f"olympus up failed: {exc}", file=sys.stderr)
+        return 1
+    key_line = (
+        f"API key (shown once, keep it): {stack.api_key}"
+        if stack.api_key
+        else "API key: the one printed on the first run (`olympus keys create` makes another)"
+    )
+    print(
+        "\n".join(
+            [
+                "",
+                f"Olympus is up. Gateway: {config.gateway_url}",
+                f"API docs: {config.gateway_url}/docs   NATS contract: /asyncapi.json",
+                key_line,
+                f"NATS: {config.nats_url}   data: {config.data_dir}",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        ),
+        flush=True,
+    )
+    stop.wait()
+    print("stopping…", flush=True)
+    stack.stop()
+    return 0
+
+
+def _run_file(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    common = CommonSettings()
+    data_dir = Path(args.data_dir or common.data_dir)
+    url = _run_file(data_dir).get("nats_url", common.nats_url)
+    try:
+        report = asyncio.run(_status(common.model_copy(update={"nats_url": url})))
+    except Exception as exc:
+        print(f"cannot reach NATS at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+async def _status(common: CommonSettings) -> str:
+    import nats
+
+    from schemas import bus
+    from schemas.messages import DocumentStats, DocumentStatsReply
+
+    nc = await nats.connect(
+        **common.nats_connect_options(),  # type: ignore[arg-type]
+        connect_timeout=2,
+        max_reconnect_attempts=0,
+    )
+    js = nc.jetstream()
+    lines = ["STREAMS", f"  {'name':<18}{'messages':>10}{'bytes':>14}"]
+    for spec in bus.STREAMS:
+        try:
+            info = await js.stream_info(spec.name)
+        except Exception:
+            lines.append(f"  {spec.name:<18}{'missing':>10}")
+            continue
+        lines.append(f"  {spec.name:<18}{info.state.messages:>10}{info.state.bytes:>14}")
+    lines += [
+        "CONSUMERS",
+        f"  {'stream/durable':<34}{'pending':>9}{'ack-pending':>13}{'redelivered':>13}",
+    ]
+    for spec in bus.STREAMS:
+        for durable in spec.durables:
+            try:
+                c = await js.consumer_info(spec.name, durable)
+            except Exception:
+                lines.append(f"  {spec.name + '/' + durable:<34}{'missing':>9}")
+                continue
+            lines.append(
+                f"  {spec.name + '/' + durable:<34}{c.num_pending:>9}{c.num_ack_pending:>13}"
+                f"{c.num_redelivered:>13}"
+            )
+    try:
+        dlq = (await js.stream_info(bus.DLQ_STREAM.name)).state.messages
+    except Exception:
+        dlq = 0
+    lines.append(f"DEAD LETTERS  {dlq}")
+    try:
+        reply = await nc.request(
+            bus.RPC_DOCUMENT_STATS, DocumentStats().model_dump_json().encode(), timeout=2
+        )
+        counts = DocumentStatsReply.model_validate_json(reply.data).by_status
+        lines.append(
+            "DOCUMENTS     " + ("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")
+        )
+    except Exception:
+        lines.append("DOCUMENTS     (the indexer is not answering)")
+    workers = []
+    for service in bus.WORKERS:
+        try:
+            await nc.request(bus.health_subject(service), b"{}", timeout=1)
+            workers.append(f"{service}=up")
+        except Exception:
+            workers.append(f"{service}=down")
+    lines.append("WORKERS       " + "  ".join(workers))
+    await nc.close()
+    return "\n".join(lines)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from olympus.keys import KeyStore
+
+    common = CommonSettings()
+    store = KeyStore(Path(args.data_dir or common.data_dir) / "api_keys.json")
+    print(store.create(args.tenant))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from olympus.evaluation import run_eval
+
+    return run_eval(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="olympus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the embedded stack in the foreground")
+    up.add_argument("--data-dir", help="data folder (default ./.olympus, OLYMPUS_DATA_DIR)")
+    up.add_argument("--port", type=int, help="gateway port (OLYMPUS_GATEWAY_PORT, 8000)")
+    up.add_argument("--nats-port", type=int, help="NATS port (from OLYMPUS_NATS_URL, 4222)")
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser("status", help="streams, consumers, dead letters, documents")
+    status.add_argument("--data-dir")
+    status.set_defaults(func=cmd_status)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="create a key for a tenant and print it once")
+    create.add_argument("--tenant", default="default")
+    create.add_argument("--data-dir")
+    create.set_defaults(func=cmd_keys_create)
+
+    ev = sub.add_parser("eval", help="retrieval quality on a BEIR-layout folder")
+    ev.add_argument("folder", type=Path)
+    ev.add_argument("--queries", help="queries file name (default: the first queries*.jsonl)")
+    ev.add_argument("--qrels", help="qrels file name (default: the first qrels*.tsv)")
+    ev.add_argument("--max-docs", type=int, default=0, help="only the first N documents")
+    ev.add_argument("--json", type=Path, help="also write the results as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""structlog JSON logs on the ``olympus`` logger, one configuration for every process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_SECRET_NAMES = ("password", "api_key", "authorization", "token", "secret", "credentials")
+
+
+def _drop_secrets(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+    for key in list(event):
+        name = key.lower()
+        if name in _SECRET_NAMES or name.endswith(tuple(f"_{n}" for n in _SECRET_NAMES)):
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
+    """JSON lines by default; human-readable when ``fmt="console"`` (or auto on a terminal)."""
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_secrets,
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    for name in ("olympus", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str = "olympus") -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name if name.startswith("olympus") else f"olympus.{name}")

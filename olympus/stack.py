@@ -1,0 +1,245 @@
+"""The embedded stack: nats-server, the workers and the gateway as supervised processes.
+
+``olympus up`` runs it in the foreground; the end-to-end tests, the benchmarks and
+``olympus eval`` start exactly the same thing in a temporary data folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from olympus import bus as olympus_bus
+from olympus import natsserver
+from olympus.keys import KeyStore
+from olympus.settings import CommonSettings
+from schemas import bus
+from schemas.messages import HealthPing, HealthReply
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # A child of a supervisor killed with SIGKILL would otherwise live on as an orphan.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Supervised:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    restart: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    """Start processes, prefix their output with their name, restart them with back-off."""
+
+    sink: IO[str] = field(default_factory=lambda: sys.stdout)
+    max_backoff_s: float = 30.0
+    _children: list[Supervised] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def say(self, name: str, line: str) -> None:
+        with self._lock:
+            self.sink.write(f"{name:>9} | {line.rstrip()}\n")
+            self.sink.flush()
+
+    def start(self, child: Supervised) -> Supervised:
+        self._children.append(child)
+        self._spawn(child)
+        threading.Thread(target=self._watch, args=(child,), daemon=True).start()
+        return child
+
+    def _spawn(self, child: Supervised) -> None:
+        child.proc = subprocess.Popen(
+            child.command,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        child.started_at = time.monotonic()
+        threading.Thread(target=self._pump, args=(child, child.proc), daemon=True).start()
+
+    def _pump(self, child: Supervised, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            self.say(child.name, raw.decode("utf-8", "replace"))
+
+    def _watch(self, child: Supervised) -> None:
+        backoff = 1.0
+        while True:
+            assert child.proc is not None
+            code = child.proc.wait()
+            if self._stopping.is_set() or not child.restart:
+                return
+            if time.monotonic() - child.started_at > 60:
+                backoff = 1.0  # it ran a good while: this is a new failure, not a crash loop
+            self.say("olympus", f"{child.name} exited with {code}; restarting in {backoff:.0f}s")
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.max_backoff_s)
+            child.restarts += 1
+            self._spawn(child)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM everything, newest first; SIGKILL what has not left by the deadline."""
+        self._stopping.set()
+        for child in reversed(self._children):
+            if child.proc and child.proc.poll() is None:
+                child.proc.terminate()
+                try:
+                    child.proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    nats_port: int = 4222
+    gateway_port: int = 8000
+    host: str = "127.0.0.1"
+    log_format: str = "json"
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+
+class Stack:
+    def __init__(self, config: StackConfig, sink: IO[str] | None = None) -> None:
+        self.config = config
+        self.supervisor = Supervisor(sink=sink or sys.stdout)
+        self.api_key: str | None = None
+
+    def child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OLYMPUS_")}
+        env.update(
+            {
+                "OLYMPUS_DATA_DIR": str(self.config.data_dir),
+                "OLYMPUS_NATS_URL": self.config.nats_url,
+                "OLYMPUS_GATEWAY_HOST": self.config.host,
+                "OLYMPUS_GATEWAY_PORT": str(self.config.gateway_port),
+                "OLYMPUS_LOG_FORMAT": self.config.log_format,
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for key, value in os.environ.items():
+            if key.startswith("OLYMPUS_") and key not in env:
+                env[key] = value
+        env.update(self.config.env)
+        return env
+
+    def start(self, timeout_s: float = 180.0, on_step: Callable[[str], None] | None = None) -> None:
+        step = on_step or (lambda s: self.supervisor.say("olympus", s))
+        data = self.config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        for port, what in ((self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")):
+            if natsserver.port_open(self.config.host, port):
+                raise RuntimeError(f"port {port} for {what} is already in use")
+        env = self.child_env()
+        common = CommonSettings(data_dir=data, nats_url=self.config.nats_url)
+        nats_config = natsserver.NatsServerConfig(
+            store_dir=data / "jetstream",
+            port=self.config.nats_port,
+            host=self.config.host,
+            max_payload_bytes=common.max_message_bytes,
+        )
+        self.supervisor.start(
+            Supervised("nats", nats_config.command(data / "nats-server.conf"), env)
+        )
+        natsserver.wait_until_listening(self.config.host, self.config.nats_port)
+        asyncio.run(olympus_bus.prepare_streams(common))
+        step("streams ready")
+        keys = KeyStore(data / "api_keys.json")
+        if keys.is_empty():
+            self.api_key = keys.create("default")
+        python = sys.executable
+        for name, module in (("indexer", "workers.indexer"), ("embedder", "workers.embedder")):
+            self.supervisor.start(Supervised(name, [python, "-m", module], env))
+        self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], env))
+        asyncio.run(self.wait_ready(common, timeout_s))
+        (data / "run.json").write_text(
+            json.dumps(
+                {
+                    "nats_url": self.config.nats_url,
+                    "gateway_url": self.config.gateway_url,
+                    "pid": os.getpid(),
+                }
+            )
+        )
+
+    async def wait_ready(self, common: CommonSettings, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        nc = await olympus_bus.connect(common, "olympus-up")
+        try:
+            async with httpx.AsyncClient() as http:
+                while time.monotonic() < deadline:
+                    if await _ready(nc, http, self.config.gateway_url):
+                        return
+                    await asyncio.sleep(0.25)
+        finally:
+            await nc.close()
+        raise TimeoutError(f"the stack was not ready within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _ready(nc: object, http: httpx.AsyncClient, gateway_url: str) -> bool:
+    for service in bus.WORKERS:
+        try:
+            answer = await nc.request(  # type: ignore[attr-defined]
+                bus.health_subject(service), HealthPing().model_dump_json().encode(), timeout=0.5
+            )
+        except Exception:
+            return False
+        if not HealthReply.model_validate_json(answer.data).ok:
+            return False
+    try:
+        return (await http.get(f"{gateway_url}/healthz", timeout=0.5)).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,1 @@
+"""Message contracts of the Olympus bus. No I/O lives here."""

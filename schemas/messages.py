@@ -1,0 +1,282 @@
+"""Message contracts: one pydantic model per subject (see ``schemas.bus``).
+
+Every model forbids unknown fields and carries ``schema_version``; every message carries the
+``tenant`` it belongs to. Other systems may publish ``IngestDocument`` to
+``olympus.ingest.<collection>`` directly; the AsyncAPI document served by the gateway at
+``/asyncapi.json`` is generated from these models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from schemas.ids import document_id
+
+SCHEMA_VERSION = 1
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""A tenant or collection name: it becomes a NATS subject token, so no dots or spaces."""
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+"""A document, chunk, session or request id."""
+Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MetaValue = str | int | float | bool | None
+Metadata = Annotated[dict[str, MetaValue], Field(max_length=64)]
+
+DocumentStatus = Literal["queued", "processing", "indexed", "failed", "deleted"]
+SearchMode = Literal["dense", "bm25", "hybrid"]
+MAX_TOP_K = 100
+MAX_QUERY_CHARS = 8192
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: Literal["bad_request", "not_found", "expired", "unavailable", "internal"]
+    message: str
+
+
+class Reply(Message):
+    """Base of every request/reply answer: ``error`` is set instead of raising across the bus."""
+
+    error: ErrorInfo | None = None
+
+
+# --- olympus.ingest.<collection> --------------------------------------------------------------
+class IngestDocument(Message):
+    """A document to index (``op="upsert"``) or remove (``op="delete"``).
+
+    ``doc_id`` defaults to a hash of tenant, collection and filename, so uploading a file with the
+    same name again replaces it. ``content`` is UTF-8 text, or base64 when ``encoding="base64"``
+    (PDF, DOCX). The format comes from ``media_type`` or else the filename's extension.
+    Publish with the header ``Nats-Msg-Id: <doc_id>:<sha256 of content>`` so JetStream drops
+    a duplicate publish.
+    """
+
+    tenant: Name
+    collection: Name = "default"
+    doc_id: Identifier
+    op: Literal["upsert", "delete"] = "upsert"
+    filename: Filename = "untitled.txt"
+    content: str = ""
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    media_type: str | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_doc_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("doc_id") and "tenant" in data:
+            data = dict(data)
+            data["doc_id"] = document_id(
+                str(data["tenant"]),
+                str(data.get("collection") or "default"),
+                str(data.get("filename") or "untitled.txt"),
+            )
+        return data
+
+
+# --- olympus.index.* --------------------------------------------------------------------------
+class ChunkPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: Identifier
+    position: int = Field(ge=0)
+    text: str
+    vector: list[float]
+
+
+class IndexUpsert(Message):
+    """All chunks of one document version, embedded; replaces whatever the document had."""
+
+    tenant: Name
+    collection: Name
+    doc_id: Identifier
+    filename: Filename
+    media_type: str
+    metadata: Metadata = Field(default_factory=dict)
+    version: int = Field(ge=0, description="ingest stream sequence: later wins")
+    content_hash: str
+    model: str
+    chunks: list[ChunkPayload] = Field(min_length=1)
+
+
+class IndexDelete(Message):
+    """Remove a document with its vectors, chunks and edges."""
+
+    tenant: Name
+    collection: Name
+    doc_id: Identifier
+    version: int = Field(ge=0)
+
+
+class IndexStatus(Message):
+    """A status change H.A.D.E.S. records (queued by the gateway, processing/failed by workers)."""
+
+    tenant: Name
+    collection: Name
+    doc_id: Identifier
+    filename: Filename
+    version: int = Field(ge=0)
+    status: Literal["queued", "processing", "failed"]
+    error: str | None = None
+    content_hash: str | None = None
+
+
+# --- olympus.events.document.<status> ---------------------------------------------------------
+class DocumentEvent(Message):
+    """What H.A.D.E.S. has recorded: ``indexed`` means the document is searchable now."""
+
+    tenant: Name
+    collection: Name
+    doc_id: Identifier
+    filename: str
+    status: DocumentStatus
+    version: int
+    chunk_count: int = 0
+    error: str | None = None
+    at: float = Field(default_factory=time.time)
+
+
+# --- olympus.query.embed / olympus.query.retrieve ---------------------------------------------
+class QueryEmbed(Message):
+    """A retrieval request; the reply goes to the NATS reply subject as ``RetrieveReply``."""
+
+    request_id: Identifier
+    tenant: Name
+    input: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    mode: SearchMode = "hybrid"
+    collection: Name | None = None
+    doc_ids: list[Identifier] | None = None
+    session_id: Identifier | None = None
+    unique_documents: bool = False
+    deadline: float = Field(description="unix time after which nobody waits for the answer")
+
+
+class QueryRetrieve(QueryEmbed):
+    vector: list[float] | None = None
+
+
+class RetrievedChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    doc_id: str
+    filename: str
+    collection: str
+    chunk_id: str
+    position: int
+    text: str
+    score: float
+
+
+class ContextItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content: str
+    at: float
+
+
+class RetrieveReply(Reply):
+    hits: list[RetrievedChunk] = Field(default_factory=list)
+    session_context: list[ContextItem] = Field(default_factory=list)
+
+
+# --- olympus.rpc.* ----------------------------------------------------------------------------
+class DocumentInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    doc_id: str
+    collection: str
+    filename: str
+    status: DocumentStatus
+    chunk_count: int = 0
+    error: str | None = None
+    version: int = 0
+    content_hash: str | None = None
+    media_type: str | None = None
+    metadata: dict[str, MetaValue] = Field(default_factory=dict)
+    created_at: float
+    updated_at: float
+
+
+class DocumentGet(Message):
+    tenant: Name
+    doc_id: Identifier
+
+
+class DocumentReply(Reply):
+    document: DocumentInfo | None = None
+
+
+class DocumentList(Message):
+    tenant: Name
+    collection: Name | None = None
+    status: DocumentStatus | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class DocumentPage(Reply):
+    items: list[DocumentInfo] = Field(default_factory=list)
+    total: int = 0
+
+
+class DocumentStats(Message):
+    tenant: Name | None = None
+
+
+class DocumentStatsReply(Reply):
+    by_status: dict[str, int] = Field(default_factory=dict)
+
+
+class ContextAdd(Message):
+    tenant: Name
+    session_id: Identifier
+    content: str = Field(min_length=1, max_length=MAX_QUERY_CHARS * 4)
+
+
+class ContextGet(Message):
+    tenant: Name
+    session_id: Identifier
+
+
+class ContextClear(Message):
+    tenant: Name
+    session_id: Identifier
+
+
+class ContextReply(Reply):
+    items: list[ContextItem] = Field(default_factory=list)
+
+
+class HealthPing(Message):
+    pass
+
+
+class HealthReply(Reply):
+    service: str
+    ok: bool = True
+
+
+# --- olympus.dlq.<stage> ----------------------------------------------------------------------
+class DeadLetter(Message):
+    """A message that failed for good: the error, how often it was tried, and the original."""
+
+    stage: str
+    subject: str
+    error: str
+    error_type: str
+    deliveries: int
+    original: str
+    original_encoding: Literal["utf-8", "base64"]
+    headers: dict[str, str] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time)

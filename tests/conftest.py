@@ -1,0 +1,76 @@
+"""Fixtures that start real things: nats-server on a free port, the whole embedded stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from olympus import natsserver
+from olympus.stack import Stack, StackConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real nats-server with JetStream for the in-process wiring tests.
+
+    The worker apps read ``OLYMPUS_NATS_URL`` when first imported, so it is set here, before
+    any test imports them.
+    """
+    folder = tmp_path_factory.mktemp("nats")
+    config = natsserver.NatsServerConfig(store_dir=folder / "js", port=natsserver.free_port())
+    proc = natsserver.start(config, folder / "nats.conf", stdout=subprocess.DEVNULL)
+    os.environ["OLYMPUS_NATS_URL"] = config.url
+    os.environ["OLYMPUS_DATA_DIR"] = str(folder / "data")
+    yield config.url
+    proc.terminate()
+    proc.wait(10)
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    url: str
+    key: str
+    data_dir: Path
+    log: Path
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+            timeout=30,
+        )
+
+
+def start_stack(name: str, data_dir: Path, env: dict[str, str] | None = None) -> RunningStack:
+    OUTPUT.mkdir(exist_ok=True)
+    log = OUTPUT / f"{name}.log"
+    config = StackConfig(
+        data_dir=data_dir,
+        nats_port=natsserver.free_port(),
+        gateway_port=natsserver.free_port(),
+        env=env or {},
+    )
+    stack = Stack(config, sink=log.open("a"))
+    try:
+        stack.start(timeout_s=240)
+    except BaseException:
+        stack.stop()
+        raise
+    from olympus.keys import KeyStore
+
+    key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
+    return RunningStack(stack, config.gateway_url, key, data_dir, log)

@@ -1,0 +1,85 @@
+"""Real documents of every supported format, made with well-kept writers (fpdf2, python-docx)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import docx
+from fpdf import FPDF
+
+
+def pdf(text: str) -> bytes:
+    doc = FPDF()
+    doc.add_page()
+    doc.set_font("Helvetica", size=12)
+    doc.multi_cell(0, 8, text)
+    return bytes(doc.output())
+
+
+def docx_bytes(text: str) -> bytes:
+    document = docx.Document()
+    for paragraph in text.split("\n"):
+        document.add_paragraph(paragraph)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def html(text: str) -> bytes:
+    return (
+        "<html><head><title>t</title><style>p{color:red}</style>"
+        "<script>var hidden = 'never indexed';</script></head>"
+        f"<body><h1>Notes</h1><p>{text}</p></body></html>"
+    ).encode()
+
+
+def as_json(text: str) -> bytes:
+    return json.dumps({"title": "notes", "body": {"text": text}, "tags": ["x"]}).encode()
+
+
+# One distinct topic per format: a question about it must rank that file first.
+TOPICS = {
+    "volcano.txt": (
+        "Volcanoes form where magma rises through the crust. Basaltic lava flows from shield "
+        "volcanoes such as Mauna Loa, while explosive eruptions build stratovolcanoes.",
+        "How do shield volcanoes and lava flows form?",
+    ),
+    "sourdough.md": (
+        "# Sourdough\n\nA sourdough starter is a culture of wild yeast and lactic acid "
+        "bacteria. Feed the starter with flour and water before baking bread.",
+        "how do I feed a sourdough starter before baking bread",
+    ),
+    "violin.html": (
+        "The violin has four strings tuned in perfect fifths: G, D, A and E. Rosin on the bow "
+        "hair lets it grip the strings.",
+        "what are the violin strings tuned to",
+    ),
+    "glacier.pdf": (
+        "Glaciers carve U-shaped valleys. Moraines are ridges of rock debris that a glacier "
+        "pushes and leaves behind as the ice retreats.",
+        "what is a glacial moraine",
+    ),
+    "chess.docx": (
+        "In chess, castling moves the king two squares toward a rook, and the rook jumps over "
+        "the king. Neither piece may have moved before.",
+        "rules for castling the king in chess",
+    ),
+    "tides.json": (
+        "Ocean tides are caused by the gravitational pull of the Moon and the Sun; spring "
+        "tides happen at new and full moon.",
+        "what causes spring tides in the ocean",
+    ),
+}
+
+
+def render(filename: str, text: str) -> bytes:
+    suffix = filename.rsplit(".", 1)[-1]
+    return {
+        "txt": lambda t: t.encode(),
+        "md": lambda t: t.encode(),
+        "html": html,
+        "pdf": pdf,
+        "docx": docx_bytes,
+        "json": as_json,
+    }[suffix](text)

@@ -1,0 +1,40 @@
+"""Open a stopped stack's stores and report what they hold, as JSON on stdout.
+
+Run in its own process: Milvus Lite keeps its folder locked until the process that opened it
+exits, and the stack must be able to open it again afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hades.milvus import MilvusVectorIndex
+from hades.sqlite import SqliteDocumentGraph
+
+
+def audit(data_dir: Path, tenant: str) -> dict[str, object]:
+    graph = SqliteDocumentGraph(data_dir / "graph.sqlite3")
+    vectors = MilvusVectorIndex(str(data_dir / "milvus.db"), 384)
+    docs, _ = graph.list_documents(tenant, limit=10_000)
+    report = {
+        "documents": {
+            d.doc_id: {
+                "filename": d.filename,
+                "status": d.status,
+                "chunk_count": d.chunk_count,
+                "graph_chunks": len(graph.chunk_ids(tenant, d.doc_id)),
+                "vectors": vectors.count(tenant, d.doc_id),
+            }
+            for d in docs
+        },
+        "vectors_total": vectors.count(tenant),
+    }
+    vectors.close()
+    graph.close()
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(audit(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "default")))

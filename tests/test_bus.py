@@ -1,0 +1,251 @@
+"""Delivery rules against a real nats-server: retry, dead-letter, keep long work alive, and the
+indexer's wiring redelivering a write that failed once (one copy indexed: not zero, not two)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import nats
+import numpy as np
+import pytest
+from faststream import AckPolicy
+from faststream.nats import JStream, PullSub
+from pydantic import BaseModel, ConfigDict
+
+from olympus import bus as olympus_bus
+from olympus.settings import CommonSettings
+from schemas import bus
+from schemas.ids import chunk_id
+
+pytestmark = pytest.mark.integration
+
+
+class Ping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int
+
+
+async def _eventually(check, timeout_s: float = 15.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def _true_when(condition: bool) -> bool:
+    return condition
+
+
+async def _dead_letters(js, subject: str) -> list[dict]:
+    sub = await js.pull_subscribe(bus.DLQ_ALL, stream=bus.DLQ_STREAM.name)
+    letters = []
+    try:
+        while True:
+            for msg in await sub.fetch(50, timeout=0.3):
+                letters.append(json.loads(msg.data))
+    except nats.errors.TimeoutError:
+        pass
+    await sub.unsubscribe()
+    return [letter for letter in letters if letter["subject"] == subject]
+
+
+@pytest.fixture
+async def js(nats_url):
+    nc = await nats.connect(nats_url)
+    await olympus_bus.ensure_streams(nc.jetstream(), 16 * 1024 * 1024)
+    yield nc.jetstream()
+    await nc.close()
+
+
+def _broker(nats_url: str, ack_wait_s: float = 30.0):
+    common = CommonSettings(nats_url=nats_url)
+    policy = olympus_bus.DeliveryPolicy(max_deliver=3, backoff_s=(0.1, 0.2), ack_wait_s=ack_wait_s)
+    return olympus_bus.worker_broker(common, policy), policy
+
+
+def _subscribe(broker, policy, subject: str):
+    durable = f"test-{uuid.uuid4().hex[:8]}"
+    return broker.subscriber(
+        subject,
+        stream=JStream(bus.INGEST_STREAM.name, declare=False),
+        durable=durable,
+        config=policy.consumer_config(durable),
+        pull_sub=PullSub(batch_size=4, timeout=0.2),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+
+
+async def test_a_failure_is_retried_then_acknowledged(nats_url, js):
+    broker, policy = _broker(nats_url)
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    calls: list[int] = []
+
+    @_subscribe(broker, policy, subject)
+    async def handler(body: Ping) -> None:
+        calls.append(body.n)
+        if len(calls) == 1:
+            raise RuntimeError("transient")
+
+    async with broker:
+        await broker.start()
+        await js.publish(subject, b'{"n": 7}')
+        await _eventually(lambda: _true_when(len(calls) == 2))
+        await asyncio.sleep(0.5)
+    assert calls == [7, 7]
+    assert await _dead_letters(js, subject) == []
+
+
+async def test_what_keeps_failing_is_dead_lettered_with_error_and_original(nats_url, js):
+    broker, policy = _broker(nats_url)
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    calls: list[int] = []
+
+    @_subscribe(broker, policy, subject)
+    async def handler(body: Ping) -> None:
+        calls.append(body.n)
+        raise RuntimeError("the disk is on fire")
+
+    async with broker:
+        await broker.start()
+        await js.publish(subject, b'{"n": 1}')
+        letters = await _eventually(lambda: _dead_letters(js, subject))
+        await asyncio.sleep(0.5)
+    assert len(calls) == policy.max_deliver
+    (letter,) = letters
+    assert letter["error"] == "the disk is on fire"
+    assert letter["error_type"] == "RuntimeError"
+    assert letter["deliveries"] == policy.max_deliver
+    assert json.loads(letter["original"]) == {"n": 1}
+
+
+async def test_an_invalid_message_is_dead_lettered_at_once(nats_url, js):
+    broker, policy = _broker(nats_url)
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    calls: list[int] = []
+
+    @_subscribe(broker, policy, subject)
+    async def handler(body: Ping) -> None:
+        calls.append(body.n)
+
+    async with broker:
+        await broker.start()
+        await js.publish(subject, b'{"n": "seven", "extra": true}')
+        await js.publish(subject, b"\xff\xfe not even text")
+        letters = await _eventually(lambda: _two(js, subject))
+    assert calls == []
+    assert {letter["deliveries"] for letter in letters} == {1}
+    texts = " ".join(letter["error"] for letter in letters)
+    assert "n: Input should be a valid integer" in texts
+    assert "not valid JSON" in texts
+    assert "extra: Extra inputs are not permitted" in texts
+    assert {letter["original_encoding"] for letter in letters} == {"utf-8", "base64"}
+
+
+async def _two(js, subject):
+    letters = await _dead_letters(js, subject)
+    return letters if len(letters) == 2 else None
+
+
+async def test_long_work_is_kept_alive_not_redelivered(nats_url, js):
+    broker, policy = _broker(nats_url, ack_wait_s=1.5)
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    @_subscribe(broker, policy, subject)
+    async def handler(body: Ping) -> None:
+        calls.append(body.n)
+        await asyncio.sleep(4)  # well past AckWait
+        done.set()
+
+    async with broker:
+        await broker.start()
+        await js.publish(subject, b'{"n": 3}')
+        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.sleep(2)
+    assert calls == [3]
+
+
+class _FailsOnce:
+    """The real Milvus Lite index, whose first upsert fails (a store hiccup)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert(self, chunks):
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("milvus went away")
+        self.inner.upsert(chunks)
+
+
+async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js, tmp_path):
+    from hades.milvus import MilvusVectorIndex
+    from hades.sqlite import SqliteDocumentGraph
+    from schemas.messages import IndexUpsert
+    from workers.indexer import app as indexer_app
+    from workers.indexer.handlers import Indexer
+
+    vectors = _FailsOnce(MilvusVectorIndex(str(tmp_path / "m.db"), 384))
+    graph = SqliteDocumentGraph(tmp_path / "g.sqlite3")
+    indexer_app.indexer = Indexer(vectors, graph, indexer_app.emit, flush_idle_s=0.1)
+    texts = ["first chunk of the document", "second chunk", "third chunk"]
+    rng = np.random.default_rng(0)
+    upsert = IndexUpsert(
+        tenant="t",
+        collection="c",
+        doc_id="doc-1",
+        filename="doc.txt",
+        media_type="text/plain",
+        version=1,
+        content_hash="h",
+        model="m",
+        chunks=[
+            {
+                "chunk_id": chunk_id("doc-1", i, t),
+                "position": i,
+                "text": t,
+                "vector": rng.standard_normal(384).tolist(),
+            }
+            for i, t in enumerate(texts)
+        ],
+    )
+    indexed = asyncio.Event()
+
+    async def on_event(msg):
+        if json.loads(msg.data)["doc_id"] == "doc-1":
+            indexed.set()
+
+    nc = await nats.connect(nats_url)
+    await nc.subscribe(bus.event_subject("indexed"), cb=on_event)
+    indexer_app.indexer.start()
+    async with indexer_app.broker:
+        await indexer_app.broker.start()
+        await js.publish(bus.INDEX_UPSERT, upsert.model_dump_json().encode())
+        await asyncio.wait_for(indexed.wait(), 20)
+
+        async def settled():
+            info = await js.consumer_info(bus.INDEX_STREAM.name, bus.DURABLE_INDEXER_UPSERT)
+            return info if info.num_ack_pending == 0 else None
+
+        consumer = await _eventually(settled)
+    await indexer_app.indexer.stop()
+    await nc.close()
+    assert vectors.failed
+    assert consumer.delivered.consumer_seq == 2  # delivered twice: the failure, then the write
+    assert consumer.num_pending == 0
+    index = MilvusVectorIndex(str(tmp_path / "m.db"), 384)
+    assert index.count("t", "doc-1") == 3
+    index.close()
+    graph = SqliteDocumentGraph(tmp_path / "g.sqlite3")
+    assert graph.get_document("t", "doc-1").chunk_count == 3
+    graph.close()

@@ -1,0 +1,403 @@
+"""The whole stack, started the way `olympus up` starts it, driven over HTTP and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import nats
+import pytest
+from httpx_sse import connect_sse
+
+from olympus.keys import KeyStore
+from schemas import bus
+from tests.conftest import RunningStack, start_stack
+from tests.documents import TOPICS, render
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+UPLOAD_LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def olympus(tmp_path_factory) -> RunningStack:
+    running = start_stack(
+        "e2e",
+        tmp_path_factory.mktemp("olympus"),
+        env={"OLYMPUS_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)},
+    )
+    yield running
+    running.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def http(olympus) -> httpx.Client:
+    with olympus.client() as client:
+        yield client
+
+
+def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = http.get(f"/rag/documents/{doc_id}")
+        if r.status_code == 200 and r.json()["status"] in statuses:
+            return r.json()
+        time.sleep(0.1)
+    raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
+
+
+def add(http: httpx.Client, filename: str, content: str, **extra) -> dict:
+    r = http.post("/rag/add_document", json={"filename": filename, "content": content, **extra})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def query(http: httpx.Client, text: str, **extra) -> list[dict]:
+    r = http.post("/mcp/e2e/query", json={"input": text, **extra})
+    assert r.status_code == 200, r.text
+    return r.json()["retrieved_documents"]
+
+
+def test_every_format_is_indexed_and_the_right_one_ranks_first(http):
+    files = [("files", (name, render(name, text))) for name, (text, _) in TOPICS.items()]
+    r = http.post("/rag/documents", files=files)
+    assert r.status_code == 202, r.text
+    accepted = {d["filename"]: d for d in r.json()["documents"]}
+    assert set(accepted) == set(TOPICS)
+    assert {d["status"] for d in accepted.values()} == {"queued"}
+
+    # Progress over SSE, for one of them, until it is indexed.
+    statuses = []
+    doc_id = accepted["glacier.pdf"]["doc_id"]
+    with connect_sse(http, "GET", f"/rag/documents/{doc_id}/events") as events:
+        for sse in events.iter_sse():
+            statuses.append(json.loads(sse.data)["status"])
+    assert statuses[-1] == "indexed"
+    assert set(statuses) <= {"queued", "processing", "indexed"}
+
+    for doc in accepted.values():
+        info = wait_for(http, doc["doc_id"])
+        assert info["status"] == "indexed", info
+        assert info["chunk_count"] >= 1
+    for name, (_, question) in TOPICS.items():
+        for mode in ("hybrid", "dense", "bm25"):
+            hits = query(http, question, mode=mode, top_k=3)
+            assert hits, (name, mode)
+            assert hits[0]["filename"] == name, (mode, question, hits[0])
+            assert hits[0]["doc_id"] == accepted[name]["doc_id"]
+            assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_changed_content_replaces_the_old_chunks(http):
+    first = add(http, "animals.txt", "Snowy owls hunt lemmings on the arctic tundra.")
+    before = wait_for(http, first["doc_id"])
+    second = add(http, "animals.txt", "Emperor penguins huddle together through the winter.")
+    assert second["doc_id"] == first["doc_id"]
+    deadline = time.monotonic() + 60
+    while (after := wait_for(http, first["doc_id"]))["version"] == before["version"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert after["content_hash"] != before["content_hash"]
+    texts = [h["text"] for h in query(http, "snowy owls lemmings", mode="bm25", top_k=50)]
+    assert not any("owls" in t for t in texts)
+    hits = query(http, "emperor penguins winter", top_k=1)
+    assert hits[0]["doc_id"] == first["doc_id"]
+    assert "penguins" in hits[0]["text"]
+
+
+def test_identical_content_is_a_no_op(http):
+    content = "Lighthouses guide ships with a flashing light."
+    doc = add(http, "light.txt", content)
+    before = wait_for(http, doc["doc_id"])
+    again = add(http, "light.txt", content)
+    assert again["status"] == "indexed"
+    time.sleep(1)
+    assert wait_for(http, doc["doc_id"])["version"] == before["version"]
+
+
+def test_delete_removes_the_document_and_its_passages(http):
+    doc = add(http, "ephemeral.md", "# Mayflies\n\nAdult mayflies live for a single day.")
+    wait_for(http, doc["doc_id"])
+    assert query(http, "mayflies single day", top_k=1)[0]["doc_id"] == doc["doc_id"]
+    r = http.delete(f"/rag/documents/{doc['doc_id']}")
+    assert r.status_code == 202
+    assert r.json()["status"] == "deleting"
+    deadline = time.monotonic() + 30
+    while http.get(f"/rag/documents/{doc['doc_id']}").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert all(h["doc_id"] != doc["doc_id"] for h in query(http, "mayflies", top_k=20))
+    assert http.delete(f"/rag/documents/{doc['doc_id']}").status_code == 404
+    assert http.get(f"/rag/documents/{doc['doc_id']}/events").status_code == 404
+
+
+def test_a_corrupt_pdf_fails_with_its_reason_and_the_pipeline_goes_on(http):
+    files = [
+        ("files", ("broken.pdf", b"%PDF-1.4\nthis is not really a pdf\n%%EOF")),
+        ("files", ("after.txt", b"Hedgehogs roll into a ball of spines when threatened.")),
+    ]
+    r = http.post("/rag/documents", files=files)
+    assert r.status_code == 202
+    broken, after = r.json()["documents"]
+    failed = wait_for(http, broken["doc_id"])
+    assert failed["status"] == "failed"
+    assert "cannot read application/pdf" in failed["error"]
+    assert wait_for(http, after["doc_id"])["status"] == "indexed"
+    listed = http.get("/rag/documents", params={"status": "failed"}).json()
+    assert broken["doc_id"] in {d["doc_id"] for d in listed["items"]}
+
+
+BAD_REQUESTS = [
+    (
+        "no key",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "a.txt", "content": "x"}},
+        {"Authorization": ""},
+        401,
+    ),
+    ("wrong key", "GET", "/rag/documents", {}, {"Authorization": "Bearer oly_nope"}, 401),
+    (
+        "malformed JSON",
+        "POST",
+        "/rag/add_document",
+        {"content": b"{not json"},
+        {"content-type": "application/json"},
+        422,
+    ),
+    ("missing field", "POST", "/rag/add_document", {"json": {"filename": "a.txt"}}, {}, 422),
+    (
+        "wrong type",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "a.txt", "content": 5}},
+        {},
+        422,
+    ),
+    (
+        "unknown field",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "a.txt", "content": "x", "tenant": "someone-else"}},
+        {},
+        422,
+    ),
+    (
+        "bad collection",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "a.txt", "content": "x", "collection": "a.b>"}},
+        {},
+        422,
+    ),
+    (
+        "unsupported type",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "tool.exe", "content": "MZ"}},
+        {},
+        415,
+    ),
+    (
+        "unsupported upload",
+        "POST",
+        "/rag/documents",
+        {"files": [("files", ("a.txt", b"fine")), ("files", ("b.zip", b"PK"))]},
+        {},
+        415,
+    ),
+    (
+        "too large",
+        "POST",
+        "/rag/documents",
+        {"files": [("files", ("big.txt", b"x" * (UPLOAD_LIMIT + 1)))]},
+        {},
+        413,
+    ),
+    (
+        "too large JSON",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "big.txt", "content": "x" * (UPLOAD_LIMIT * 2)}},
+        {},
+        413,
+    ),
+    ("empty file", "POST", "/rag/documents", {"files": [("files", ("empty.txt", b""))]}, {}, 400),
+    (
+        "bad base64",
+        "POST",
+        "/rag/add_document",
+        {"json": {"filename": "a.pdf", "content": "%%%", "encoding": "base64"}},
+        {},
+        400,
+    ),
+    ("query too long", "POST", "/mcp/s/query", {"json": {"input": "why " * 1000}}, {}, 413),
+    ("empty query", "POST", "/mcp/s/query", {"json": {"input": ""}}, {}, 422),
+    ("top_k zero", "POST", "/mcp/s/query", {"json": {"input": "q", "top_k": 0}}, {}, 422),
+    ("top_k huge", "POST", "/mcp/s/query", {"json": {"input": "q", "top_k": 10_000}}, {}, 422),
+    ("bad mode", "POST", "/mcp/s/query", {"json": {"input": "q", "mode": "psychic"}}, {}, 422),
+    ("bad session id", "GET", "/mcp/has space/get_context", {}, {}, 422),
+    ("empty context", "POST", "/mcp/s/add_context", {"json": {"content": ""}}, {}, 422),
+    ("unknown document", "GET", "/rag/documents/nope", {}, {}, 404),
+    ("bad status filter", "GET", "/rag/documents?status=lost", {}, {}, 422),
+    ("bad page", "GET", "/rag/documents?limit=0", {}, {}, 422),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "headers", "expected"),
+    [case[1:] for case in BAD_REQUESTS],
+    ids=[case[0] for case in BAD_REQUESTS],
+)
+def test_bad_input_gets_a_clear_4xx(http, method, path, kwargs, headers, expected):
+    r = http.request(method, path, headers=headers, **kwargs)
+    assert r.status_code == expected, r.text
+    assert r.json()["detail"]
+
+
+def test_nothing_bad_was_queued(http):
+    names = {
+        d["filename"] for d in http.get("/rag/documents", params={"limit": 1000}).json()["items"]
+    }
+    assert not names & {"a.txt", "b.zip", "big.txt", "empty.txt", "tool.exe", "a.pdf"}
+
+
+def test_a_malformed_bus_message_is_dead_lettered_and_workers_stay_up(olympus, http):
+    async def publish_and_read():
+        nc = await nats.connect(olympus.stack.config.nats_url)
+        js = nc.jetstream()
+        await js.publish("olympus.ingest.x", b'{"tenant": "default", "content": 42}')
+        sub = await js.pull_subscribe(bus.DLQ_ALL, stream=bus.DLQ_STREAM.name)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                for msg in await sub.fetch(10, timeout=0.5):
+                    letter = json.loads(msg.data)
+                    if letter["subject"] == "olympus.ingest.x":
+                        await nc.close()
+                        return letter
+            except nats.errors.TimeoutError:
+                pass
+        await nc.close()
+        return None
+
+    letter = asyncio.run(publish_and_read())
+    assert letter is not None
+    assert "content: Input should be a valid string" in letter["error"]
+    assert letter["deliveries"] == 1
+    assert http.get("/readyz").status_code == 200
+    doc = add(http, "still-alive.txt", "Workers survive malformed messages.")
+    assert wait_for(http, doc["doc_id"])["status"] == "indexed"
+
+
+def test_tenants_never_see_each_other(olympus, http):
+    other = KeyStore(olympus.data_dir / "api_keys.json").create("other")
+    with olympus.client(other) as them:
+        assert them.get("/rag/documents").json()["total"] == 0
+        r = them.post("/mcp/x/query", json={"input": "volcanoes lava", "top_k": 5})
+        assert r.status_code == 200
+        assert r.json()["retrieved_documents"] == []
+        some_doc = http.get("/rag/documents").json()["items"][0]["doc_id"]
+        assert them.get(f"/rag/documents/{some_doc}").status_code == 404
+        assert them.delete(f"/rag/documents/{some_doc}").status_code == 404
+
+
+def test_session_context(http):
+    assert (
+        http.post("/mcp/s1/add_context", json={"content": "I like short answers"}).status_code
+        == 200
+    )
+    r = http.post("/mcp/s1/add_context", json={"content": "I am a geologist"})
+    assert r.json()["context"] == ["I like short answers", "I am a geologist"]
+    assert http.get("/mcp/s2/get_context").json()["context"] == []
+    hits = http.post("/mcp/s1/query", json={"input": "moraine"}).json()
+    assert hits["session_context"] == ["I like short answers", "I am a geologist"]
+    assert http.delete("/mcp/s1/clear_context").json()["context"] == []
+    assert http.get("/mcp/s1/get_context").json()["context"] == []
+    http.post("/mcp/kept/add_context", json={"content": "remember me after a restart"})
+
+
+def test_contracts_are_published(olympus, http):
+    assert httpx.get(f"{olympus.url}/healthz").status_code == 200
+    assert httpx.get(f"{olympus.url}/readyz").status_code == 401
+    ready = http.get("/readyz").json()
+    assert ready["ready"]
+    assert all(ready["checks"].values())
+    spec = http.get("/asyncapi.json").json()
+    assert "olympus.ingest.<collection>" in spec["channels"]
+    assert "IngestDocument" in json.dumps(spec["components"])
+    paths = http.get("/openapi.json").json()["paths"]
+    for path in (
+        "/rag/add_document",
+        "/rag/documents",
+        "/rag/documents/{doc_id}",
+        "/rag/documents/{doc_id}/events",
+        "/mcp/{session_id}/query",
+        "/mcp/{session_id}/add_context",
+        "/mcp/{session_id}/get_context",
+        "/mcp/{session_id}/clear_context",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths, path
+
+
+def test_status_command_reports_the_bus(olympus):
+    out = subprocess.run(
+        [sys.executable, "-m", "olympus.cli", "status", "--data-dir", str(olympus.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "OLYMPUS_INGEST" in out
+    assert "embedder-ingest" in out
+    assert "DEAD LETTERS  1" in out
+    assert "indexed=" in out
+    assert "failed=1" in out
+    assert "embedder=up" in out
+    assert "indexer=up" in out
+
+
+def test_a_crashed_worker_is_restarted(olympus, http):
+    embedder = next(c for c in olympus.stack.supervisor._children if c.name == "embedder")
+    os.kill(embedder.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while embedder.restarts == 0 or http.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the embedder did not come back"
+        time.sleep(0.25)
+    doc = add(http, "after-crash.txt", "Phoenixes rise from their ashes.")
+    assert wait_for(http, doc["doc_id"])["status"] == "indexed"
+
+
+def test_after_a_restart_nothing_is_orphaned_and_context_is_kept(olympus):
+    olympus.stack.stop()
+    audit = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "tests.store_audit", str(olympus.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    )
+    indexed = [d for d in audit["documents"].values() if d["status"] == "indexed"]
+    assert len(indexed) >= len(TOPICS)
+    for doc in indexed:
+        assert doc["vectors"] == doc["graph_chunks"] == doc["chunk_count"], doc
+    assert audit["vectors_total"] == sum(d["chunk_count"] for d in indexed)
+
+    again = start_stack("e2e-restart", olympus.data_dir)
+    try:
+        with again.client(olympus.key) as http:
+            assert http.get("/mcp/kept/get_context").json()["context"] == [
+                "remember me after a restart"
+            ]
+            assert query(http, "what causes spring tides", top_k=1)[0]["filename"] == "tides.json"
+    finally:
+        again.stack.stop()

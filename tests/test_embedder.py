@@ -1,0 +1,101 @@
+"""The embedder's model, chunker and batcher, on the real packaged MiniLM."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from workers.embedder.batching import EmbeddingBatcher
+from workers.embedder.chunking import Chunker
+from workers.embedder.model import Encoder
+
+pytestmark = pytest.mark.unit
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "Quantum chromodynamics describes the strong interaction between quarks and gluons.",
+    "A short one.",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen in plants.",
+]
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return Encoder(dtype="float32", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def bf16():
+    return Encoder(dtype="bfloat16", batch_size=2)
+
+
+def test_matches_sentence_transformers(fp32):
+    from sentence_transformers import SentenceTransformer
+
+    from workers.embedder.model import default_model_path
+
+    reference = SentenceTransformer(default_model_path(), device="cpu").encode(SENTENCES)
+    ours = fp32.embed(SENTENCES)
+    assert ours.shape == (4, 384)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_bf16_stays_close_to_fp32(fp32, bf16):
+    cosine = (fp32.embed(SENTENCES) * bf16.embed(SENTENCES)).sum(axis=1)
+    assert cosine.min() >= 0.99
+
+
+def test_batches_are_sorted_by_length_and_cover_everything(fp32):
+    batches = fp32.batches(SENTENCES)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+    lengths = [len(SENTENCES[i]) for b in batches for i in b]
+    assert lengths == sorted(lengths, reverse=True)
+
+
+def test_chunks_fit_the_model_and_overlap(fp32):
+    chunker = Chunker(fp32.tokenizer, fp32.max_length, overlap=32)
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(400))
+    chunks = chunker.split(text)
+    assert len(chunks) > 3
+    assert max(fp32.token_lengths(chunks)) <= fp32.max_length
+    # Overlap: the start of each chunk repeats words from the end of the one before.
+    assert chunks[1].split()[0] in chunks[0]
+    assert chunker.split("   \n  ") == []
+
+
+def test_markdown_chunks_follow_headings(fp32):
+    chunker = Chunker(fp32.tokenizer, 64, overlap=0)
+    text = "# One\n\n" + "alpha " * 40 + "\n\n# Two\n\n" + "beta " * 40
+    chunks = chunker.split(text, markdown=True)
+    assert any(c.startswith("# Two") for c in chunks)
+
+
+async def test_batcher_gives_each_caller_its_own_vectors(fp32):
+    batcher = EmbeddingBatcher(fp32.embed_batch, fp32.dims, batch_size=3)
+    batcher.start()
+    try:
+        docs = [SENTENCES[:2], SENTENCES[2:], SENTENCES[1:3]]
+        results = await asyncio.gather(
+            *(batcher.embed(d) for d in docs), batcher.embed(["a query"], query=True)
+        )
+    finally:
+        await batcher.stop()
+    for texts, vectors in zip(docs, results, strict=False):
+        np.testing.assert_allclose(vectors, fp32.embed(texts), atol=1e-5)
+    np.testing.assert_allclose(results[3], fp32.embed(["a query"]), atol=1e-5)
+
+
+async def test_batcher_reports_model_failures_to_the_caller():
+    def broken(_texts):
+        raise RuntimeError("out of memory")
+
+    batcher = EmbeddingBatcher(broken, 4, batch_size=2)
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            await batcher.embed(["x", "y", "z"])
+        with pytest.raises(RuntimeError, match="out of memory"):
+            await batcher.embed(["q"], query=True)
+    finally:
+        await batcher.stop()

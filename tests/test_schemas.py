@@ -1,0 +1,74 @@
+import pytest
+from pydantic import ValidationError
+
+from schemas import bus
+from schemas.formats import media_type_of
+from schemas.ids import chunk_id, document_id, ingest_msg_id
+from schemas.messages import IngestDocument, QueryEmbed
+
+pytestmark = pytest.mark.unit
+
+
+def test_document_id_derives_from_tenant_collection_and_filename():
+    doc = IngestDocument(tenant="t", collection="c", filename="a.txt", content="x")
+    assert doc.doc_id == document_id("t", "c", "a.txt")
+    assert doc.doc_id != document_id("u", "c", "a.txt")
+    assert IngestDocument(tenant="t", doc_id="mine", content="x").doc_id == "mine"
+
+
+def test_chunk_ids_come_from_content_and_position():
+    assert chunk_id("d", 0, "hello") == chunk_id("d", 0, "hello")
+    assert len({chunk_id("d", 0, "a"), chunk_id("d", 1, "a"), chunk_id("d", 0, "b")}) == 3
+    assert ingest_msg_id("d", "upsert", "ab" * 40) == ingest_msg_id("d", "upsert", "ab" * 40)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"unexpected": 1},
+        {"tenant": "a.b"},  # a dot would split the subject
+        {"collection": "has space"},
+        {"encoding": "rot13"},
+        {"schema_version": 2},
+    ],
+)
+def test_ingest_document_refuses_what_it_does_not_know(change):
+    with pytest.raises(ValidationError):
+        IngestDocument(**{"tenant": "t", "filename": "a.txt", "content": "x", **change})
+
+
+def test_query_bounds():
+    base = {"request_id": "r", "tenant": "t", "input": "q", "deadline": 1.0}
+    with pytest.raises(ValidationError):
+        QueryEmbed(**base, top_k=0)
+    with pytest.raises(ValidationError):
+        QueryEmbed(**base, top_k=101)
+    with pytest.raises(ValidationError):
+        QueryEmbed(**{**base, "input": ""})
+
+
+def test_subjects_are_built_in_one_place():
+    assert bus.ingest_subject("docs") == "olympus.ingest.docs"
+    assert bus.event_subject("indexed") == "olympus.events.document.indexed"
+    assert bus.dlq_subject("ingest") == "olympus.dlq.ingest"
+    assert {s.name for s in bus.STREAMS} == {
+        "OLYMPUS_INGEST",
+        "OLYMPUS_INDEX",
+        "OLYMPUS_EVENTS",
+        "OLYMPUS_DLQ",
+    }
+
+
+@pytest.mark.parametrize(
+    ("filename", "declared", "expected"),
+    [
+        ("a.PDF", None, "application/pdf"),
+        ("notes.md", None, "text/markdown"),
+        ("page.htm", None, "text/html"),
+        ("blob.bin", None, None),
+        ("blob.bin", "text/plain; charset=utf-8", "text/plain"),
+        ("x.txt", "application/octet-stream", "text/plain"),
+    ],
+)
+def test_media_types(filename, declared, expected):
+    assert media_type_of(filename, declared) == expected

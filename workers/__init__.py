@@ -1,0 +1,1 @@
+"""Olympus workers: Hephaestus (embedder) and H.A.D.E.S. (indexer)."""

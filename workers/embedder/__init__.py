@@ -1,0 +1,1 @@
+"""Hephaestus, the embedder: parse, chunk and embed documents; embed queries."""

@@ -1,0 +1,120 @@
+"""Coalesce the chunks of many documents in flight into length-sorted batches for the model.
+
+Each document's handler awaits ``embed``; one loop takes everything waiting, sorts it by length
+and runs it through the model one batch at a time on a single thread. Queries jump the queue
+between batches, so a question waits for at most one batch of ingest work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class _Request:
+    texts: Sequence[str]
+    future: asyncio.Future[np.ndarray]
+    out: np.ndarray
+    remaining: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.remaining = len(self.texts)
+
+
+class EmbeddingBatcher:
+    def __init__(
+        self,
+        embed_batch: Callable[[Sequence[str]], np.ndarray],
+        dims: int,
+        batch_size: int,
+        pool_texts: int = 512,
+    ) -> None:
+        self._embed_batch = embed_batch
+        self._dims = dims
+        self._batch_size = batch_size
+        self._pool_texts = pool_texts
+        self._queries: asyncio.Queue[_Request] = asyncio.Queue()
+        self._documents: asyncio.Queue[_Request] = asyncio.Queue()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._task: asyncio.Task[None] | None = None
+        self.batches_run = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="embedding-batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def embed(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dims), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        request = _Request(texts, loop.create_future(), np.zeros((len(texts), self._dims), "f4"))
+        (self._queries if query else self._documents).put_nowait(request)
+        self._wakeup.set()
+        return await request.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._drain_queries()
+            pool = self._take_documents()
+            if not pool:
+                continue
+            # (request, index) pairs sorted by text length: batches pad to similar lengths.
+            items = sorted(
+                ((r, i) for r in pool for i in range(len(r.texts))),
+                key=lambda ri: len(ri[0].texts[ri[1]]),
+                reverse=True,
+            )
+            for start in range(0, len(items), self._batch_size):
+                await self._drain_queries()
+                batch = items[start : start + self._batch_size]
+                vectors = await self._encode([r.texts[i] for r, i in batch], [r for r, _ in batch])
+                if vectors is None:
+                    continue
+                for (request, index), vector in zip(batch, vectors, strict=True):
+                    request.out[index] = vector
+                    request.remaining -= 1
+                    if request.remaining == 0 and not request.future.done():
+                        request.future.set_result(request.out)
+            if not self._documents.empty() or not self._queries.empty():
+                self._wakeup.set()
+
+    def _take_documents(self) -> list[_Request]:
+        pool: list[_Request] = []
+        count = 0
+        while not self._documents.empty() and count < self._pool_texts:
+            request = self._documents.get_nowait()
+            pool.append(request)
+            count += len(request.texts)
+        return pool
+
+    async def _drain_queries(self) -> None:
+        while not self._queries.empty():
+            request = self._queries.get_nowait()
+            vectors = await self._encode(list(request.texts), [request])
+            if vectors is not None and not request.future.done():
+                request.future.set_result(vectors)
+
+    async def _encode(self, texts: list[str], owners: list[_Request]) -> np.ndarray | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._embed_batch, texts)
+        except Exception as exc:  # the model failed: every waiting owner gets the error
+            for owner in owners:
+                if not owner.future.done():
+                    owner.future.set_exception(exc)
+            return None

@@ -1,0 +1,23 @@
+"""Token-sized chunks with semantic-text-splitter, counted by the embedder's own tokenizer."""
+
+from __future__ import annotations
+
+from semantic_text_splitter import MarkdownSplitter, TextSplitter
+from tokenizers import Tokenizer
+
+
+class Chunker:
+    def __init__(self, hf_tokenizer: object, max_tokens: int, overlap: int) -> None:
+        # The embedder adds [CLS] and [SEP]: leave room for them.
+        capacity = max(8, max_tokens - 2)
+        overlap = min(overlap, capacity // 2)
+        backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # type: ignore[attr-defined]
+        backend.no_truncation()
+        backend.no_padding()
+        self.capacity = capacity
+        self._text = TextSplitter.from_huggingface_tokenizer(backend, capacity, overlap)
+        self._markdown = MarkdownSplitter.from_huggingface_tokenizer(backend, capacity, overlap)
+
+    def split(self, text: str, markdown: bool = False) -> list[str]:
+        splitter = self._markdown if markdown else self._text
+        return [c for c in splitter.chunks(text) if c.strip()]

@@ -1,0 +1,160 @@
+"""The embedder's work, free of the broker: documents in, embedded chunks out; queries too."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from typing import Protocol
+
+from olympus.logging import get_logger
+from schemas import bus
+from schemas.formats import media_type_of
+from schemas.ids import chunk_id, content_hash
+from schemas.messages import (
+    ChunkPayload,
+    ErrorInfo,
+    IndexDelete,
+    IndexStatus,
+    IndexUpsert,
+    IngestDocument,
+    Message,
+    QueryEmbed,
+    QueryRetrieve,
+    RetrieveReply,
+)
+from workers.embedder.batching import EmbeddingBatcher
+from workers.embedder.chunking import Chunker
+from workers.embedder.extract import ExtractionError, extract_text
+
+log = get_logger("olympus.embedder")
+
+
+class Publisher(Protocol):
+    async def __call__(self, subject: str, message: Message, msg_id: str | None = None) -> None:
+        """Publish durably (JetStream); ``msg_id`` lets the stream drop a repeat."""
+
+
+class IngestHandler:
+    def __init__(
+        self,
+        chunker: Chunker,
+        batcher: EmbeddingBatcher,
+        publish: Publisher,
+        model_name: str,
+        max_chunks: int,
+    ) -> None:
+        self.chunker = chunker
+        self.batcher = batcher
+        self.publish = publish
+        self.model_name = model_name
+        self.max_chunks = max_chunks
+
+    async def handle(self, doc: IngestDocument, version: int) -> str:
+        """Process one ingest message; ``version`` is its stream sequence. Returns the outcome."""
+        if doc.op == "delete":
+            await self.publish(
+                bus.INDEX_DELETE,
+                IndexDelete(
+                    tenant=doc.tenant, collection=doc.collection, doc_id=doc.doc_id, version=version
+                ),
+                msg_id=f"{doc.doc_id}:delete:{version}",
+            )
+            return "deleted"
+        await self._status(doc, version, "processing")
+        try:
+            data = _decode_content(doc)
+            digest = content_hash(data)
+            media_type = media_type_of(doc.filename, doc.media_type)
+            if media_type is None:
+                raise ExtractionError(f"unsupported file type: {doc.filename!r}")
+            texts = await asyncio.to_thread(self._chunk, data, media_type)
+        except ExtractionError as exc:
+            await self._status(doc, version, "failed", error=str(exc))
+            return "failed"
+        started = time.perf_counter()
+        vectors = await self.batcher.embed(texts)
+        log.debug("embedded", doc_id=doc.doc_id, chunks=len(texts), s=time.perf_counter() - started)
+        chunks = [
+            ChunkPayload(
+                chunk_id=chunk_id(doc.doc_id, i, text),
+                position=i,
+                text=text,
+                vector=vector.tolist(),
+            )
+            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+        ]
+        await self.publish(
+            bus.INDEX_UPSERT,
+            IndexUpsert(
+                tenant=doc.tenant,
+                collection=doc.collection,
+                doc_id=doc.doc_id,
+                filename=doc.filename,
+                media_type=media_type,
+                metadata=doc.metadata,
+                version=version,
+                content_hash=digest,
+                model=self.model_name,
+                chunks=chunks,
+            ),
+            msg_id=f"{doc.doc_id}:upsert:{version}",
+        )
+        return "embedded"
+
+    def _chunk(self, data: bytes, media_type: str) -> list[str]:
+        extracted = extract_text(data, media_type)
+        texts = self.chunker.split(extracted.text, markdown=extracted.markdown)
+        if not texts:
+            raise ExtractionError("no text found in the document")
+        if len(texts) > self.max_chunks:
+            raise ExtractionError(
+                f"the document has {len(texts)} chunks, more than the limit of {self.max_chunks}"
+            )
+        return texts
+
+    async def _status(
+        self, doc: IngestDocument, version: int, status: str, error: str | None = None
+    ) -> None:
+        await self.publish(
+            bus.INDEX_STATUS,
+            IndexStatus(
+                tenant=doc.tenant,
+                collection=doc.collection,
+                doc_id=doc.doc_id,
+                filename=doc.filename,
+                version=version,
+                status=status,  # type: ignore[arg-type]
+                error=error,
+            ),
+            msg_id=f"{doc.doc_id}:{status}:{version}",
+        )
+
+
+def _decode_content(doc: IngestDocument) -> bytes:
+    if doc.encoding == "utf-8":
+        return doc.content.encode("utf-8")
+    try:
+        return base64.b64decode(doc.content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ExtractionError(f"content is not valid base64: {exc}") from exc
+
+
+class QueryHandler:
+    def __init__(self, batcher: EmbeddingBatcher) -> None:
+        self.batcher = batcher
+
+    async def handle(self, query: QueryEmbed) -> QueryRetrieve | RetrieveReply | None:
+        """The query with its vector to pass on; an error answer; None if nobody waits."""
+        if query.deadline < time.time():
+            log.info("dropped expired query", request_id=query.request_id)
+            return None
+        vector = None
+        if query.mode != "bm25":
+            try:
+                vector = (await self.batcher.embed([query.input], query=True))[0].tolist()
+            except Exception as exc:
+                log.exception("query embedding failed", request_id=query.request_id)
+                return RetrieveReply(error=ErrorInfo(code="internal", message=str(exc)))
+        return QueryRetrieve(**query.model_dump(), vector=vector)

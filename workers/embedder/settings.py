@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmbedderSettings(BaseSettings):
+    """``OLYMPUS_EMBEDDER_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="OLYMPUS_EMBEDDER_", extra="ignore")
+
+    model: str = Field(
+        default="", description="Hugging Face encoder path or id; empty: packaged all-MiniLM-L6-v2"
+    )
+    device: str = Field(default="auto", description="auto (cuda when present), cpu, cuda, cuda:1")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: float16 on GPU, bfloat16 on a CPU with bf16, else fp32"
+    )
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    chunk_tokens: int = Field(default=0, ge=0, description="0: the model's maximum length")
+    chunk_overlap: int = Field(default=32, ge=0)
+    concurrency: int = Field(default=64, ge=1, description="ingest messages handled at once")
+    max_chunks_per_document: int = Field(default=5000, ge=1)
+    threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")

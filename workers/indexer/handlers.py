@@ -1,0 +1,356 @@
+"""H.A.D.E.S.' work, free of the broker: write and search the stores.
+
+Every store call runs on one thread: that serialises writes (Milvus Lite corrupts its log
+under concurrent writes) and lets a single writer coalesce many documents into one upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
+from olympus.bus import PermanentError
+from olympus.logging import get_logger
+from schemas.messages import (
+    ContextAdd,
+    ContextClear,
+    ContextGet,
+    ContextReply,
+    DocumentEvent,
+    DocumentGet,
+    DocumentInfo,
+    DocumentList,
+    DocumentPage,
+    DocumentReply,
+    DocumentStats,
+    DocumentStatsReply,
+    ErrorInfo,
+    IndexDelete,
+    IndexStatus,
+    IndexUpsert,
+    QueryRetrieve,
+    RetrievedChunk,
+    RetrieveReply,
+)
+
+log = get_logger("olympus.indexer")
+T = TypeVar("T")
+
+
+class EventPublisher(Protocol):
+    async def __call__(self, event: DocumentEvent) -> None: ...
+
+
+@dataclass
+class _Pending:
+    op: IndexUpsert | IndexDelete
+    future: asyncio.Future[DocumentEvent | None]
+
+
+class Indexer:
+    def __init__(
+        self,
+        vectors: VectorIndex,
+        graph: DocumentGraph,
+        emit: EventPublisher,
+        *,
+        write_batch: int = 64,
+        flush_idle_s: float = 1.0,
+    ) -> None:
+        self.vectors = vectors
+        self.graph = graph
+        self.emit = emit
+        self.write_batch = write_batch
+        self.flush_idle_s = flush_idle_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stores")
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty = asyncio.Event()
+        self._last_write = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="hades-writer"),
+            asyncio.create_task(self._flusher(), name="hades-flusher"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._store(self.vectors.flush)
+        await self._store(self.vectors.close)
+        await self._store(self.graph.close)
+        self._executor.shutdown(wait=True)
+
+    async def _store(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- writes: one writer, many documents per store call ------------------------------------
+    async def upsert(self, op: IndexUpsert) -> DocumentEvent | None:
+        wrong = [c.chunk_id for c in op.chunks if len(c.vector) != self.vectors.dims]
+        if wrong:
+            raise PermanentError(
+                f"{len(wrong)} vectors do not have the index's {self.vectors.dims} dimensions: "
+                "the embedder's model and OLYMPUS_INDEXER_DIMS disagree"
+            )
+        return await self._submit(op)
+
+    async def delete(self, op: IndexDelete) -> DocumentEvent | None:
+        return await self._submit(op)
+
+    async def _submit(self, op: IndexUpsert | IndexDelete) -> DocumentEvent | None:
+        future: asyncio.Future[DocumentEvent | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(op, future))
+        event = await future
+        if event is not None:
+            await self.emit(event)
+        return event
+
+    async def _writer(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self.write_batch and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            try:
+                events = await self._store(self._apply, [p.op for p in group])
+            except Exception as exc:
+                if len(group) == 1:
+                    group[0].future.set_exception(exc)
+                    continue
+                # Keep one bad document from failing the others: write them one by one.
+                log.warning("group write failed; writing one by one", size=len(group))
+                await self._apply_one_by_one(group)
+            else:
+                for pending, event in zip(group, events, strict=True):
+                    if not pending.future.done():
+                        pending.future.set_result(event)
+            self._last_write = time.monotonic()
+            self._dirty.set()
+
+    async def _apply_one_by_one(self, group: list[_Pending]) -> None:
+        for pending in group:
+            try:
+                (event,) = await self._store(self._apply, [pending.op])
+            except Exception as exc:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            else:
+                if not pending.future.done():
+                    pending.future.set_result(event)
+
+    async def _flusher(self) -> None:
+        # BM25 statistics live per segment and an unsealed segment is re-indexed on every search:
+        # seal once writes pause, not after every group.
+        while True:
+            await self._dirty.wait()
+            idle = time.monotonic() - self._last_write
+            if idle < self.flush_idle_s:
+                await asyncio.sleep(self.flush_idle_s - idle)
+                continue
+            self._dirty.clear()
+            await self._store(self.vectors.flush)
+
+    def _apply(self, ops: Sequence[IndexUpsert | IndexDelete]) -> list[DocumentEvent | None]:
+        """Runs on the store thread. Returns one event per op, None where the op was stale.
+
+        Milvus is written before the graph, and the graph records which chunks a document has.
+        So the graph says what to remove when a version replaces another, and a stale write
+        (one a newer version overtook, perhaps after a crash left its vectors behind) removes
+        whatever of its own the graph does not list.
+        """
+        events: list[DocumentEvent | None] = [None] * len(ops)
+        # A later op in the same group for the same document wins; earlier ones are stale.
+        latest: dict[tuple[str, str], int] = {}
+        for i, op in enumerate(ops):
+            key = (op.tenant, op.doc_id)
+            if key not in latest or op.version >= ops[latest[key]].version:
+                latest[key] = i
+        winners = set(latest.values())
+        writes: list[tuple[int, IndexUpsert, DocumentInfo | None]] = []
+        unwanted: dict[str, set[str]] = {}
+        for i, op in enumerate(ops):
+            if not isinstance(op, IndexUpsert):
+                continue
+            listed = set(self.graph.chunk_ids(op.tenant, op.doc_id))
+            new = {c.chunk_id for c in op.chunks}
+            if i in winners and self.graph.accepts(op.tenant, op.doc_id, op.version, "indexed"):
+                writes.append((i, op, self.graph.get_document(op.tenant, op.doc_id)))
+                unwanted.setdefault(op.tenant, set()).update(listed - new)
+            else:
+                unwanted.setdefault(op.tenant, set()).update(new - listed)
+        kept = {c.chunk_id for _, op, _ in writes for c in op.chunks}
+        now = time.time()
+        records = {
+            i: [
+                ChunkRecord(
+                    c.chunk_id, op.tenant, op.collection, op.doc_id, c.position, c.text, c.vector
+                )
+                for c in op.chunks
+            ]
+            for i, op, _ in writes
+        }
+        self.vectors.upsert([r for rs in records.values() for r in rs])
+        for tenant, ids in unwanted.items():
+            self.vectors.delete_chunks(tenant, ids - kept)
+        documents = {
+            i: DocumentInfo(
+                doc_id=op.doc_id,
+                collection=op.collection,
+                filename=op.filename,
+                status="indexed",
+                chunk_count=len(op.chunks),
+                version=op.version,
+                content_hash=op.content_hash,
+                media_type=op.media_type,
+                metadata=op.metadata,
+                created_at=current.created_at if current else now,
+                updated_at=now,
+            )
+            for i, op, current in writes
+        }
+        self.graph.put_documents(
+            [DocumentWrite(op.tenant, documents[i], records[i]) for i, op, _ in writes]
+        )
+        for i, op, _ in writes:
+            events[i] = _event(op.tenant, documents[i])
+        for i, op in enumerate(ops):
+            if isinstance(op, IndexDelete) and i in winners:
+                events[i] = self._apply_delete(op)
+        return events
+
+    def _apply_delete(self, op: IndexDelete) -> DocumentEvent | None:
+        current = self.graph.get_document(op.tenant, op.doc_id)
+        if current is not None and current.version > op.version:
+            return None
+        self.vectors.delete_document(op.tenant, op.doc_id)
+        removed = self.graph.delete_document(op.tenant, op.doc_id, op.version)
+        if removed is None:
+            return None
+        return DocumentEvent(
+            tenant=op.tenant,
+            collection=removed.collection,
+            doc_id=op.doc_id,
+            filename=removed.filename,
+            status="deleted",
+            version=op.version,
+        )
+
+    # --- status -------------------------------------------------------------------------------
+    async def status(self, op: IndexStatus) -> DocumentEvent | None:
+        now = time.time()
+        info = DocumentInfo(
+            doc_id=op.doc_id,
+            collection=op.collection,
+            filename=op.filename,
+            status=op.status,
+            error=op.error,
+            version=op.version,
+            content_hash=op.content_hash,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = await self._store(self.graph.set_status, op.tenant, info)
+        if stored is None:
+            return None
+        event = _event(op.tenant, stored)
+        await self.emit(event)
+        return event
+
+    # --- reads --------------------------------------------------------------------------------
+    async def retrieve(self, query: QueryRetrieve) -> RetrieveReply | None:
+        if query.deadline < time.time():
+            return None
+        try:
+            return await self._store(self._retrieve, query)
+        except ValueError as exc:
+            return RetrieveReply(error=ErrorInfo(code="bad_request", message=str(exc)))
+
+    def _retrieve(self, query: QueryRetrieve) -> RetrieveReply:
+        hits = self.vectors.search(
+            SearchQuery(
+                tenant=query.tenant,
+                mode=query.mode,
+                top_k=query.top_k,
+                text=query.input,
+                vector=query.vector,
+                collection=query.collection,
+                doc_ids=query.doc_ids,
+                unique_documents=query.unique_documents,
+            )
+        )
+        # Only documents the graph knows: a deleted document's vectors never come back.
+        docs = self.graph.get_documents(query.tenant, {h.doc_id for h in hits})
+        context = self.graph.get_context(query.tenant, query.session_id) if query.session_id else []
+        return RetrieveReply(
+            hits=[
+                RetrievedChunk(
+                    doc_id=h.doc_id,
+                    filename=docs[h.doc_id].filename,
+                    collection=h.collection,
+                    chunk_id=h.chunk_id,
+                    position=h.position,
+                    text=h.text,
+                    score=h.score,
+                )
+                for h in hits
+                if h.doc_id in docs
+            ],
+            session_context=context,
+        )
+
+    async def get_document(self, req: DocumentGet) -> DocumentReply:
+        doc = await self._store(self.graph.get_document, req.tenant, req.doc_id)
+        if doc is None:
+            return DocumentReply(error=ErrorInfo(code="not_found", message="no such document"))
+        return DocumentReply(document=doc)
+
+    async def list_documents(self, req: DocumentList) -> DocumentPage:
+        items, total = await self._store(
+            self.graph.list_documents,
+            req.tenant,
+            req.collection,
+            req.status,
+            req.limit,
+            req.offset,
+        )
+        return DocumentPage(items=items, total=total)
+
+    async def stats(self, req: DocumentStats) -> DocumentStatsReply:
+        return DocumentStatsReply(
+            by_status=await self._store(self.graph.counts_by_status, req.tenant)
+        )
+
+    async def add_context(self, req: ContextAdd) -> ContextReply:
+        items = await self._store(self.graph.add_context, req.tenant, req.session_id, req.content)
+        return ContextReply(items=items)
+
+    async def get_context(self, req: ContextGet) -> ContextReply:
+        return ContextReply(
+            items=await self._store(self.graph.get_context, req.tenant, req.session_id)
+        )
+
+    async def clear_context(self, req: ContextClear) -> ContextReply:
+        await self._store(self.graph.clear_context, req.tenant, req.session_id)
+        return ContextReply(items=[])
+
+
+def _event(tenant: str, doc: DocumentInfo) -> DocumentEvent:
+    return DocumentEvent(
+        tenant=tenant,
+        collection=doc.collection,
+        doc_id=doc.doc_id,
+        filename=doc.filename,
+        status=doc.status,
+        version=doc.version,
+        chunk_count=doc.chunk_count,
+        error=doc.error,
+    )
