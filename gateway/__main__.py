@@ -6,5 +6,11 @@ from gateway.settings import GatewaySettings
 if __name__ == "__main__":
     settings = GatewaySettings()
     uvicorn.run(
-        create_app(settings=settings), host=settings.host, port=settings.port, log_config=None
+        create_app(settings=settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=settings.access_log,
+        loop="uvloop",
+        http="httptools",
     )

@@ -17,4 +17,5 @@ class GatewaySettings(BaseSettings):
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_query_chars: int = Field(default=2000, ge=1, le=8192)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    access_log: bool = Field(default=False, description="one log line per HTTP request")
     sse_max_s: float = Field(default=3600.0, gt=0, description="longest a progress stream lasts")

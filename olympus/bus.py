@@ -69,7 +69,9 @@ class DeliveryPolicy:
         )
 
 
-def stream_config(spec: bus.StreamSpec, max_message_bytes: int) -> api.StreamConfig:
+def stream_config(
+    spec: bus.StreamSpec, max_message_bytes: int, replicas: int = 1
+) -> api.StreamConfig:
     return api.StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
@@ -79,14 +81,17 @@ def stream_config(spec: bus.StreamSpec, max_message_bytes: int) -> api.StreamCon
         max_age=spec.max_age_s or None,
         duplicate_window=spec.duplicate_window_s,
         max_msg_size=max_message_bytes,
+        num_replicas=replicas,
     )
 
 
-async def ensure_streams(js: JetStreamContext, max_message_bytes: int) -> list[str]:
+async def ensure_streams(
+    js: JetStreamContext, max_message_bytes: int, replicas: int = 1
+) -> list[str]:
     """Create every stream, or update it to the current configuration. Safe to repeat."""
     changed = []
     for spec in bus.STREAMS:
-        config = stream_config(spec, max_message_bytes)
+        config = stream_config(spec, max_message_bytes, replicas)
         try:
             await js.stream_info(spec.name)
         except NotFoundError:
@@ -102,7 +107,7 @@ async def prepare_streams(settings: CommonSettings) -> None:
     """Workers make sure the streams exist before their durable consumers are created."""
     nc = await connect(settings, "stream-setup")
     try:
-        await ensure_streams(nc.jetstream(), settings.max_message_bytes)
+        await ensure_streams(nc.jetstream(), settings.max_message_bytes, settings.stream_replicas)
     finally:
         await nc.close()
 

@@ -24,6 +24,7 @@ from schemas.messages import (
     ContextGet,
     ContextReply,
     QueryEmbed,
+    QueryRetrieve,
     RetrieveReply,
 )
 
@@ -86,21 +87,22 @@ async def query(
             status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             f"input is longer than the limit of {settings.max_query_chars} characters",
         )
-    reply = await bus_.request(
-        bus.QUERY_EMBED,
-        QueryEmbed(
-            request_id=uuid.uuid4().hex,
-            tenant=key.tenant,
-            input=body.input,
-            top_k=body.top_k,
-            mode=body.mode,
-            collection=body.collection,
-            session_id=session_id,
-            unique_documents=body.unique_documents,
-            deadline=time.time() + settings.request_timeout_s,
-        ),
-        RetrieveReply,
+    request = QueryRetrieve(
+        request_id=uuid.uuid4().hex,
+        tenant=key.tenant,
+        input=body.input,
+        top_k=body.top_k,
+        mode=body.mode,
+        collection=body.collection,
+        session_id=session_id,
+        unique_documents=body.unique_documents,
+        deadline=time.time() + settings.request_timeout_s,
     )
+    if body.mode == "bm25":  # nothing to embed: straight to H.A.D.E.S., one hop fewer
+        reply = await bus_.request(bus.QUERY_RETRIEVE, request, RetrieveReply)
+    else:
+        embed = QueryEmbed(**request.model_dump(exclude={"vector"}))
+        reply = await bus_.request(bus.QUERY_EMBED, embed, RetrieveReply)
     if reply.error is not None:
         code = 400 if reply.error.code == "bad_request" else 503
         raise HTTPException(code, reply.error.message)

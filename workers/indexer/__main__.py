@@ -1,6 +1,6 @@
-import asyncio
+import uvloop
 
 from workers.indexer.app import app
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    uvloop.run(app.run())

@@ -1,0 +1,166 @@
+"""Retrieval latency: ``POST /mcp/{sid}/query`` through the gateway and NATS, beside the same
+search called in-process on H.A.D.E.S. (same encoder, same Indexer code, same stores).
+
+    python -m bench.retrieval [--data ../shared/data/scifact] [--docs 1000] [--queries 200]
+
+Both sides run the same queries at 1 and 8 concurrent clients for each mode; the figure is the
+p50 the gateway and NATS add (target <= 5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from olympus import natsserver
+from olympus.evaluation import MODES, ingest, load_beir, wait_indexed
+from olympus.stack import Stack, StackConfig
+
+RESULTS = Path(__file__).parent / "results"
+CONCURRENCY = (1, 8)
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "n": len(ordered)}
+
+
+async def _drive(call, queries: list[str], clients: int) -> list[float]:
+    pending = list(queries)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        while pending:
+            text = pending.pop()
+            started = time.perf_counter()
+            await call(text)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies
+
+
+async def _gateway(url: str, key: str, corpus, queries, warmup: int) -> dict:
+    results = {}
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as http:
+        ids = await ingest(http, corpus, "bench")
+        await wait_indexed(http, "bench", len(ids))
+        await asyncio.sleep(2)  # let the indexer seal its segments, as it does when idle
+
+        for mode in MODES:
+
+            async def call(text: str, mode: str = mode) -> None:
+                r = await http.post(
+                    "/mcp/bench/query", json={"input": text, "top_k": 10, "mode": mode}
+                )
+                r.raise_for_status()
+
+            await _drive(call, queries[:warmup], 1)
+            for clients in CONCURRENCY:
+                results[(mode, clients)] = _percentiles(await _drive(call, queries, clients))
+    return results
+
+
+async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
+    from workers.embedder.batching import EmbeddingBatcher
+    from workers.embedder.model import Encoder
+    from workers.indexer.app import open_stores
+    from workers.indexer.handlers import Indexer
+    from workers.indexer.settings import IndexerSettings
+
+    from olympus.settings import CommonSettings
+    from schemas.messages import QueryEmbed, QueryRetrieve
+
+    encoder = Encoder()
+    batcher = EmbeddingBatcher(encoder.embed_batch, encoder.dims, encoder.batch_size)
+    batcher.start()
+    vectors, graph = open_stores(CommonSettings(data_dir=data_dir), IndexerSettings())
+
+    async def nothing(_event) -> None:
+        return None
+
+    indexer = Indexer(vectors, graph, nothing)  # type: ignore[arg-type]
+    results = {}
+    for mode in MODES:
+
+        async def call(text: str, mode: str = mode) -> None:
+            query = QueryEmbed(
+                request_id="b",
+                tenant="default",
+                input=text,
+                top_k=10,
+                mode=mode,
+                session_id="bench",
+                deadline=time.time() + 60,
+            )
+            vector = None
+            if mode != "bm25":
+                vector = (await batcher.embed([text], query=True))[0].tolist()
+            await indexer.retrieve(QueryRetrieve(**query.model_dump(), vector=vector))
+
+        await _drive(call, queries[:warmup], 1)
+        for clients in CONCURRENCY:
+            results[(mode, clients)] = _percentiles(await _drive(call, queries, clients))
+    await batcher.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
+    parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    data = load_beir(args.data, max_docs=args.docs)
+    all_queries = [json.loads(line)["text"] for line in (args.data / "queries_train.jsonl").open()]
+    queries = all_queries[: args.queries]
+    warmup = 20
+    with tempfile.TemporaryDirectory(prefix="olympus-bench-") as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp),
+            nats_port=natsserver.free_port(),
+            gateway_port=natsserver.free_port(),
+        )
+        with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
+            assert stack.api_key
+            gateway = asyncio.run(
+                _gateway(config.gateway_url, stack.api_key, data.corpus, queries, warmup)
+            )
+        direct = asyncio.run(_in_process(Path(tmp), queries, warmup))
+    rows = []
+    print(
+        f"\n{'mode':<8}{'clients':>8}{'gateway p50':>13}{'p99':>8}"
+        f"{'in-proc p50':>13}{'p99':>8}{'added p50':>11}"
+    )
+    for (mode, clients), g in gateway.items():
+        d = direct[(mode, clients)]
+        row = {
+            "mode": mode,
+            "clients": clients,
+            "gateway": g,
+            "in_process": d,
+            "added_p50_ms": g["p50_ms"] - d["p50_ms"],
+        }
+        rows.append(row)
+        print(
+            f"{mode:<8}{clients:>8}{g['p50_ms']:>13.1f}{g['p99_ms']:>8.1f}"
+            f"{d['p50_ms']:>13.1f}{d['p99_ms']:>8.1f}{row['added_p50_ms']:>11.1f}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = {"docs": args.docs, "queries": len(queries), "rows": rows}
+    (RESULTS / "retrieval.json").write_text(json.dumps(out, indent=2))
+    print(f"written {RESULTS / 'retrieval.json'}")
+
+
+if __name__ == "__main__":
+    main()

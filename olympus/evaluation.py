@@ -1,0 +1,231 @@
+"""``olympus eval DIR``: retrieval quality of the whole pipeline on a BEIR-layout folder.
+
+The corpus goes in through the gateway like any upload, into a fresh embedded stack in a
+temporary folder; the queries go through ``POST /mcp/{sid}/query`` in each mode; nDCG@10,
+Recall@10 and Recall@100 come from ``ir-measures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from olympus import natsserver
+from olympus.stack import Stack, StackConfig
+
+MODES = ("dense", "bm25", "hybrid")
+
+
+@dataclass(frozen=True)
+class Beir:
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def _first(folder: Path, pattern: str, name: str | None) -> Path:
+    if name:
+        return folder / name
+    found = sorted(folder.glob(pattern))
+    if not found:
+        raise FileNotFoundError(f"no {pattern} in {folder}")
+    return found[0]
+
+
+def load_beir(
+    folder: Path, queries: str | None = None, qrels: str | None = None, max_docs: int = 0
+) -> Beir:
+    corpus: dict[str, str] = {}
+    with (folder / "corpus.jsonl").open() as f:
+        for line in f:
+            row = json.loads(line)
+            text = "\n\n".join(p for p in (row.get("title", ""), row.get("text", "")) if p.strip())
+            corpus[str(row["_id"])] = text
+            if max_docs and len(corpus) >= max_docs:
+                break
+    judged: dict[str, dict[str, int]] = {}
+    with _first(folder, "qrels*.tsv", qrels).open() as f:
+        next(f)
+        for line in f:
+            qid, did, score = line.rstrip("\n").split("\t")
+            if did in corpus:
+                judged.setdefault(qid, {})[did] = int(score)
+    asked: dict[str, str] = {}
+    with _first(folder, "queries*.jsonl", queries).open() as f:
+        for line in f:
+            row = json.loads(line)
+            if str(row["_id"]) in judged:
+                asked[str(row["_id"])] = row["text"]
+    return Beir(corpus, asked, judged)
+
+
+def filename_of(corpus_id: str) -> str:
+    return f"{corpus_id}.txt"
+
+
+async def ingest(
+    http: httpx.AsyncClient, corpus: dict[str, str], collection: str, concurrency: int = 16
+) -> dict[str, str]:
+    """Upload every non-empty document; return doc_id -> corpus id."""
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in corpus.items():
+        if item[1].strip():
+            queue.put_nowait(item)
+    ids: dict[str, str] = {}
+
+    async def worker() -> None:
+        while not queue.empty():
+            corpus_id, text = queue.get_nowait()
+            r = await http.post(
+                "/rag/add_document",
+                json={
+                    "filename": filename_of(corpus_id),
+                    "content": text,
+                    "collection": collection,
+                },
+            )
+            r.raise_for_status()
+            ids[r.json()["doc_id"]] = corpus_id
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ids
+
+
+async def wait_indexed(
+    http: httpx.AsyncClient, collection: str, expected: int, timeout_s: float = 3600
+) -> dict[str, int]:
+    """Wait until every document is indexed or failed; return the counts by status."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        counts = {}
+        for status in ("indexed", "failed"):
+            r = await http.get(
+                "/rag/documents", params={"collection": collection, "status": status, "limit": 1}
+            )
+            counts[status] = r.json()["total"]
+        if counts["indexed"] + counts["failed"] >= expected:
+            return counts
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"only {counts} of {expected} documents were done in time")
+
+
+async def chunk_total(http: httpx.AsyncClient, collection: str) -> int:
+    total, offset = 0, 0
+    while True:
+        r = await http.get(
+            "/rag/documents", params={"collection": collection, "limit": 1000, "offset": offset}
+        )
+        items = r.json()["items"]
+        total += sum(d["chunk_count"] for d in items)
+        if len(items) < 1000:
+            return total
+        offset += 1000
+
+
+async def run_queries(
+    http: httpx.AsyncClient,
+    queries: dict[str, str],
+    mode: str,
+    doc_ids: dict[str, str],
+    collection: str,
+    concurrency: int = 8,
+) -> dict[str, dict[str, float]]:
+    run: dict[str, dict[str, float]] = {}
+    pending = list(queries.items())
+
+    async def worker() -> None:
+        while pending:
+            qid, text = pending.pop()
+            r = await http.post(
+                "/mcp/eval/query",
+                json={
+                    "input": text[:2000],
+                    "top_k": 100,
+                    "mode": mode,
+                    "collection": collection,
+                    "unique_documents": True,
+                },
+            )
+            r.raise_for_status()
+            hits = r.json()["retrieved_documents"]
+            # Rank, not raw score: fused scores tie, and the gateway's order is the answer.
+            run[qid] = {doc_ids[h["doc_id"]]: float(100 - i) for i, h in enumerate(hits)}
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return run
+
+
+def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    import ir_measures
+    from ir_measures import R, nDCG
+
+    measures = [nDCG @ 10, R @ 10, R @ 100]
+    # Every judged query counts, also those that retrieved nothing (they score zero).
+    full_run = {qid: run.get(qid) or {"-": 0.0} for qid in qrels}
+    result = ir_measures.calc_aggregate(measures, qrels, full_run)
+    return {str(m): float(result[m]) for m in measures}
+
+
+async def evaluate(
+    data: Beir, url: str, key: str, collection: str
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    ) as http:
+        started = time.perf_counter()
+        doc_ids = await ingest(http, data.corpus, collection)
+        counts = await wait_indexed(http, collection, len(doc_ids))
+        ingest_s = time.perf_counter() - started
+        results = {}
+        for mode in MODES:
+            started = time.perf_counter()
+            run = await run_queries(http, data.queries, mode, doc_ids, collection)
+            results[mode] = score(data.qrels, run) | {
+                "queries": len(data.qrels),
+                "seconds": time.perf_counter() - started,
+            }
+    return results, {"ingest_s": ingest_s, **counts, "documents": len(doc_ids)}
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    folder: Path = args.folder
+    data = load_beir(folder, args.queries, args.qrels, args.max_docs)
+    collection = "".join(c if c.isalnum() else "-" for c in folder.name)[:64] or "eval"
+    with tempfile.TemporaryDirectory(prefix="olympus-eval-") as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp),
+            nats_port=natsserver.free_port(),
+            gateway_port=natsserver.free_port(),
+        )
+        log = (Path(tmp) / "stack.log").open("w")
+        with Stack(config, sink=log) as stack:
+            assert stack.api_key is not None
+            results, ingest_info = asyncio.run(
+                evaluate(data, config.gateway_url, stack.api_key, collection)
+            )
+    print(
+        f"\n{folder.name}: {ingest_info['documents']} documents "
+        f"({ingest_info['failed']} failed), {len(data.qrels)} judged queries, "
+        f"ingest {ingest_info['ingest_s']:.0f}s"
+    )
+    print(f"{'mode':<8}{'nDCG@10':>9}{'R@10':>8}{'R@100':>8}{'queries':>9}")
+    for mode, r in results.items():
+        print(
+            f"{mode:<8}{r['nDCG@10']:>9.3f}{r['R@10']:>8.3f}{r['R@100']:>8.3f}"
+            f"{int(r['queries']):>9}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {"dataset": folder.name, "ingest": ingest_info, "results": results}, indent=2
+            )
+        )
+    return 0
