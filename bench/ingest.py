@@ -5,8 +5,8 @@
 For each size a fresh embedded stack ingests the first N SciFact documents through
 ``POST /rag/add_document``; the clock runs from the first upload to the last document indexed.
 Then, with the stack stopped, the same chunks (read back from the graph store) go through the
-bare encoder in-process, sorted by length in batches, in bf16 and fp32 (the better of two runs each). The ratio
-pipeline/raw (same precision) is the figure; its target is >= 0.8.
+bare encoder in-process, sorted by length in batches, in bf16 and fp32 (the better of two runs
+each). The ratio pipeline/raw (same precision) is the figure; its target is >= 0.8.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def main() -> None:
             f"{r['documents']:>6}{r['chunks']:>8}{r['pipeline_chunks_per_s']:>12.1f}"
             f"{r['raw_bf16_chunks_per_s']:>12.1f}{r['ratio']:>7.2f}"
             f"{r.get('raw_fp32_chunks_per_s', float('nan')):>12.1f}"
-            f"{r.get('bf16_speedup', float('nan')):>8.2f}{r.get('bf16_cosine_min', float('nan')):>9.4f}"
+            f"{r.get('bf16_speedup', float('nan')):>8.2f}"
+            f"{r.get('bf16_cosine_min', float('nan')):>9.4f}"
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest.json").write_text(json.dumps(rows, indent=2))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -293,6 +295,44 @@ def test_a_malformed_bus_message_is_dead_lettered_and_workers_stay_up(olympus, h
     assert http.get("/readyz").status_code == 200
     doc = add(http, "still-alive.txt", "Workers survive malformed messages.")
     assert wait_for(http, doc["doc_id"])["status"] == "indexed"
+
+
+def test_other_systems_can_publish_straight_to_nats(olympus, http):
+    """The README's nats-py example, as a producer would run it."""
+    pdf = render("glacier.pdf", "Fjords are valleys that glaciers carved and the sea flooded.")
+
+    async def publish():
+        nc = await nats.connect(olympus.stack.config.nats_url)
+        js = nc.jetstream()
+        doc = {
+            "tenant": "default",
+            "collection": "reports",
+            "doc_id": "erp-report-1",
+            "filename": "report.pdf",
+            "content": base64.b64encode(pdf).decode(),
+            "encoding": "base64",
+            "metadata": {"source": "erp"},
+        }
+        msg_id = f"erp-report-1:upsert:{hashlib.sha256(pdf).hexdigest()[:32]}"
+        headers = {"Nats-Msg-Id": msg_id}
+        first = await js.publish(
+            "olympus.ingest.reports", json.dumps(doc).encode(), headers=headers
+        )
+        again = await js.publish(
+            "olympus.ingest.reports", json.dumps(doc).encode(), headers=headers
+        )
+        await nc.close()
+        return first, again
+
+    first, again = asyncio.run(publish())
+    assert again.duplicate
+    assert again.seq == first.seq
+    info = wait_for(http, "erp-report-1")
+    assert info["status"] == "indexed"
+    assert info["metadata"] == {"source": "erp"}
+    assert info["collection"] == "reports"
+    hits = query(http, "valleys carved by glaciers and flooded by the sea", collection="reports")
+    assert hits[0]["doc_id"] == "erp-report-1"
 
 
 def test_tenants_never_see_each_other(olympus, http):

@@ -99,3 +99,34 @@ async def test_batcher_reports_model_failures_to_the_caller():
             await batcher.embed(["q"], query=True)
     finally:
         await batcher.stop()
+
+
+class _Recorder:
+    def __init__(self):
+        self.sent = []
+
+    async def __call__(self, subject, message, msg_id=None):
+        self.sent.append((subject, message))
+
+
+class _BrokenBatcher:
+    async def embed(self, texts, *, query=False):
+        raise RuntimeError("the encoder crashed")
+
+
+async def test_the_last_failed_try_marks_the_document_failed(fp32):
+    from schemas.messages import IngestDocument
+    from workers.embedder.handlers import IngestHandler
+
+    publish = _Recorder()
+    handler = IngestHandler(
+        Chunker(fp32.tokenizer, fp32.max_length, 32), _BrokenBatcher(), publish, "m", 100
+    )
+    doc = IngestDocument(tenant="t", filename="a.txt", content="some text to embed")
+    with pytest.raises(RuntimeError):
+        await handler.handle(doc, version=3)
+    assert [m.status for _, m in publish.sent] == ["processing"]
+    with pytest.raises(RuntimeError):
+        await handler.handle(doc, version=3, last_try=True)
+    statuses = [(m.status, m.error) for _, m in publish.sent[1:]]
+    assert statuses == [("processing", None), ("failed", "RuntimeError: the encoder crashed")]

@@ -103,7 +103,12 @@ def _runtime() -> Runtime:
     description="Documents to parse, chunk and embed. Upserts and deletes.",
 )
 async def on_ingest(body: IngestDocument, message: NatsMessage) -> None:
-    await _runtime().ingest.handle(body, version=message.raw_message.metadata.sequence.stream)
+    metadata = message.raw_message.metadata
+    await _runtime().ingest.handle(
+        body,
+        version=metadata.sequence.stream,
+        last_try=metadata.num_delivered >= policy.max_deliver,
+    )
 
 
 @broker.subscriber(bus.QUERY_EMBED, queue=bus.EMBEDDER, no_reply=True)

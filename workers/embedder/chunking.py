@@ -15,9 +15,16 @@ class Chunker:
         backend.no_truncation()
         backend.no_padding()
         self.capacity = capacity
+        self._tokenizer = backend
         self._text = TextSplitter.from_huggingface_tokenizer(backend, capacity, overlap)
         self._markdown = MarkdownSplitter.from_huggingface_tokenizer(backend, capacity, overlap)
 
     def split(self, text: str, markdown: bool = False) -> list[str]:
+        text = text.strip()
+        if not text:
+            return []
+        # A text that fits is one chunk: one encode instead of the splitter's many.
+        if len(self._tokenizer.encode(text, add_special_tokens=False).ids) <= self.capacity:
+            return [text]
         splitter = self._markdown if markdown else self._text
         return [c for c in splitter.chunks(text) if c.strip()]

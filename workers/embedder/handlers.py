@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from olympus.logging import get_logger
@@ -50,9 +51,23 @@ class IngestHandler:
         self.publish = publish
         self.model_name = model_name
         self.max_chunks = max_chunks
+        # One thread parses and chunks: more would only fight the encoder's threads for cores.
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
 
-    async def handle(self, doc: IngestDocument, version: int) -> str:
-        """Process one ingest message; ``version`` is its stream sequence. Returns the outcome."""
+    async def handle(self, doc: IngestDocument, version: int, last_try: bool = False) -> str:
+        """Process one ingest message; ``version`` is its stream sequence. Returns the outcome.
+
+        An unexpected error propagates, so the message is retried; on the ``last_try`` the
+        document is first marked failed with that error, so nobody waits on it for ever.
+        """
+        try:
+            return await self._handle(doc, version)
+        except Exception as exc:
+            if last_try:
+                await self._status(doc, version, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    async def _handle(self, doc: IngestDocument, version: int) -> str:
         if doc.op == "delete":
             await self.publish(
                 bus.INDEX_DELETE,
@@ -69,7 +84,9 @@ class IngestHandler:
             media_type = media_type_of(doc.filename, doc.media_type)
             if media_type is None:
                 raise ExtractionError(f"unsupported file type: {doc.filename!r}")
-            texts = await asyncio.to_thread(self._chunk, data, media_type)
+            texts = await asyncio.get_running_loop().run_in_executor(
+                self._parser, self._chunk, data, media_type
+            )
         except ExtractionError as exc:
             await self._status(doc, version, "failed", error=str(exc))
             return "failed"

@@ -14,10 +14,10 @@ from pathlib import Path
 # ingest ~30% faster on 2 cores (bench/ingest.py). It must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModel, AutoTokenizer  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -60,6 +60,8 @@ def open_stores(common: CommonSettings, settings: IndexerSettings) -> tuple[obje
     if settings.graph_backend == "arango":
         from hades.arango import ArangoDocumentGraph
 
+        if common.environment == "production" and not settings.arango_password:
+            raise ValueError("OLYMPUS_INDEXER_ARANGO_PASSWORD must be set in production")
         graph: object = ArangoDocumentGraph(
             settings.arango_url,
             settings.arango_database,

@@ -1,0 +1,94 @@
+"""`olympus up` as a user runs it: output prefixed by process, signals forwarded, no orphans."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from olympus import natsserver
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "olympus.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(natsserver.free_port()),
+            "--nats-port",
+            str(natsserver.free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OLYMPUS_LOG_FORMAT": "json"},
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            return proc, lines
+    proc.kill()
+    raise AssertionError("olympus up did not come up:\n" + "".join(lines[-40:]))
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
+def test_up_prints_where_to_go_and_stops_without_orphans(tmp_path, stop_with):
+    proc, lines = _up(tmp_path)
+    text = "".join(lines)
+    assert re.search(r"Gateway: http://127\.0\.0\.1:\d+", text)
+    assert re.search(r"API key \(shown once, keep it\): oly_\S+", text)
+    for name in ("nats", "indexer", "embedder", "gateway"):
+        assert any(line.startswith(f"{name:>9} | ") for line in lines), name
+    children = _children(proc.pid)
+    assert len(children) == 4
+    proc.send_signal(stop_with)
+    assert proc.wait(60) == 0
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "orphans left behind"
+        time.sleep(0.1)
+
+    # A second start on the same data keeps the key it made and says so.
+    proc, lines = _up(tmp_path)
+    assert "the one printed on the first run" in "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0

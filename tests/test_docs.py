@@ -1,0 +1,54 @@
+"""What the README and deploy/ promise stays true."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import GatewaySettings
+from olympus import natsserver
+from olympus.settings import CommonSettings
+from workers.embedder.settings import EmbedderSettings
+from workers.indexer.settings import IndexerSettings
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_in_the_readme_table():
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(OLYMPUS_[A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    settings = {
+        f"{cls.model_config['env_prefix']}{name.upper()}"
+        for cls in (CommonSettings, EmbedderSettings, IndexerSettings, GatewaySettings)
+        for name in cls.model_fields
+    }
+    assert settings - documented == set(), "settings missing from the README table"
+    assert documented - settings == set(), "README documents settings that do not exist"
+
+
+def test_readme_opens_with_the_two_commands():
+    head = (ROOT / "README.md").read_text()[:1200]
+    assert "make up" in head
+    assert "make test" in head
+
+
+@pytest.mark.parametrize(
+    "config", ["single.conf", "cluster/node-1.conf", "cluster/node-2.conf", "cluster/node-3.conf"]
+)
+def test_deploy_nats_configs_are_valid(config):
+    env = {**os.environ} | {
+        f"OLYMPUS_NATS_{who}_PASSWORD": "x"
+        for who in ("GATEWAY", "EMBEDDER", "INDEXER", "PRODUCER", "OPERATOR")
+    }
+    result = subprocess.run(
+        [natsserver.binary(), "-t", "-c", str(ROOT / "deploy" / "nats" / config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
