@@ -15,16 +15,14 @@ import argparse
 import asyncio
 import json
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from olympus import natsserver
 from olympus.evaluation import chunk_total, ingest, load_beir, wait_indexed
-from olympus.stack import Stack, StackConfig
+from olympus.stack import temporary_stack
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -65,16 +63,11 @@ def run(data: Path, sizes: list[int], fp32_max: int) -> list[dict[str, float]]:
     rows = []
     for size in sizes:
         corpus = load_beir(data, max_docs=size).corpus
-        with tempfile.TemporaryDirectory(prefix="olympus-bench-") as tmp:
-            config = StackConfig(
-                data_dir=Path(tmp),
-                nats_port=natsserver.free_port(),
-                gateway_port=natsserver.free_port(),
-            )
-            with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
-                assert stack.api_key
-                result = asyncio.run(_pipeline(config.gateway_url, stack.api_key, corpus))
-            texts = _chunks(Path(tmp))
+        with temporary_stack("olympus-bench-") as (stack, config):
+            assert stack.api_key
+            result = asyncio.run(_pipeline(config.gateway_url, stack.api_key, corpus))
+            stack.stop()  # the stores are read back, and the encoder measured, on an idle machine
+            texts = _chunks(config.data_dir)
         raw_bf16, v_bf16 = _raw(texts, "bfloat16")
         row = {
             "size": size,

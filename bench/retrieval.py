@@ -13,15 +13,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from olympus import natsserver
 from olympus.evaluation import MODES, ingest, load_beir, wait_indexed
-from olympus.stack import Stack, StackConfig
+from olympus.stack import temporary_stack
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENCY = (1, 8)
@@ -124,18 +122,13 @@ def main() -> None:
     all_queries = [json.loads(line)["text"] for line in (args.data / "queries_train.jsonl").open()]
     queries = all_queries[: args.queries]
     warmup = 20
-    with tempfile.TemporaryDirectory(prefix="olympus-bench-") as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp),
-            nats_port=natsserver.free_port(),
-            gateway_port=natsserver.free_port(),
+    with temporary_stack("olympus-bench-") as (stack, config):
+        assert stack.api_key
+        gateway = asyncio.run(
+            _gateway(config.gateway_url, stack.api_key, data.corpus, queries, warmup)
         )
-        with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
-            assert stack.api_key
-            gateway = asyncio.run(
-                _gateway(config.gateway_url, stack.api_key, data.corpus, queries, warmup)
-            )
-        direct = asyncio.run(_in_process(Path(tmp), queries, warmup))
+        stack.stop()  # H.A.D.E.S. in-process opens the same stores: the indexer must let go
+        direct = asyncio.run(_in_process(config.data_dir, queries, warmup))
     rows = []
     print(
         f"\n{'mode':<8}{'clients':>8}{'gateway p50':>13}{'p99':>8}"

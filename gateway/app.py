@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.bus import BusUnavailable, GatewayBus
@@ -91,6 +92,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(rag.router)
     app.include_router(mcp.router)
+
+    @app.exception_handler(ValidationError)
+    async def invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        # A message the bus would refuse is the caller's mistake, never a 500.
+        return JSONResponse({"detail": exc.errors(include_url=False)}, status_code=422)
 
     @app.exception_handler(BusUnavailable)
     async def unavailable(_: Request, exc: BusUnavailable) -> JSONResponse:

@@ -6,7 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.messages import MAX_TOP_K, DocumentInfo, Filename, Metadata, Name, SearchMode
+from schemas.messages import (
+    MAX_TOP_K,
+    DocumentInfo,
+    Filename,
+    Identifier,
+    Metadata,
+    Name,
+    SearchMode,
+)
 
 
 class Strict(BaseModel):
@@ -60,6 +68,9 @@ class QueryRequest(Strict):
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
     mode: SearchMode = "hybrid"
     collection: Name | None = None
+    doc_ids: list[Identifier] | None = Field(
+        default=None, max_length=100, description="search only these documents"
+    )
     unique_documents: bool = Field(default=False, description="at most one passage per document")
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import nats
-from faststream import BaseMiddleware
+from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
-from faststream.nats import NatsBroker
+from faststream.nats import JStream, NatsBroker, PullSub
 from nats.js import api
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
@@ -56,6 +56,19 @@ class DeliveryPolicy:
         if not self.backoff_s:
             return 0.0
         return self.backoff_s[min(attempt, len(self.backoff_s)) - 1]
+
+    def durable(
+        self, stream: bus.StreamSpec, durable: str, concurrency: int, fetch: int = 32
+    ) -> dict[str, Any]:
+        """Subscriber options for a durable pull consumer that follows these rules."""
+        return {
+            "stream": JStream(stream.name, declare=False),  # ensure_streams declares them
+            "durable": durable,
+            "config": self.consumer_config(durable),
+            "pull_sub": PullSub(batch_size=fetch, timeout=1.0),
+            "max_workers": concurrency,
+            "ack_policy": AckPolicy.NACK_ON_ERROR,
+        }
 
     def consumer_config(self, durable: str) -> api.ConsumerConfig:
         # One delivery more than we retry: when a worker died mid-message on the last attempt,

@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from olympus import natsserver
-from olympus.stack import Stack, StackConfig
+from olympus.stack import temporary_stack
 
 MODES = ("dense", "bm25", "hybrid")
 
@@ -198,18 +196,11 @@ def run_eval(args: argparse.Namespace) -> int:
     folder: Path = args.folder
     data = load_beir(folder, args.queries, args.qrels, args.max_docs)
     collection = "".join(c if c.isalnum() else "-" for c in folder.name)[:64] or "eval"
-    with tempfile.TemporaryDirectory(prefix="olympus-eval-") as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp),
-            nats_port=natsserver.free_port(),
-            gateway_port=natsserver.free_port(),
+    with temporary_stack("olympus-eval-") as (stack, config):
+        assert stack.api_key is not None
+        results, ingest_info = asyncio.run(
+            evaluate(data, config.gateway_url, stack.api_key, collection)
         )
-        log = (Path(tmp) / "stack.log").open("w")
-        with Stack(config, sink=log) as stack:
-            assert stack.api_key is not None
-            results, ingest_info = asyncio.run(
-                evaluate(data, config.gateway_url, stack.api_key, collection)
-            )
     print(
         f"\n{folder.name}: {ingest_info['documents']} documents "
         f"({ingest_info['failed']} failed), {len(data.qrels)} judged queries, "

@@ -14,9 +14,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -44,7 +45,6 @@ class Supervised:
     name: str
     command: list[str]
     env: dict[str, str]
-    restart: bool = True
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -93,7 +93,7 @@ class Supervisor:
         while True:
             assert child.proc is not None
             code = child.proc.wait()
-            if self._stopping.is_set() or not child.restart:
+            if self._stopping.is_set():
                 return
             if time.monotonic() - child.started_at > 60:
                 backoff = 1.0  # it ran a good while: this is a new failure, not a crash loop
@@ -162,8 +162,7 @@ class Stack:
         env.update(self.config.env)
         return env
 
-    def start(self, timeout_s: float = 180.0, on_step: Callable[[str], None] | None = None) -> None:
-        step = on_step or (lambda s: self.supervisor.say("olympus", s))
+    def start(self, timeout_s: float = 180.0) -> None:
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True)
         for port, what in ((self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")):
@@ -182,7 +181,7 @@ class Stack:
         )
         natsserver.wait_until_listening(self.config.host, self.config.nats_port)
         asyncio.run(olympus_bus.prepare_streams(common))
-        step("streams ready")
+        self.supervisor.say("olympus", "streams ready")
         keys = KeyStore(data / "api_keys.json")
         if keys.is_empty():
             self.api_key = keys.create("default")
@@ -227,6 +226,19 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def temporary_stack(prefix: str = "olympus-") -> Iterator[tuple[Stack, StackConfig]]:
+    """A whole stack in a throw-away folder on free ports (eval and the benchmarks use it)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp),
+            nats_port=natsserver.free_port(),
+            gateway_port=natsserver.free_port(),
+        )
+        with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
+            yield stack, config
 
 
 async def _ready(nc: object, http: httpx.AsyncClient, gateway_url: str) -> bool:

@@ -131,21 +131,6 @@ class IndexStatus(Message):
     content_hash: str | None = None
 
 
-# --- olympus.events.document.<status> ---------------------------------------------------------
-class DocumentEvent(Message):
-    """What H.A.D.E.S. has recorded: ``indexed`` means the document is searchable now."""
-
-    tenant: Name
-    collection: Name
-    doc_id: Identifier
-    filename: str
-    status: DocumentStatus
-    version: int
-    chunk_count: int = 0
-    error: str | None = None
-    at: float = Field(default_factory=time.time)
-
-
 # --- olympus.query.embed / olympus.query.retrieve ---------------------------------------------
 class QueryEmbed(Message):
     """A retrieval request; the reply goes to the NATS reply subject as ``RetrieveReply``."""
@@ -206,6 +191,36 @@ class DocumentInfo(BaseModel):
     metadata: dict[str, MetaValue] = Field(default_factory=dict)
     created_at: float
     updated_at: float
+
+
+# --- olympus.events.document.<status> ---------------------------------------------------------
+class DocumentEvent(Message):
+    """What H.A.D.E.S. has recorded: ``indexed`` means the document is searchable now."""
+
+    tenant: Name
+    collection: Name
+    doc_id: Identifier
+    filename: str
+    status: DocumentStatus
+    version: int
+    chunk_count: int = 0
+    error: str | None = None
+    at: float = Field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, tenant: str, doc: DocumentInfo) -> DocumentEvent:
+        """The event that says ``doc`` is now as stored."""
+        return cls(
+            tenant=tenant,
+            collection=doc.collection,
+            doc_id=doc.doc_id,
+            filename=doc.filename,
+            status=doc.status,
+            version=doc.version,
+            chunk_count=doc.chunk_count,
+            error=doc.error,
+            at=doc.updated_at,
+        )
 
 
 class DocumentGet(Message):

@@ -11,8 +11,6 @@ import uuid
 import nats
 import numpy as np
 import pytest
-from faststream import AckPolicy
-from faststream.nats import JStream, PullSub
 from pydantic import BaseModel, ConfigDict
 
 from olympus import bus as olympus_bus
@@ -70,14 +68,7 @@ def _broker(nats_url: str, ack_wait_s: float = 30.0):
 
 def _subscribe(broker, policy, subject: str):
     durable = f"test-{uuid.uuid4().hex[:8]}"
-    return broker.subscriber(
-        subject,
-        stream=JStream(bus.INGEST_STREAM.name, declare=False),
-        durable=durable,
-        config=policy.consumer_config(durable),
-        pull_sub=PullSub(batch_size=4, timeout=0.2),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    return broker.subscriber(subject, **policy.durable(bus.INGEST_STREAM, durable, 4, fetch=4))
 
 
 async def test_a_failure_is_retried_then_acknowledged(nats_url, js):

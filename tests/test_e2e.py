@@ -93,6 +93,11 @@ def test_every_format_is_indexed_and_the_right_one_ranks_first(http):
             assert hits[0]["filename"] == name, (mode, question, hits[0])
             assert hits[0]["doc_id"] == accepted[name]["doc_id"]
             assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    # Restricted to chosen documents, the question about volcanoes finds only those.
+    chosen = [accepted["chess.docx"]["doc_id"], accepted["tides.json"]["doc_id"]]
+    hits = query(http, TOPICS["volcano.txt"][1], top_k=10, doc_ids=chosen)
+    assert hits
+    assert {h["doc_id"] for h in hits} <= set(chosen)
 
 
 def test_changed_content_replaces_the_old_chunks(http):
@@ -152,6 +157,16 @@ def test_a_corrupt_pdf_fails_with_its_reason_and_the_pipeline_goes_on(http):
     assert wait_for(http, after["doc_id"])["status"] == "indexed"
     listed = http.get("/rag/documents", params={"status": "failed"}).json()
     assert broken["doc_id"] in {d["doc_id"] for d in listed["items"]}
+
+
+def test_text_that_is_not_utf8_arrives_intact(http):
+    latin = "Le café crème se boit à Besançon.".encode("cp1252")
+    r = http.post("/rag/documents", files=[("files", ("latin.txt", latin))])
+    doc = r.json()["documents"][0]
+    assert wait_for(http, doc["doc_id"])["status"] == "indexed"
+    hits = query(http, "café crème Besançon", mode="bm25", top_k=1)
+    assert hits[0]["doc_id"] == doc["doc_id"]
+    assert "café crème" in hits[0]["text"]
 
 
 BAD_REQUESTS = [
@@ -231,6 +246,14 @@ BAD_REQUESTS = [
     ),
     ("empty file", "POST", "/rag/documents", {"files": [("files", ("empty.txt", b""))]}, {}, 400),
     (
+        "long filename",
+        "POST",
+        "/rag/documents",
+        {"files": [("files", ("x" * 300 + ".txt", b"text"))]},
+        {},
+        422,
+    ),
+    (
         "bad base64",
         "POST",
         "/rag/add_document",
@@ -243,6 +266,14 @@ BAD_REQUESTS = [
     ("top_k zero", "POST", "/mcp/s/query", {"json": {"input": "q", "top_k": 0}}, {}, 422),
     ("top_k huge", "POST", "/mcp/s/query", {"json": {"input": "q", "top_k": 10_000}}, {}, 422),
     ("bad mode", "POST", "/mcp/s/query", {"json": {"input": "q", "mode": "psychic"}}, {}, 422),
+    (
+        "hostile doc id",
+        "POST",
+        "/mcp/s/query",
+        {"json": {"input": "q", "doc_ids": ['x" or tenant != "']}},
+        {},
+        422,
+    ),
     ("bad session id", "GET", "/mcp/has space/get_context", {}, {}, 422),
     ("empty context", "POST", "/mcp/s/add_context", {"json": {"content": ""}}, {}, 422),
     ("unknown document", "GET", "/rag/documents/nope", {}, {}, 404),

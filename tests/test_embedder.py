@@ -86,6 +86,27 @@ async def test_batcher_gives_each_caller_its_own_vectors(fp32):
     np.testing.assert_allclose(results[3], fp32.embed(["a query"]), atol=1e-5)
 
 
+async def test_waiting_queries_share_one_forward_pass(fp32):
+    calls: list[int] = []
+
+    def counting(texts):
+        calls.append(len(texts))
+        return fp32.embed_batch(texts)
+
+    batcher = EmbeddingBatcher(counting, fp32.dims, batch_size=8)
+    questions = [[s] for s in SENTENCES] + [["two texts", "in one request"]]
+    pending = [asyncio.ensure_future(batcher.embed(q, query=True)) for q in questions]
+    await asyncio.sleep(0)  # all five are waiting before the loop starts
+    batcher.start()
+    try:
+        results = await asyncio.gather(*pending)
+    finally:
+        await batcher.stop()
+    assert calls == [6]
+    for texts, vectors in zip(questions, results, strict=True):
+        np.testing.assert_allclose(vectors, fp32.embed(texts), atol=1e-5)
+
+
 async def test_batcher_reports_model_failures_to_the_caller():
     def broken(_texts):
         raise RuntimeError("out of memory")

@@ -94,6 +94,7 @@ async def query(
         top_k=body.top_k,
         mode=body.mode,
         collection=body.collection,
+        doc_ids=body.doc_ids,
         session_id=session_id,
         unique_documents=body.unique_documents,
         deadline=time.time() + settings.request_timeout_s,

@@ -40,6 +40,7 @@ from schemas.messages import (
 
 router = APIRouter(prefix="/rag", tags=["documents"])
 TERMINAL = {"indexed", "failed", "deleted"}
+MAX_FILENAME = 255
 _ERRORS = {
     413: {"model": Problem, "description": "larger than the upload limit"},
     415: {"model": Problem, "description": "a file type Olympus cannot read"},
@@ -70,18 +71,20 @@ async def _ingest(
     metadata: Metadata | None,
 ) -> AcceptedDocument:
     media_type = media_type_of(filename)
-    binary = media_type in BINARY_MEDIA_TYPES
+    text = None if media_type in BINARY_MEDIA_TYPES else _utf8(data)
+    digest = content_hash(data)
     doc = IngestDocument(
         tenant=tenant,
         collection=collection,
         doc_id=document_id(tenant, collection, filename),
         filename=filename,
-        content=base64.b64encode(data).decode() if binary else data.decode("utf-8", "replace"),
-        encoding="base64" if binary else "utf-8",
+        # Binary formats, and text that is not UTF-8, travel as base64: the bytes arrive intact.
+        content=text if text is not None else base64.b64encode(data).decode(),
+        encoding="utf-8" if text is not None else "base64",
         media_type=media_type,
         metadata=metadata or {},
     )
-    ack = await bus_.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", content_hash(data)))
+    ack = await bus_.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", digest))
     accepted = AcceptedDocument(
         doc_id=doc.doc_id, filename=filename, collection=collection, status="queued"
     )
@@ -98,14 +101,26 @@ async def _ingest(
             filename=filename,
             version=ack.seq,
             status="queued",
-            content_hash=content_hash(data),
+            content_hash=digest,
         ),
         msg_id=f"{doc.doc_id}:queued:{ack.seq}",
     )
     return accepted
 
 
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _check(filename: str, data: bytes, limit: int) -> None:
+    if len(filename) > MAX_FILENAME:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"filename is longer than {MAX_FILENAME} characters",
+        )
     if media_type_of(filename) is None:
         raise _unsupported(filename)
     if len(data) > limit:
@@ -238,7 +253,7 @@ async def document_events(
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
-            yield _sse(_as_event(key.tenant, current))
+            yield _sse(DocumentEvent.of(key.tenant, current))
             if current.status in TERMINAL:
                 return
             deadline = time.monotonic() + settings.sse_max_s
@@ -256,20 +271,6 @@ async def document_events(
             bus_.unlisten(key.tenant, doc_id, queue)
 
     return EventSourceResponse(stream(), ping=15)
-
-
-def _as_event(tenant: str, doc: DocumentInfo) -> DocumentEvent:
-    return DocumentEvent(
-        tenant=tenant,
-        collection=doc.collection,
-        doc_id=doc.doc_id,
-        filename=doc.filename,
-        status=doc.status,
-        version=doc.version,
-        chunk_count=doc.chunk_count,
-        error=doc.error,
-        at=doc.updated_at,
-    )
 
 
 def _sse(event: DocumentEvent) -> ServerSentEvent:

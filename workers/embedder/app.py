@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsMessage, PullSub
+from faststream import FastStream
+from faststream.nats import NatsMessage
 
 from olympus import bus as olympus_bus
 from olympus.logging import configure, get_logger
@@ -93,12 +93,9 @@ def _runtime() -> Runtime:
 
 @broker.subscriber(
     bus.INGEST_ALL,
-    stream=JStream(bus.INGEST_STREAM.name, declare=False),
-    durable=bus.DURABLE_EMBEDDER_INGEST,
-    config=policy.consumer_config(bus.DURABLE_EMBEDDER_INGEST),
-    pull_sub=PullSub(batch_size=16, timeout=1.0),
-    max_workers=settings.concurrency,
-    ack_policy=AckPolicy.NACK_ON_ERROR,
+    **policy.durable(
+        bus.INGEST_STREAM, bus.DURABLE_EMBEDDER_INGEST, settings.concurrency, fetch=16
+    ),
     title="olympus.ingest.<collection>",
     description="Documents to parse, chunk and embed. Upserts and deletes.",
 )
@@ -111,7 +108,9 @@ async def on_ingest(body: IngestDocument, message: NatsMessage) -> None:
     )
 
 
-@broker.subscriber(bus.QUERY_EMBED, queue=bus.EMBEDDER, no_reply=True)
+@broker.subscriber(
+    bus.QUERY_EMBED, queue=bus.EMBEDDER, no_reply=True, max_workers=settings.concurrency
+)
 async def on_query(body: QueryEmbed, message: NatsMessage) -> None:
     if not message.reply_to:
         return

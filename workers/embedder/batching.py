@@ -44,7 +44,6 @@ class EmbeddingBatcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._task: asyncio.Task[None] | None = None
-        self.batches_run = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="embedding-batcher")
@@ -103,11 +102,21 @@ class EmbeddingBatcher:
         return pool
 
     async def _drain_queries(self) -> None:
+        # Every question waiting goes through the model together, in one forward pass.
         while not self._queries.empty():
-            request = self._queries.get_nowait()
-            vectors = await self._encode(list(request.texts), [request])
-            if vectors is not None and not request.future.done():
-                request.future.set_result(vectors)
+            waiting: list[_Request] = []
+            while not self._queries.empty() and len(waiting) < self._batch_size:
+                waiting.append(self._queries.get_nowait())
+            texts = [t for r in waiting for t in r.texts]
+            vectors = await self._encode(texts, waiting)
+            if vectors is None:
+                continue
+            start = 0
+            for request in waiting:
+                end = start + len(request.texts)
+                if not request.future.done():
+                    request.future.set_result(vectors[start:end])
+                start = end
 
     async def _encode(self, texts: list[str], owners: list[_Request]) -> np.ndarray | None:
         loop = asyncio.get_running_loop()

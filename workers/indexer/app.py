@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, PullSub
+from faststream import FastStream
 
 from olympus import bus as olympus_bus
 from olympus.logging import configure, get_logger
@@ -104,33 +103,31 @@ def _indexer() -> Indexer:
     return indexer
 
 
-def _durable(name: str) -> dict[str, object]:
-    return {
-        "stream": JStream(bus.INDEX_STREAM.name, declare=False),
-        "durable": name,
-        "config": policy.consumer_config(name),
-        "pull_sub": PullSub(batch_size=32, timeout=1.0),
-        "max_workers": settings.concurrency,
-        "ack_policy": AckPolicy.NACK_ON_ERROR,
-    }
-
-
-@broker.subscriber(bus.INDEX_UPSERT, **_durable(bus.DURABLE_INDEXER_UPSERT))  # type: ignore[call-overload]
+@broker.subscriber(
+    bus.INDEX_UPSERT,
+    **policy.durable(bus.INDEX_STREAM, bus.DURABLE_INDEXER_UPSERT, settings.concurrency),
+)
 async def on_upsert(body: IndexUpsert) -> None:
     await _indexer().upsert(body)
 
 
-@broker.subscriber(bus.INDEX_DELETE, **_durable(bus.DURABLE_INDEXER_DELETE))  # type: ignore[call-overload]
+@broker.subscriber(
+    bus.INDEX_DELETE,
+    **policy.durable(bus.INDEX_STREAM, bus.DURABLE_INDEXER_DELETE, settings.concurrency),
+)
 async def on_delete(body: IndexDelete) -> None:
     await _indexer().delete(body)
 
 
-@broker.subscriber(bus.INDEX_STATUS, **_durable(bus.DURABLE_INDEXER_STATUS))  # type: ignore[call-overload]
+@broker.subscriber(
+    bus.INDEX_STATUS,
+    **policy.durable(bus.INDEX_STREAM, bus.DURABLE_INDEXER_STATUS, settings.concurrency),
+)
 async def on_status(body: IndexStatus) -> None:
     await _indexer().status(body)
 
 
-@broker.subscriber(bus.QUERY_RETRIEVE, queue=bus.INDEXER)
+@broker.subscriber(bus.QUERY_RETRIEVE, queue=bus.INDEXER, max_workers=settings.concurrency)
 async def on_retrieve(body: QueryRetrieve) -> RetrieveReply | None:
     return await _indexer().retrieve(body)
 

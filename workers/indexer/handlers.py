@@ -221,7 +221,7 @@ class Indexer:
             [DocumentWrite(op.tenant, documents[i], records[i]) for i, op, _ in writes]
         )
         for i, op, _ in writes:
-            events[i] = _event(op.tenant, documents[i])
+            events[i] = DocumentEvent.of(op.tenant, documents[i])
         for i, op in enumerate(ops):
             if isinstance(op, IndexDelete) and i in winners:
                 events[i] = self._apply_delete(op)
@@ -261,7 +261,7 @@ class Indexer:
         stored = await self._store(self.graph.set_status, op.tenant, info)
         if stored is None:
             return None
-        event = _event(op.tenant, stored)
+        event = DocumentEvent.of(op.tenant, stored)
         await self.emit(event)
         return event
 
@@ -341,16 +341,3 @@ class Indexer:
     async def clear_context(self, req: ContextClear) -> ContextReply:
         await self._store(self.graph.clear_context, req.tenant, req.session_id)
         return ContextReply(items=[])
-
-
-def _event(tenant: str, doc: DocumentInfo) -> DocumentEvent:
-    return DocumentEvent(
-        tenant=tenant,
-        collection=doc.collection,
-        doc_id=doc.doc_id,
-        filename=doc.filename,
-        status=doc.status,
-        version=doc.version,
-        chunk_count=doc.chunk_count,
-        error=doc.error,
-    )
