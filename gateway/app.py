@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.bus import BusUnavailable, GatewayBus
-from gateway.routes import health, mcp, rag
+from gateway.routes import chat, health, mcp, openai, rag
 from gateway.settings import GatewaySettings
 from olympus.keys import KeyStore
 from olympus.logging import configure, get_logger
@@ -92,16 +99,48 @@ def create_app(
     app.include_router(health.router)
     app.include_router(rag.router)
     app.include_router(mcp.router)
+    app.include_router(chat.router)
+    app.include_router(chat.ws_router)
+    app.include_router(openai.router)
 
     @app.exception_handler(ValidationError)
-    async def invalid(_: Request, exc: ValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
         # A message the bus would refuse is the caller's mistake, never a 500.
+        if openai.is_openai_path(request):
+            return openai.error_response(_openai_invalid(exc.errors(include_url=False)))
         return JSONResponse({"detail": exc.errors(include_url=False)}, status_code=422)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if openai.is_openai_path(request):
+            return openai.error_response(_openai_invalid(exc.errors()))
+        return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if openai.is_openai_path(request):
+            kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+            return openai.error_response(openai.OpenAIError(exc.status_code, str(exc.detail), kind))
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(openai.OpenAIError)
+    async def openai_error(_: Request, exc: openai.OpenAIError) -> JSONResponse:
+        return openai.error_response(exc)
+
     @app.exception_handler(BusUnavailable)
-    async def unavailable(_: Request, exc: BusUnavailable) -> JSONResponse:
+    async def unavailable(request: Request, exc: BusUnavailable) -> JSONResponse:
+        if openai.is_openai_path(request):
+            return openai.error_response(openai.OpenAIError(503, str(exc), "server_error"))
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
     # Envelope overhead: base64 and multipart framing on top of the largest allowed file.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
     return app
+
+
+def _openai_invalid(errors: Any) -> openai.OpenAIError:
+    described = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+        for e in errors
+    )
+    return openai.OpenAIError(400, described or "invalid request", "invalid_request_error")

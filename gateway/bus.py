@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import PubAck
+from nats.js.api import DeliverPolicy, PubAck
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from olympus import bus as olympus_bus
 from olympus.logging import get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
-from schemas.messages import DocumentEvent, HealthPing, HealthReply, IngestDocument, Message
+from schemas.messages import (
+    Accepted,
+    ChatControl,
+    ChatEvent,
+    DocumentEvent,
+    ErrorInfo,
+    HealthPing,
+    HealthReply,
+    IngestDocument,
+    Message,
+)
 
 R = TypeVar("R", bound=BaseModel)
 log = get_logger("olympus.gateway")
@@ -82,6 +95,56 @@ class GatewayBus:
             raise BusUnavailable(f"no answer on {subject} in time") from exc
         return reply.model_validate_json(answer.data)
 
+    # --- chat: start an answer, follow its events, steer it ---------------------------------
+    async def start_chat(self, subject: str, message: Message) -> Accepted:
+        """Hand a chat request to its first stage; the chain answers once the generator has it."""
+        return await self.request(subject, message, Accepted)
+
+    async def follow(
+        self, request_id: str, first_timeout_s: float, idle_timeout_s: float
+    ) -> AsyncIterator[ChatEvent]:
+        """The answer's events from the first, as stored in OLYMPUS_REPLY; ends after the last.
+
+        A generator that goes quiet (killed mid-answer) ends the stream with an error event.
+        """
+        subscription = await self.js.subscribe(
+            bus.reply_subject(request_id),
+            stream=bus.REPLY_STREAM.name,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        timeout = first_timeout_s
+        try:
+            while True:
+                try:
+                    msg = await subscription.next_msg(timeout=timeout)
+                except (TimeoutError, NatsTimeout):
+                    yield _silence(request_id, timeout)
+                    return
+                event = ChatEvent.model_validate_json(msg.data)
+                yield event
+                if event.event in ("done", "error"):
+                    return
+                timeout = idle_timeout_s
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def last_event(self, request_id: str) -> ChatEvent | None:
+        """The newest stored event of an answer, None once the stream has let it go."""
+        try:
+            stored = await self.js.get_last_msg(
+                bus.REPLY_STREAM.name, bus.reply_subject(request_id)
+            )
+        except NotFoundError:
+            return None
+        return ChatEvent.model_validate_json(stored.data or b"")
+
+    async def control(self, request_id: str, action: str) -> None:
+        assert self.nc is not None
+        message = ChatControl(request_id=request_id, action=action)  # type: ignore[arg-type]
+        await self.nc.publish(bus.QUERY_CONTROL, message.model_dump_json().encode())
+
     async def ping(self, service: str, timeout_s: float = 1.0) -> bool:
         try:
             reply = await self.request(
@@ -112,3 +175,17 @@ class GatewayBus:
             listeners.discard(queue)
             if not listeners:
                 del self._listeners[(tenant, doc_id)]
+
+
+def _silence(request_id: str, waited_s: float) -> ChatEvent:
+    return ChatEvent(
+        request_id=request_id,
+        tenant="unknown",
+        seq=0,
+        event="error",
+        finish_reason="error",
+        error=ErrorInfo(
+            code="unavailable",
+            message=f"the generator sent nothing for {waited_s:.0f}s; it may have stopped",
+        ),
+    )

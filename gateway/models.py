@@ -7,13 +7,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.messages import (
+    MAX_NEW_TOKENS,
     MAX_TOP_K,
+    Citation,
     DocumentInfo,
     Filename,
     Identifier,
     Metadata,
     Name,
     SearchMode,
+    SessionTurn,
+    Usage,
 )
 
 
@@ -91,3 +95,31 @@ class QueryResponse(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class ChatRequest(Strict):
+    input: str = Field(min_length=1, description="the question")
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="passages to retrieve")
+    mode: SearchMode = "hybrid"
+    collection: Name | None = None
+    doc_ids: list[Identifier] | None = Field(default=None, max_length=100)
+    stream: bool = Field(default=True, description="false: the whole answer as one JSON")
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+
+
+class ChatAnswer(BaseModel):
+    request_id: str
+    answer: str
+    sources: list[Citation] = Field(description="the passages the prompt held, numbered")
+    cited: list[int] = Field(description="the numbers the answer cites")
+    dropped_passages: int = Field(description="retrieved passages that did not fit the prompt")
+    finish_reason: str | None
+    usage: Usage | None
+    timings: dict[str, float]
+
+
+class HistoryResponse(BaseModel):
+    session_id: str
+    turns: list[SessionTurn]

@@ -19,3 +19,6 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0)
     access_log: bool = Field(default=False, description="one log line per HTTP request")
     sse_max_s: float = Field(default=3600.0, gt=0, description="longest a progress stream lasts")
+    chat_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="a streamed answer silent this long ends with an error"
+    )

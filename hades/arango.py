@@ -15,9 +15,9 @@ from typing import Any
 from arango import ArangoClient
 
 from hades.protocols import DocumentWrite, newer
-from schemas.messages import ContextItem, DocumentInfo, DocumentStatus
+from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SessionTurn
 
-_VERTICES = ("documents", "chunks", "sessions", "deletions")
+_VERTICES = ("documents", "chunks", "sessions", "turns", "deletions")
 _INFO_FIELDS = set(DocumentInfo.model_fields)
 
 
@@ -55,6 +55,7 @@ class ArangoDocumentGraph:
         self.db.collection("documents").add_persistent_index(["tenant", "collection", "status"])
         self.db.collection("chunks").add_persistent_index(["tenant", "doc_id", "position"])
         self.db.collection("sessions").add_persistent_index(["tenant", "session_id", "seq"])
+        self.db.collection("turns").add_persistent_index(["tenant", "session_id", "seq"])
 
     def _aql(self, query: str, **bind: Any) -> list[Any]:
         return list(self.db.aql.execute(query, bind_vars=bind))
@@ -245,13 +246,39 @@ class ArangoDocumentGraph:
         return [ContextItem(**r) for r in rows]
 
     def clear_context(self, tenant: str, session_id: str) -> int:
-        removed = self._aql(
-            "FOR s IN sessions FILTER s.tenant == @t AND s.session_id == @s "
-            "REMOVE s IN sessions RETURN 1",
+        removed = 0
+        for collection in ("sessions", "turns"):
+            removed += len(
+                self._aql(
+                    f"FOR s IN {collection} FILTER s.tenant == @t AND s.session_id == @s "
+                    f"REMOVE s IN {collection} RETURN 1",
+                    t=tenant,
+                    s=session_id,
+                )
+            )
+        return removed
+
+    def add_turn(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
+        self.db.collection("turns").insert(
+            {
+                "_key": _key(tenant, turn.request_id),
+                "tenant": tenant,
+                "session_id": session_id,
+                "seq": time.time_ns(),
+                "turn": turn.model_dump(mode="json"),
+            },
+            overwrite_mode="ignore",
+        )
+
+    def get_turns(self, tenant: str, session_id: str, limit: int) -> list[SessionTurn]:
+        rows = self._aql(
+            "FOR s IN turns FILTER s.tenant == @t AND s.session_id == @s "
+            "SORT s.seq DESC LIMIT @n RETURN s.turn",
             t=tenant,
             s=session_id,
+            n=limit,
         )
-        return len(removed)
+        return [SessionTurn.model_validate(r) for r in reversed(rows)]
 
     def close(self) -> None:
         return None

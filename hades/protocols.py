@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SearchMode
+from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SearchMode, SessionTurn
 
 STATUS_RANK: dict[str, int] = {"queued": 0, "processing": 1, "indexed": 2, "failed": 2}
 
@@ -130,7 +130,14 @@ class DocumentGraph(Protocol):
 
     def get_context(self, tenant: str, session_id: str) -> list[ContextItem]: ...
 
-    def clear_context(self, tenant: str, session_id: str) -> int: ...
+    def clear_context(self, tenant: str, session_id: str) -> int:
+        """Forget the session: its context and its turns."""
+
+    def add_turn(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
+        """Keep a question and its answer; the same ``request_id`` twice is kept once."""
+
+    def get_turns(self, tenant: str, session_id: str, limit: int) -> list[SessionTurn]:
+        """The session's last ``limit`` turns, oldest first."""
 
     def close(self) -> None: ...
 

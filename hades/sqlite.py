@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hades.protocols import DocumentWrite, newer
-from schemas.messages import ContextItem, DocumentInfo, DocumentStatus
+from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SessionTurn
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS session_context (
     content TEXT NOT NULL, at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS context_by_session ON session_context (tenant, session_id, id);
+CREATE TABLE IF NOT EXISTS session_turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, session_id TEXT NOT NULL,
+    request_id TEXT NOT NULL, turn TEXT NOT NULL, UNIQUE (tenant, request_id)
+);
+CREATE INDEX IF NOT EXISTS turns_by_session ON session_turns (tenant, session_id, id);
 """
 
 _DOC_COLUMNS = (
@@ -301,11 +306,30 @@ class SqliteDocumentGraph:
         return [ContextItem(content=r[0], at=r[1]) for r in rows]
 
     def clear_context(self, tenant: str, session_id: str) -> int:
+        removed = 0
         with self._tx() as db:
-            cursor = db.execute(
-                "DELETE FROM session_context WHERE tenant=? AND session_id=?", (tenant, session_id)
+            for table in ("session_context", "session_turns"):
+                removed += db.execute(
+                    f"DELETE FROM {table} WHERE tenant=? AND session_id=?",  # noqa: S608
+                    (tenant, session_id),
+                ).rowcount
+        return removed
+
+    def add_turn(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO session_turns (tenant, session_id, request_id, turn) "
+                "VALUES (?, ?, ?, ?)",
+                (tenant, session_id, turn.request_id, turn.model_dump_json()),
             )
-        return int(cursor.rowcount)
+
+    def get_turns(self, tenant: str, session_id: str, limit: int) -> list[SessionTurn]:
+        rows = self.db.execute(
+            "SELECT turn FROM session_turns WHERE tenant=? AND session_id=? "
+            "ORDER BY id DESC LIMIT ?",
+            (tenant, session_id, limit),
+        ).fetchall()
+        return [SessionTurn.model_validate_json(r[0]) for r in reversed(rows)]
 
     def close(self) -> None:
         self.db.close()

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +21,15 @@ import nats
 from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, PullSub
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from olympus.logging import get_logger
 from schemas import bus
-from schemas.messages import DeadLetter
+from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
@@ -90,8 +93,9 @@ def stream_config(
         subjects=list(spec.subjects),
         description=spec.description,
         retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
+        storage=api.StorageType.MEMORY if spec.memory else api.StorageType.FILE,
         max_age=spec.max_age_s or None,
+        max_bytes=spec.max_bytes or None,
         duplicate_window=spec.duplicate_window_s,
         max_msg_size=max_message_bytes,
         num_replicas=replicas,
@@ -144,6 +148,21 @@ async def connect(settings: CommonSettings, name: str) -> nats.NATS:
         reconnect_time_wait=0.5,
         **settings.nats_connect_options(),  # type: ignore[arg-type]
     )
+
+
+async def hand_on(broker: NatsBroker, subject: str, message: Message) -> Accepted:
+    """Hand a chat request to the next stage and return its ``Accepted``: an error when no
+    worker serves ``subject`` or none accepts before the request's deadline."""
+    timeout = max(0.05, getattr(message, "deadline", time.time() + 10) - time.time())
+    try:
+        response = await broker.request(message, subject, timeout=timeout)
+    except NoRespondersError:
+        return Accepted(error=ErrorInfo(code="unavailable", message=f"no worker serves {subject}"))
+    except (TimeoutError, NatsTimeoutError):
+        return Accepted(
+            error=ErrorInfo(code="unavailable", message=f"no answer on {subject} in time")
+        )
+    return Accepted.model_validate_json(response.body)
 
 
 def _is_jetstream(raw: object) -> bool:

@@ -186,7 +186,8 @@ class Stack:
         if keys.is_empty():
             self.api_key = keys.create("default")
         python = sys.executable
-        for name, module in (("indexer", "workers.indexer"), ("embedder", "workers.embedder")):
+        for name in bus.WORKERS:
+            module = f"workers.{name}"
             self.supervisor.start(Supervised(name, [python, "-m", module], env))
         self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], env))
         asyncio.run(self.wait_ready(common, timeout_s))

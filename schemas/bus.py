@@ -7,6 +7,11 @@ No other module spells a subject. Read this file top to bottom and you have seen
     olympus.events.document.<status>   indexer -> anyone (JetStream OLYMPUS_EVENTS, short-lived)
     olympus.query.embed                gateway -> embedder (core request/reply)
     olympus.query.retrieve             embedder -> indexer, replies to the gateway's inbox
+    olympus.query.generate             indexer (or the gateway, no retrieval) -> generator
+    olympus.query.control              gateway -> every generator: cancel, detach, attach
+    olympus.reply.<request_id>         generator -> gateway: sources, tokens, done/error
+                                       (JetStream OLYMPUS_REPLY, minutes: a client can resume)
+    olympus.index.turn                 generator -> indexer: a finished question and answer
     olympus.rpc.<area>.<verb>          gateway/CLI -> indexer (core request/reply)
     olympus.rpc.health.<service>       liveness ping every worker answers
     olympus.dlq.<stage>                what finally failed, with the error (JetStream OLYMPUS_DLQ)
@@ -33,6 +38,7 @@ INDEX_PREFIX = f"{PREFIX}.index"
 INDEX_UPSERT = f"{INDEX_PREFIX}.upsert"
 INDEX_DELETE = f"{INDEX_PREFIX}.delete"
 INDEX_STATUS = f"{INDEX_PREFIX}.status"
+INDEX_TURN = f"{INDEX_PREFIX}.turn"
 INDEX_ALL = f"{INDEX_PREFIX}.>"
 
 # --- document events --------------------------------------------------------------------------
@@ -47,6 +53,18 @@ def event_subject(status: str) -> str:
 # --- query path (core NATS: the client is waiting, nothing to keep) ---------------------------
 QUERY_EMBED = f"{PREFIX}.query.embed"
 QUERY_RETRIEVE = f"{PREFIX}.query.retrieve"
+QUERY_GENERATE = f"{PREFIX}.query.generate"
+QUERY_CONTROL = f"{PREFIX}.query.control"
+
+# --- answers, token by token ------------------------------------------------------------------
+REPLY_PREFIX = f"{PREFIX}.reply"
+REPLY_ALL = f"{REPLY_PREFIX}.>"
+
+
+def reply_subject(request_id: str) -> str:
+    """Where the events of one answer go, in order."""
+    return f"{REPLY_PREFIX}.{request_id}"
+
 
 # --- request/reply into H.A.D.E.S. ------------------------------------------------------------
 RPC_DOCUMENT_GET = f"{PREFIX}.rpc.documents.get"
@@ -55,6 +73,8 @@ RPC_DOCUMENT_STATS = f"{PREFIX}.rpc.documents.stats"
 RPC_CONTEXT_ADD = f"{PREFIX}.rpc.context.add"
 RPC_CONTEXT_GET = f"{PREFIX}.rpc.context.get"
 RPC_CONTEXT_CLEAR = f"{PREFIX}.rpc.context.clear"
+RPC_HISTORY_GET = f"{PREFIX}.rpc.history.get"
+RPC_EMBED = f"{PREFIX}.rpc.embed"
 
 
 def health_subject(service: str) -> str:
@@ -73,12 +93,14 @@ def dlq_subject(stage: str) -> str:
 # --- services, queue groups and durable consumers ---------------------------------------------
 EMBEDDER = "embedder"
 INDEXER = "indexer"
-WORKERS = (EMBEDDER, INDEXER)
+GENERATOR = "generator"
+WORKERS = (EMBEDDER, INDEXER, GENERATOR)
 
 DURABLE_EMBEDDER_INGEST = "embedder-ingest"
 DURABLE_INDEXER_UPSERT = "indexer-upsert"
 DURABLE_INDEXER_DELETE = "indexer-delete"
 DURABLE_INDEXER_STATUS = "indexer-status"
+DURABLE_INDEXER_TURN = "indexer-turn"
 
 # --- NATS message headers we set ourselves ----------------------------------------------------
 HEADER_MSG_ID = "Nats-Msg-Id"
@@ -92,6 +114,8 @@ class StreamSpec:
     name: str
     subjects: tuple[str, ...]
     max_age_s: float = 0
+    memory: bool = False
+    max_bytes: int = 0
     duplicate_window_s: float = 120
     description: str = ""
     durables: tuple[str, ...] = field(default=())
@@ -107,7 +131,12 @@ INDEX_STREAM = StreamSpec(
     name="OLYMPUS_INDEX",
     subjects=(INDEX_ALL,),
     description="Embedded chunks, deletes and status changes for H.A.D.E.S.",
-    durables=(DURABLE_INDEXER_UPSERT, DURABLE_INDEXER_DELETE, DURABLE_INDEXER_STATUS),
+    durables=(
+        DURABLE_INDEXER_UPSERT,
+        DURABLE_INDEXER_DELETE,
+        DURABLE_INDEXER_STATUS,
+        DURABLE_INDEXER_TURN,
+    ),
 )
 EVENTS_STREAM = StreamSpec(
     name="OLYMPUS_EVENTS",
@@ -121,4 +150,13 @@ DLQ_STREAM = StreamSpec(
     max_age_s=30 * 24 * 3600,
     description="Messages that failed for good, with the error and the original message",
 )
-STREAMS = (INGEST_STREAM, INDEX_STREAM, EVENTS_STREAM, DLQ_STREAM)
+REPLY_STREAM = StreamSpec(
+    name="OLYMPUS_REPLY",
+    subjects=(REPLY_ALL,),
+    max_age_s=15 * 60,
+    memory=True,
+    max_bytes=256 * 1024 * 1024,  # the oldest answers go first
+    duplicate_window_s=60,
+    description="Answers as they stream, kept minutes so a dropped client can resume",
+)
+STREAMS = (INGEST_STREAM, INDEX_STREAM, EVENTS_STREAM, DLQ_STREAM, REPLY_STREAM)

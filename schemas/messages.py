@@ -29,6 +29,9 @@ DocumentStatus = Literal["queued", "processing", "indexed", "failed", "deleted"]
 SearchMode = Literal["dense", "bm25", "hybrid"]
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8192
+MAX_NEW_TOKENS = 1024
+"""The longest answer anyone may ask for (``max_tokens``); the generator's default is lower."""
+MAX_HISTORY_TURNS = 100
 
 
 class Message(BaseModel):
@@ -132,6 +135,40 @@ class IndexStatus(Message):
 
 
 # --- olympus.query.embed / olympus.query.retrieve ---------------------------------------------
+class ChatTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_QUERY_CHARS * 4)
+
+
+class GenerationOptions(BaseModel):
+    """What the caller may tune; unset fields take the generator's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+
+
+class ChatSpec(BaseModel):
+    """Set on a query that is to be answered, not only retrieved.
+
+    Every stage hands the request on and answers its caller with ``Accepted`` once the next
+    stage has accepted it, so a stage that is down is an error for the client at once; the
+    answer itself streams to ``olympus.reply.<request_id>``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "olympus-rag"
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+    history: list[ChatTurn] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS)
+    remember: bool = Field(default=False, description="use and keep the session's turns")
+    instructions: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
+
+
 class QueryEmbed(Message):
     """A retrieval request; the reply goes to the NATS reply subject as ``RetrieveReply``."""
 
@@ -145,6 +182,7 @@ class QueryEmbed(Message):
     session_id: Identifier | None = None
     unique_documents: bool = False
     deadline: float = Field(description="unix time after which nobody waits for the answer")
+    chat: ChatSpec | None = None
 
 
 class QueryRetrieve(QueryEmbed):
@@ -173,6 +211,93 @@ class ContextItem(BaseModel):
 class RetrieveReply(Reply):
     hits: list[RetrievedChunk] = Field(default_factory=list)
     session_context: list[ContextItem] = Field(default_factory=list)
+
+
+class Accepted(Reply):
+    """A chat request was handed on; its answer streams to ``olympus.reply.<request_id>``."""
+
+    request_id: str = ""
+
+
+# --- olympus.query.generate / olympus.query.control -------------------------------------------
+class Citation(BaseModel):
+    """Passage ``[n]`` of the prompt, and where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(ge=1)
+    doc_id: str
+    filename: str
+    collection: str
+    chunk_id: str
+    position: int
+    score: float
+    text: str
+
+
+class SessionTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str
+    question: str
+    answer: str
+    sources: list[Citation] = Field(default_factory=list)
+    at: float = Field(default_factory=time.time)
+
+
+class QueryGenerate(Message):
+    """Everything the generator needs to answer: the question, the passages, the conversation."""
+
+    request_id: Identifier
+    tenant: Name
+    session_id: Identifier | None = None
+    input: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    chat: ChatSpec
+    retrieval: bool = Field(default=True, description="false: a plain chat, no passages asked")
+    passages: list[RetrievedChunk] = Field(default_factory=list)
+    session_context: list[ContextItem] = Field(default_factory=list)
+    session_turns: list[SessionTurn] = Field(default_factory=list)
+    deadline: float
+    retrieval_ms: float | None = None
+
+
+class ChatControl(Message):
+    """``cancel``: stop now (the stop button). ``detach``: the client left; stop unless someone
+    ``attach``es (resumes) within the generator's grace period."""
+
+    request_id: Identifier
+    action: Literal["cancel", "detach", "attach"]
+
+
+# --- olympus.reply.<request_id> ---------------------------------------------------------------
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatEvent(Message):
+    """One event of a streamed answer, numbered from 0 in the order the client must see them.
+
+    ``sources`` first (the passages the prompt holds, possibly none), then ``token``s, then
+    ``done`` (the whole answer, the citations it used, usage and timings) or ``error``.
+    """
+
+    request_id: Identifier
+    tenant: Name
+    seq: int = Field(ge=0)
+    event: Literal["sources", "token", "done", "error"]
+    text: str = ""
+    sources: list[Citation] = Field(default_factory=list)
+    dropped_passages: int = 0
+    cited: list[int] = Field(default_factory=list)
+    finish_reason: Literal["stop", "length", "cancelled", "error"] | None = None
+    usage: Usage | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    model: str = ""
+    error: ErrorInfo | None = None
 
 
 # --- olympus.rpc.* ----------------------------------------------------------------------------
@@ -271,6 +396,39 @@ class ContextClear(Message):
 
 class ContextReply(Reply):
     items: list[ContextItem] = Field(default_factory=list)
+
+
+class IndexTurn(Message):
+    """A finished question and answer, kept with the session (``olympus.index.turn``)."""
+
+    tenant: Name
+    session_id: Identifier
+    turn: SessionTurn
+
+
+class HistoryGet(Message):
+    tenant: Name
+    session_id: Identifier
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class HistoryReply(Reply):
+    turns: list[SessionTurn] = Field(default_factory=list)
+
+
+class EmbedRequest(Message):
+    """Embed texts as documents (``olympus.rpc.embed``, the OpenAI ``/v1/embeddings``)."""
+
+    tenant: Name
+    inputs: list[Annotated[str, StringConstraints(max_length=MAX_QUERY_CHARS)]] = Field(
+        min_length=1, max_length=256
+    )
+
+
+class EmbedReply(Reply):
+    model: str = ""
+    vectors: list[list[float]] = Field(default_factory=list)
+    tokens: int = 0
 
 
 class HealthPing(Message):

@@ -20,6 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
+# The packaged generator model is converted from GGUF once per checkout, not once per stack.
+MODELS = ROOT / ".olympus" / "models"
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +64,7 @@ def start_stack(name: str, data_dir: Path, env: dict[str, str] | None = None) ->
         data_dir=data_dir,
         nats_port=natsserver.free_port(),
         gateway_port=natsserver.free_port(),
-        env=env or {},
+        env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
     )
     stack = Stack(config, sink=log.open("a"))
     try:

@@ -14,7 +14,7 @@ from hades import ChunkRecord, DocumentWrite, SearchQuery
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from schemas.ids import chunk_id
-from schemas.messages import DocumentInfo
+from schemas.messages import Citation, DocumentInfo, SessionTurn
 
 DIMS = 8
 
@@ -232,6 +232,30 @@ def test_session_context(graph):
     assert graph.get_context("u", "s1") == []
     assert graph.clear_context("t", "s1") == 2
     assert graph.get_context("t", "s1") == []
+
+
+def test_session_turns_keep_order_dedupe_and_clear_with_context(graph):
+    source = Citation(
+        n=1,
+        doc_id="d",
+        filename="f.txt",
+        collection="c",
+        chunk_id="d:0",
+        position=0,
+        score=0.5,
+        text="passage",
+    )
+    for i in range(3):
+        turn = SessionTurn(request_id=f"r{i}", question=f"q{i}", answer=f"a{i}", sources=[source])
+        graph.add_turn("t", "s1", turn)
+    graph.add_turn("t", "s1", SessionTurn(request_id="r1", question="again", answer="again"))
+    assert [t.question for t in graph.get_turns("t", "s1", 10)] == ["q0", "q1", "q2"]
+    assert [t.question for t in graph.get_turns("t", "s1", 2)] == ["q1", "q2"]
+    assert graph.get_turns("t", "s1", 1)[0].sources == [source]
+    assert graph.get_turns("u", "s1", 10) == []
+    graph.add_context("t", "s1", "a note")
+    assert graph.clear_context("t", "s1") == 4
+    assert graph.get_turns("t", "s1", 10) == []
 
 
 def test_sqlite_graph_survives_reopening(tmp_path):

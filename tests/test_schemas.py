@@ -51,12 +51,15 @@ def test_subjects_are_built_in_one_place():
     assert bus.ingest_subject("docs") == "olympus.ingest.docs"
     assert bus.event_subject("indexed") == "olympus.events.document.indexed"
     assert bus.dlq_subject("ingest") == "olympus.dlq.ingest"
+    assert bus.reply_subject("r1") == "olympus.reply.r1"
     assert {s.name for s in bus.STREAMS} == {
         "OLYMPUS_INGEST",
         "OLYMPUS_INDEX",
         "OLYMPUS_EVENTS",
         "OLYMPUS_DLQ",
+        "OLYMPUS_REPLY",
     }
+    assert bus.REPLY_STREAM.memory and bus.REPLY_STREAM.max_age_s > 0
 
 
 @pytest.mark.parametrize(

@@ -50,11 +50,13 @@ def asyncapi_document() -> dict[str, Any]:
     from faststream.specification import AsyncAPI
 
     from workers.embedder.app import broker as embedder
+    from workers.generator.app import broker as generator
     from workers.indexer.app import broker as indexer
 
     spec = AsyncAPI(
         embedder,
         indexer,
+        generator,
         title="Olympus bus",
         version="1",
         description="Publish IngestDocument to olympus.ingest.<collection> to add documents.",

@@ -62,7 +62,7 @@ async def get_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> Co
 
 @router.delete("/clear_context", response_model=ContextResponse)
 async def clear_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> ContextResponse:
-    """Forget the session's context."""
+    """Forget the session: its context and its conversation history."""
     reply = await bus_.request(
         bus.RPC_CONTEXT_CLEAR, ContextClear(tenant=key.tenant, session_id=session_id), ContextReply
     )

@@ -12,6 +12,8 @@ from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
 from schemas.messages import (
+    EmbedReply,
+    EmbedRequest,
     HealthPing,
     HealthReply,
     IndexDelete,
@@ -73,7 +75,7 @@ async def start() -> None:
         ingest=IngestHandler(
             chunker, batcher, publish, encoder.name, settings.max_chunks_per_document
         ),
-        query=QueryHandler(batcher),
+        query=QueryHandler(batcher, encoder.name, encoder.tokenizer),
     )
     log.info(
         "embedder ready",
@@ -115,10 +117,20 @@ async def on_query(body: QueryEmbed, message: NatsMessage) -> None:
     if not message.reply_to:
         return
     outcome = await _runtime().query.handle(body)
-    if isinstance(outcome, QueryRetrieve):
+    if isinstance(outcome, QueryRetrieve) and body.chat is None:
+        # H.A.D.E.S. answers the gateway directly: one hop fewer on the way back.
         await broker.publish(outcome, bus.QUERY_RETRIEVE, reply_to=message.reply_to)
+    elif isinstance(outcome, QueryRetrieve):
+        # A chat: the answer streams elsewhere; the caller learns whether it was handed on.
+        accepted = await olympus_bus.hand_on(broker, bus.QUERY_RETRIEVE, outcome)
+        await broker.publish(accepted, message.reply_to)
     elif outcome is not None:  # an error answer goes straight back to whoever asked
         await broker.publish(outcome, message.reply_to)
+
+
+@broker.subscriber(bus.RPC_EMBED, queue=bus.EMBEDDER, max_workers=settings.concurrency)
+async def on_embed(body: EmbedRequest) -> EmbedReply:
+    return await _runtime().query.embed(body)
 
 
 @broker.subscriber(bus.health_subject(bus.EMBEDDER))

@@ -7,7 +7,7 @@ import base64
 import binascii
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from olympus.logging import get_logger
 from schemas import bus
@@ -15,6 +15,8 @@ from schemas.formats import media_type_of
 from schemas.ids import chunk_id, content_hash
 from schemas.messages import (
     ChunkPayload,
+    EmbedReply,
+    EmbedRequest,
     ErrorInfo,
     IndexDelete,
     IndexStatus,
@@ -159,8 +161,16 @@ def _decode_content(doc: IngestDocument) -> bytes:
 
 
 class QueryHandler:
-    def __init__(self, batcher: EmbeddingBatcher) -> None:
+    def __init__(self, batcher: EmbeddingBatcher, model_name: str, tokenizer: Any) -> None:
         self.batcher = batcher
+        self.model_name = model_name
+        self.tokenizer = tokenizer
+
+    async def embed(self, request: EmbedRequest) -> EmbedReply:
+        """Texts embedded as documents are (``/v1/embeddings``)."""
+        vectors = await self.batcher.embed(request.inputs, query=True)  # a client waits
+        tokens = sum(len(ids) for ids in self.tokenizer(request.inputs)["input_ids"])
+        return EmbedReply(model=self.model_name, vectors=vectors.tolist(), tokens=tokens)
 
     async def handle(self, query: QueryEmbed) -> QueryRetrieve | RetrieveReply | None:
         """The query with its vector to pass on; an error answer; None if nobody waits."""

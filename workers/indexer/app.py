@@ -9,6 +9,7 @@ from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
 from schemas.messages import (
+    Accepted,
     ContextAdd,
     ContextClear,
     ContextGet,
@@ -20,11 +21,16 @@ from schemas.messages import (
     DocumentReply,
     DocumentStats,
     DocumentStatsReply,
+    ErrorInfo,
     HealthPing,
     HealthReply,
+    HistoryGet,
+    HistoryReply,
     IndexDelete,
     IndexStatus,
+    IndexTurn,
     IndexUpsert,
+    QueryGenerate,
     QueryRetrieve,
     RetrieveReply,
 )
@@ -39,6 +45,7 @@ app = FastStream(broker)
 log = get_logger("olympus.indexer")
 indexer: Indexer | None = None
 events = broker.publisher(bus.EVENTS_ALL, schema=DocumentEvent, title=bus.EVENTS_ALL)
+broker.publisher(bus.QUERY_GENERATE, schema=QueryGenerate, title=bus.QUERY_GENERATE)
 
 
 async def emit(event: DocumentEvent) -> None:
@@ -86,6 +93,7 @@ async def start() -> None:
         emit,
         write_batch=settings.write_batch,
         flush_idle_s=settings.flush_idle_s,
+        history_turns=settings.history_turns,
     )
     indexer.start()
     log.info("indexer ready", graph=settings.graph_backend, dims=settings.dims)
@@ -127,9 +135,29 @@ async def on_status(body: IndexStatus) -> None:
     await _indexer().status(body)
 
 
+@broker.subscriber(
+    bus.INDEX_TURN,
+    **policy.durable(bus.INDEX_STREAM, bus.DURABLE_INDEXER_TURN, settings.concurrency),
+)
+async def on_turn(body: IndexTurn) -> None:
+    await _indexer().add_turn(body)
+
+
 @broker.subscriber(bus.QUERY_RETRIEVE, queue=bus.INDEXER, max_workers=settings.concurrency)
-async def on_retrieve(body: QueryRetrieve) -> RetrieveReply | None:
-    return await _indexer().retrieve(body)
+async def on_retrieve(body: QueryRetrieve) -> RetrieveReply | Accepted | None:
+    if body.chat is None:
+        return await _indexer().retrieve(body)
+    outcome = await _indexer().for_generation(body)
+    if isinstance(outcome, QueryGenerate):
+        return await olympus_bus.hand_on(broker, bus.QUERY_GENERATE, outcome)
+    if outcome is None:
+        return Accepted(error=ErrorInfo(code="expired", message="the request expired"))
+    return Accepted(error=outcome.error)
+
+
+@broker.subscriber(bus.RPC_HISTORY_GET, queue=bus.INDEXER)
+async def on_history(body: HistoryGet) -> HistoryReply:
+    return await _indexer().history(body)
 
 
 @broker.subscriber(bus.RPC_DOCUMENT_GET, queue=bus.INDEXER)

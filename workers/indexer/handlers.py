@@ -31,12 +31,17 @@ from schemas.messages import (
     DocumentStats,
     DocumentStatsReply,
     ErrorInfo,
+    HistoryGet,
+    HistoryReply,
     IndexDelete,
     IndexStatus,
+    IndexTurn,
     IndexUpsert,
+    QueryGenerate,
     QueryRetrieve,
     RetrievedChunk,
     RetrieveReply,
+    SessionTurn,
 )
 
 log = get_logger("olympus.indexer")
@@ -62,7 +67,9 @@ class Indexer:
         *,
         write_batch: int = 64,
         flush_idle_s: float = 1.0,
+        history_turns: int = 6,
     ) -> None:
+        self.history_turns = history_turns
         self.vectors = vectors
         self.graph = graph
         self.emit = emit
@@ -337,6 +344,39 @@ class Indexer:
         return ContextReply(
             items=await self._store(self.graph.get_context, req.tenant, req.session_id)
         )
+
+    async def for_generation(self, query: QueryRetrieve) -> QueryGenerate | RetrieveReply | None:
+        """A chat request with its passages and its session's turns, ready for the generator;
+        an error answer; None when it expired."""
+        assert query.chat is not None
+        started = time.perf_counter()
+        reply = await self.retrieve(query)
+        if reply is None or reply.error is not None:
+            return reply
+        turns: list[SessionTurn] = []
+        if query.chat.remember and query.session_id:
+            turns = await self._store(
+                self.graph.get_turns, query.tenant, query.session_id, self.history_turns
+            )
+        return QueryGenerate(
+            request_id=query.request_id,
+            tenant=query.tenant,
+            session_id=query.session_id,
+            input=query.input,
+            chat=query.chat,
+            passages=reply.hits,
+            session_context=reply.session_context,
+            session_turns=turns,
+            deadline=query.deadline,
+            retrieval_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    async def add_turn(self, turn: IndexTurn) -> None:
+        await self._store(self.graph.add_turn, turn.tenant, turn.session_id, turn.turn)
+
+    async def history(self, req: HistoryGet) -> HistoryReply:
+        turns = await self._store(self.graph.get_turns, req.tenant, req.session_id, req.limit)
+        return HistoryReply(turns=turns)
 
     async def clear_context(self, req: ContextClear) -> ContextReply:
         await self._store(self.graph.clear_context, req.tenant, req.session_id)

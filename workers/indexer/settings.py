@@ -28,3 +28,6 @@ class IndexerSettings(BaseSettings):
     write_batch: int = Field(default=64, ge=1, description="documents written per store call")
     flush_idle_s: float = Field(default=1.0, ge=0, description="seal Milvus segments when idle")
     concurrency: int = Field(default=64, ge=1)
+    history_turns: int = Field(
+        default=6, ge=0, le=100, description="a session's recent turns a chat answer sees"
+    )

@@ -1,0 +1,171 @@
+"""Chat, shared by every front door (SSE, WebSocket, the OpenAI API): start an answer on the
+bus, then follow its events from OLYMPUS_REPLY, resuming or cancelling as the client does."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import HTTPException, status
+
+from gateway.bus import GatewayBus
+from gateway.models import ChatAnswer, ChatRequest
+from gateway.settings import GatewaySettings
+from schemas import bus
+from schemas.messages import (
+    Accepted,
+    ChatEvent,
+    ChatSpec,
+    ChatTurn,
+    GenerationOptions,
+    QueryEmbed,
+    QueryGenerate,
+)
+
+_STATUS = {"bad_request": 400, "not_found": 404, "expired": 504}
+TERMINAL = ("done", "error")
+
+
+def check_input(text: str, settings: GatewaySettings) -> None:
+    if len(text) > settings.max_query_chars:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"input is longer than the limit of {settings.max_query_chars} characters",
+        )
+    if not text.strip():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "input is empty")
+
+
+def spec_of(body: ChatRequest, remember: bool) -> ChatSpec:
+    return ChatSpec(
+        options=GenerationOptions(
+            max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p
+        ),
+        remember=remember,
+    )
+
+
+async def start(
+    bus_: GatewayBus,
+    settings: GatewaySettings,
+    tenant: str,
+    text: str,
+    chat: ChatSpec,
+    *,
+    session_id: str | None = None,
+    retrieval: bool = True,
+    top_k: int = 5,
+    mode: str = "hybrid",
+    collection: str | None = None,
+    doc_ids: list[str] | None = None,
+    history: list[ChatTurn] | None = None,
+) -> str:
+    """Hand the question to the pipeline; its request id once the generator has accepted it.
+
+    Raises an HTTPException (4xx/503/504) when a stage refuses it or is down.
+    """
+    check_input(text, settings)
+    request_id = uuid.uuid4().hex
+    deadline = time.time() + settings.request_timeout_s
+    if history:
+        chat = chat.model_copy(update={"history": history})
+    accepted: Accepted
+    if not retrieval:
+        generate = QueryGenerate(
+            request_id=request_id,
+            tenant=tenant,
+            session_id=session_id,
+            input=text,
+            chat=chat,
+            retrieval=False,
+            deadline=deadline,
+        )
+        accepted = await bus_.start_chat(bus.QUERY_GENERATE, generate)
+    else:
+        query = QueryEmbed(
+            request_id=request_id,
+            tenant=tenant,
+            input=text,
+            top_k=top_k,
+            mode=mode,  # type: ignore[arg-type]
+            collection=collection,
+            doc_ids=doc_ids,
+            session_id=session_id,
+            deadline=deadline,
+            chat=chat,
+        )
+        # bm25 needs no vector: straight to H.A.D.E.S., one hop fewer.
+        subject = bus.QUERY_RETRIEVE if mode == "bm25" else bus.QUERY_EMBED
+        accepted = await bus_.start_chat(subject, query)
+    if accepted.error is not None:
+        code = _STATUS.get(accepted.error.code, status.HTTP_503_SERVICE_UNAVAILABLE)
+        raise HTTPException(code, accepted.error.message)
+    return request_id
+
+
+async def events(
+    bus_: GatewayBus, settings: GatewaySettings, request_id: str, after: int = -1
+) -> AsyncIterator[ChatEvent]:
+    """The answer's events after ``after``; if the client leaves before the end, the generator
+    is told, and cancels unless someone resumes within its grace period."""
+    finished = False
+    try:
+        async for event in bus_.follow(
+            request_id,
+            first_timeout_s=settings.request_timeout_s + settings.chat_idle_timeout_s,
+            idle_timeout_s=settings.chat_idle_timeout_s,
+        ):
+            finished = event.event in TERMINAL
+            if event.seq > after or event.event == "error":
+                yield event
+    finally:
+        if not finished:
+            await bus_.control(request_id, "detach")
+
+
+async def resume_point(bus_: GatewayBus, tenant: str, last_event_id: str) -> tuple[str, int]:
+    """``<request_id>:<seq>`` -> (request_id, seq), for an answer this tenant may read."""
+    request_id, _, seq = last_event_id.rpartition(":")
+    if not request_id or not seq.isdigit():
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID is not <request_id>:<n>")
+    last = await bus_.last_event(request_id) if _plausible(request_id) else None
+    if last is None or last.tenant != tenant:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no answer to resume under that id")
+    await bus_.control(request_id, "attach")
+    return request_id, int(seq)
+
+
+async def collect(bus_: GatewayBus, settings: GatewaySettings, request_id: str) -> ChatAnswer:
+    """The whole answer, for clients that do not stream."""
+    sources, dropped, last = [], 0, None
+    async for event in events(bus_, settings, request_id):
+        if event.event == "sources":
+            sources, dropped = event.sources, event.dropped_passages
+        last = event
+    if last is None or last.event == "error":
+        message = last.error.message if last and last.error else "the answer failed"
+        code = _STATUS.get(last.error.code, 503) if last and last.error else 503
+        raise HTTPException(code, message)
+    return ChatAnswer(
+        request_id=request_id,
+        answer=last.text,
+        sources=sources,
+        cited=last.cited,
+        dropped_passages=dropped,
+        finish_reason=last.finish_reason,
+        usage=last.usage,
+        timings=last.timings,
+    )
+
+
+def public(event: ChatEvent) -> dict[str, object]:
+    """What a client sees of an event: everything but the tenant and the envelope."""
+    return event.model_dump(exclude={"tenant", "schema_version"}, exclude_defaults=True) | {
+        "seq": event.seq,
+        "request_id": event.request_id,
+    }
+
+
+def _plausible(request_id: str) -> bool:
+    return len(request_id) <= 128 and request_id.replace("-", "").replace("_", "").isalnum()

@@ -1,0 +1,206 @@
+"""Grounded chat in a session: SSE (resumable with Last-Event-ID), JSON, and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, WebSocket, WebSocketDisconnect, status
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from gateway import chat
+from gateway.bus import BusUnavailable, GatewayBus
+from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from gateway.models import ChatAnswer, ChatRequest, HistoryResponse, Problem
+from gateway.routes.mcp import SessionId
+from gateway.settings import GatewaySettings
+from olympus.keys import KeyStore
+from schemas import bus
+from schemas.messages import HistoryGet, HistoryReply, Identifier
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="resume the answer this event belongs to, after it (`<request_id>:<n>`)",
+    ),
+]
+router = APIRouter(prefix="/mcp/{session_id}", tags=["chat"])
+ws_router = APIRouter(tags=["chat"])
+_CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {}},
+        "description": "SSE events `sources`, `token`…, then `done` or `error`; each has an id "
+        "`<request_id>:<n>`. With `stream=false`, a ChatAnswer JSON.",
+    },
+    400: {"model": Problem},
+    404: {"model": Problem, "description": "Last-Event-ID names no answer kept for you"},
+    413: {"model": Problem},
+    503: {"model": Problem, "description": "a stage of the pipeline is down"},
+}
+
+
+@router.post("/chat", response_model=ChatAnswer, responses=_CHAT_RESPONSES)
+async def chat_in_session(
+    body: ChatRequest,
+    key: ApiKeyDep,
+    bus_: BusDep,
+    settings: SettingsDep,
+    session_id: SessionId,
+    last_event_id: LastEventId = None,
+) -> Any:
+    """Ask; the answer streams token by token, grounded in the retrieved passages and citing
+    them as [n]. The session remembers the conversation. Send `Last-Event-ID` to resume an
+    answer after a dropped connection: the rest of the same answer, not a new one."""
+    if last_event_id:
+        request_id, after = await chat.resume_point(bus_, key.tenant, last_event_id)
+        return _sse(bus_, settings, request_id, after)
+    request_id = await chat.start(
+        bus_,
+        settings,
+        key.tenant,
+        body.input,
+        chat.spec_of(body, remember=True),
+        session_id=session_id,
+        top_k=body.top_k,
+        mode=body.mode,
+        collection=body.collection,
+        doc_ids=body.doc_ids,
+    )
+    if not body.stream:
+        return await chat.collect(bus_, settings, request_id)
+    return _sse(bus_, settings, request_id)
+
+
+@router.get("/chat/{request_id}", responses=_CHAT_RESPONSES)
+async def resume_chat(
+    request_id: Identifier,
+    key: ApiKeyDep,
+    bus_: BusDep,
+    settings: SettingsDep,
+    session_id: SessionId,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
+    """The events of an answer (all, or those after `Last-Event-ID`): what an EventSource
+    reconnecting by itself asks for."""
+    _, after = await chat.resume_point(bus_, key.tenant, last_event_id or f"{request_id}:-1")
+    return _sse(bus_, settings, request_id, after)
+
+
+@router.post("/chat/{request_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_chat(
+    request_id: Identifier, key: ApiKeyDep, bus_: BusDep, session_id: SessionId
+) -> dict[str, str]:
+    """Stop generating this answer (the stop button); it ends with finish_reason cancelled."""
+    last = await bus_.last_event(request_id)
+    if last is None or last.tenant != key.tenant:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such answer")
+    await bus_.control(request_id, "cancel")
+    return {"request_id": request_id, "status": "cancelling"}
+
+
+@router.get("/history", response_model=HistoryResponse)
+async def history(
+    key: ApiKeyDep, bus_: BusDep, session_id: SessionId, limit: int = 50
+) -> HistoryResponse:
+    """The session's questions and answers with the sources each cited, oldest first."""
+    if not 1 <= limit <= 1000:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "limit is 1 to 1000")
+    reply = await bus_.request(
+        bus.RPC_HISTORY_GET,
+        HistoryGet(tenant=key.tenant, session_id=session_id, limit=limit),
+        HistoryReply,
+    )
+    return HistoryResponse(session_id=session_id, turns=reply.turns)
+
+
+def _sse(
+    bus_: GatewayBus, settings: GatewaySettings, request_id: str, after: int = -1
+) -> EventSourceResponse:
+    async def stream() -> Any:
+        async for event in chat.events(bus_, settings, request_id, after):
+            yield ServerSentEvent(
+                data=json.dumps(chat.public(event)),
+                event=event.event,
+                id=f"{request_id}:{event.seq}",
+            )
+
+    return EventSourceResponse(stream(), ping=15, headers={"X-Request-Id": request_id})
+
+
+@ws_router.websocket("/ws/chat/{session_id}")
+async def chat_socket(websocket: WebSocket, session_id: SessionId) -> None:
+    """The same chat over a WebSocket. Authenticate with `Authorization: Bearer <key>` or
+    `?api_key=` (browsers cannot set headers). Send a ChatRequest as JSON; receive
+    `{"event", "id", "data"}` objects; send `{"action": "stop"}` to stop the answer."""
+    keys: KeyStore = websocket.app.state.keys
+    header = websocket.headers.get("authorization", "")
+    secret = header.removeprefix("Bearer ").strip() or websocket.query_params.get("api_key", "")
+    key = keys.verify(secret) if secret else None
+    if key is None:
+        await websocket.close(code=4401, reason="a valid API key is required")
+        return
+    bus_: GatewayBus = websocket.app.state.bus
+    settings: GatewaySettings = websocket.app.state.settings
+    await websocket.accept()
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            try:
+                body = ChatRequest.model_validate_json(raw)
+                request_id = await chat.start(
+                    bus_,
+                    settings,
+                    key.tenant,
+                    body.input,
+                    chat.spec_of(body, remember=True),
+                    session_id=session_id,
+                    top_k=body.top_k,
+                    mode=body.mode,
+                    collection=body.collection,
+                    doc_ids=body.doc_ids,
+                )
+            except ValidationError as exc:
+                await _ws_error(websocket, 422, str(exc.errors(include_url=False)))
+                continue
+            except HTTPException as exc:
+                await _ws_error(websocket, exc.status_code, str(exc.detail))
+                continue
+            except BusUnavailable as exc:
+                await _ws_error(websocket, 503, str(exc))
+                continue
+            await _stream_to_socket(websocket, bus_, settings, request_id)
+    except WebSocketDisconnect:
+        return
+
+
+async def _stream_to_socket(
+    websocket: WebSocket, bus_: GatewayBus, settings: GatewaySettings, request_id: str
+) -> None:
+    async def listen_for_stop() -> None:
+        while True:
+            with contextlib.suppress(ValueError):
+                message = json.loads(await websocket.receive_text())
+                if isinstance(message, dict) and message.get("action") == "stop":
+                    await bus_.control(request_id, "cancel")
+
+    listener = asyncio.create_task(listen_for_stop())
+    try:
+        # A client that leaves makes send_json raise; events() then tells the generator.
+        async for event in chat.events(bus_, settings, request_id):
+            data = chat.public(event)
+            await websocket.send_json(
+                {"event": event.event, "id": f"{request_id}:{event.seq}", "data": data}
+            )
+    finally:
+        listener.cancel()
+        (outcome,) = await asyncio.gather(listener, return_exceptions=True)
+    if isinstance(outcome, WebSocketDisconnect):
+        raise outcome
+
+
+async def _ws_error(websocket: WebSocket, code: int, message: str) -> None:
+    await websocket.send_json({"event": "error", "data": {"status": code, "message": message}})

@@ -1,0 +1,248 @@
+"""An OpenAI-compatible API, so any OpenAI client can talk to Olympus.
+
+``olympus-rag`` answers from the tenant's documents (retrieval, citations in ``olympus``);
+``olympus-chat`` is the same model without retrieval; ``olympus-embed`` embeds. The same API
+keys authenticate (``Authorization: Bearer``). Errors use OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from gateway import chat
+from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from schemas import bus
+from schemas.messages import (
+    MAX_HISTORY_TURNS,
+    MAX_NEW_TOKENS,
+    ChatSpec,
+    ChatTurn,
+    EmbedReply,
+    EmbedRequest,
+    GenerationOptions,
+)
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+RAG, CHAT, EMBED = "olympus-rag", "olympus-chat", "olympus-embed"
+CHAT_MODELS = {RAG: "answers from your documents, citing them", CHAT: "the model alone"}
+CREATED = 1_764_000_000
+
+
+class OpenAIError(Exception):
+    def __init__(self, status: int, message: str, type_: str, code: str | None = None) -> None:
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+
+def error_response(exc: OpenAIError) -> JSONResponse:
+    body = {"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.code}}
+    return JSONResponse(body, status_code=exc.status)
+
+
+class Lenient(BaseModel):
+    # OpenAI clients send fields we do not use (n, seed, user, ...): accept and ignore them.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(Lenient):
+    type: str
+    text: str = ""
+
+
+class OpenAIMessage(Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(Lenient):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(Lenient):
+    model: str
+    messages: list[OpenAIMessage] = Field(min_length=1, max_length=MAX_HISTORY_TURNS * 2 + 8)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+
+
+class EmbeddingRequest(Lenient):
+    model: str
+    input: str | list[str]
+
+
+@router.get("/models")
+async def list_models(key: ApiKeyDep) -> dict[str, Any]:
+    models = [*CHAT_MODELS, EMBED]
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "olympus"} for m in models
+        ],
+    }
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, key: ApiKeyDep, bus_: BusDep, settings: SettingsDep
+) -> Any:
+    if body.model not in CHAT_MODELS:
+        raise OpenAIError(
+            404,
+            f"The model `{body.model}` does not exist; use one of {', '.join(CHAT_MODELS)}",
+            "invalid_request_error",
+            "model_not_found",
+        )
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > MAX_NEW_TOKENS:
+        raise OpenAIError(
+            400,
+            f"max_tokens is {max_tokens}, more than the limit of {MAX_NEW_TOKENS}",
+            "invalid_request_error",
+            "max_tokens_too_large",
+        )
+    *earlier, last = body.messages
+    if last.role != "user" or not last.text.strip():
+        raise OpenAIError(
+            400, "the last message must be a non-empty user message", "invalid_request_error"
+        )
+    instructions = "\n".join(m.text for m in earlier if m.role in ("system", "developer"))
+    history = [
+        ChatTurn(role=m.role, content=m.text)  # type: ignore[arg-type]
+        for m in earlier
+        if m.role in ("user", "assistant") and m.text
+    ][-MAX_HISTORY_TURNS:]
+    spec = ChatSpec(
+        model=body.model,
+        options=GenerationOptions(
+            max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p
+        ),
+        instructions=instructions or None,
+    )
+    try:
+        request_id = await chat.start(
+            bus_,
+            settings,
+            key.tenant,
+            last.text,
+            spec,
+            retrieval=body.model == RAG,
+            history=history,
+        )
+    except HTTPException as exc:
+        raise _as_openai(exc) from exc
+    completion_id = f"chatcmpl-{request_id}"
+    created = int(time.time())
+    if not body.stream:
+        try:
+            answer = await chat.collect(bus_, settings, request_id)
+        except HTTPException as exc:
+            raise _as_openai(exc) from exc
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.answer},
+                    "finish_reason": _finish(answer.finish_reason),
+                }
+            ],
+            "usage": answer.usage.model_dump() if answer.usage else None,
+            "olympus": {"sources": [s.model_dump() for s in answer.sources], "cited": answer.cited},
+        }
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return ServerSentEvent(data=json.dumps(payload))
+
+    async def stream() -> Any:
+        yield chunk({"role": "assistant", "content": ""})
+        async for event in chat.events(bus_, settings, request_id):
+            if event.event == "sources":
+                continue
+            if event.event == "token":
+                yield chunk({"content": event.text})
+            elif event.event == "error":
+                message = event.error.message if event.error else "the answer failed"
+                error = {"message": message, "type": "server_error", "code": "generation_failed"}
+                yield ServerSentEvent(data=json.dumps({"error": error}))
+            else:
+                yield chunk({}, _finish(event.finish_reason), olympus={"cited": event.cited})
+                if include_usage and event.usage:
+                    usage_chunk = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": body.model,
+                        "choices": [],
+                        "usage": event.usage.model_dump(),
+                    }
+                    yield ServerSentEvent(data=json.dumps(usage_chunk))
+        yield ServerSentEvent(data="[DONE]")
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, key: ApiKeyDep, bus_: BusDep) -> dict[str, Any]:
+    if body.model != EMBED:
+        raise OpenAIError(
+            404,
+            f"The model `{body.model}` does not exist; use {EMBED}",
+            "invalid_request_error",
+            "model_not_found",
+        )
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    try:
+        request = EmbedRequest(tenant=key.tenant, inputs=inputs)
+    except ValueError as exc:
+        raise OpenAIError(400, f"input: {exc}", "invalid_request_error") from exc
+    reply = await bus_.request(bus.RPC_EMBED, request, EmbedReply)
+    return {
+        "object": "list",
+        "model": EMBED,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": vector}
+            for i, vector in enumerate(reply.vectors)
+        ],
+        "usage": {"prompt_tokens": reply.tokens, "total_tokens": reply.tokens},
+    }
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _as_openai(exc: HTTPException) -> OpenAIError:
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return OpenAIError(exc.status_code, str(exc.detail), kind)
+
+
+def is_openai_path(request: Request) -> bool:
+    return request.url.path.startswith(router.prefix + "/")

@@ -1,0 +1,1 @@
+"""Hephaestus, the generator: a causal LM that streams grounded answers."""
