@@ -59,7 +59,8 @@ def test_subjects_are_built_in_one_place():
         "OLYMPUS_DLQ",
         "OLYMPUS_REPLY",
     }
-    assert bus.REPLY_STREAM.memory and bus.REPLY_STREAM.max_age_s > 0
+    assert bus.REPLY_STREAM.memory
+    assert bus.REPLY_STREAM.max_age_s > 0
 
 
 @pytest.mark.parametrize(
