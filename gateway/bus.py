@@ -90,7 +90,8 @@ class GatewayBus:
                 subject, message.model_dump_json().encode(), timeout=timeout_s or self.timeout_s
             )
         except NoRespondersError as exc:
-            raise BusUnavailable(f"no worker is serving {subject}") from exc
+            service = bus.SERVED_BY.get(subject, "worker")
+            raise BusUnavailable(f"the {service} is not running ({subject})") from exc
         except (TimeoutError, NatsTimeout) as exc:
             raise BusUnavailable(f"no answer on {subject} in time") from exc
         return reply.model_validate_json(answer.data)

@@ -124,16 +124,20 @@ async def events(
             await bus_.control(request_id, "detach")
 
 
-async def resume_point(bus_: GatewayBus, tenant: str, last_event_id: str) -> tuple[str, int]:
-    """``<request_id>:<seq>`` -> (request_id, seq), for an answer this tenant may read."""
+def parse_event_id(last_event_id: str) -> tuple[str, int]:
+    """``<request_id>:<seq>`` -> (request_id, seq)."""
     request_id, _, seq = last_event_id.rpartition(":")
-    if not request_id or not seq.isdigit():
+    if not _plausible(request_id) or not seq.isdigit():
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID is not <request_id>:<n>")
+    return request_id, int(seq)
+
+
+async def resume(bus_: GatewayBus, tenant: str, request_id: str) -> None:
+    """Check the answer is kept and the tenant's, and keep the generator going for it."""
     last = await bus_.last_event(request_id) if _plausible(request_id) else None
     if last is None or last.tenant != tenant:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no answer to resume under that id")
     await bus_.control(request_id, "attach")
-    return request_id, int(seq)
 
 
 async def collect(bus_: GatewayBus, settings: GatewaySettings, request_id: str) -> ChatAnswer:
@@ -159,13 +163,18 @@ async def collect(bus_: GatewayBus, settings: GatewaySettings, request_id: str) 
     )
 
 
+_FIELDS = {
+    "sources": {"sources", "dropped_passages"},
+    "token": {"text"},
+    "done": {"text", "cited", "finish_reason", "usage", "timings"},
+    "error": {"text", "error", "finish_reason"},
+}
+
+
 def public(event: ChatEvent) -> dict[str, object]:
-    """What a client sees of an event: everything but the tenant and the envelope."""
-    return event.model_dump(exclude={"tenant", "schema_version"}, exclude_defaults=True) | {
-        "seq": event.seq,
-        "request_id": event.request_id,
-    }
+    """What a client sees of an event: the fields its kind carries, no tenant, no envelope."""
+    return event.model_dump(include={"request_id", "seq", "event", "model"} | _FIELDS[event.event])
 
 
 def _plausible(request_id: str) -> bool:
-    return len(request_id) <= 128 and request_id.replace("-", "").replace("_", "").isalnum()
+    return 0 < len(request_id) <= 128 and request_id.replace("-", "").replace("_", "").isalnum()

@@ -157,12 +157,15 @@ async def hand_on(broker: NatsBroker, subject: str, message: Message) -> Accepte
     try:
         response = await broker.request(message, subject, timeout=timeout)
     except NoRespondersError:
-        return Accepted(error=ErrorInfo(code="unavailable", message=f"no worker serves {subject}"))
+        problem = "is not running"
     except (TimeoutError, NatsTimeoutError):
-        return Accepted(
-            error=ErrorInfo(code="unavailable", message=f"no answer on {subject} in time")
-        )
-    return Accepted.model_validate_json(response.body)
+        problem = "did not accept the request in time"
+    else:
+        return Accepted.model_validate_json(response.body)
+    service = bus.SERVED_BY.get(subject, "worker")
+    return Accepted(
+        error=ErrorInfo(code="unavailable", message=f"the {service} {problem} ({subject})")
+    )
 
 
 def _is_jetstream(raw: object) -> bool:

@@ -96,6 +96,9 @@ INDEXER = "indexer"
 GENERATOR = "generator"
 WORKERS = (EMBEDDER, INDEXER, GENERATOR)
 
+SERVED_BY = {QUERY_EMBED: EMBEDDER, QUERY_RETRIEVE: INDEXER, QUERY_GENERATE: GENERATOR}
+"""Which worker answers a query subject: an error can name what is down."""
+
 DURABLE_EMBEDDER_INGEST = "embedder-ingest"
 DURABLE_INDEXER_UPSERT = "indexer-upsert"
 DURABLE_INDEXER_DELETE = "indexer-delete"

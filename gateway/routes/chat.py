@@ -56,7 +56,8 @@ async def chat_in_session(
     them as [n]. The session remembers the conversation. Send `Last-Event-ID` to resume an
     answer after a dropped connection: the rest of the same answer, not a new one."""
     if last_event_id:
-        request_id, after = await chat.resume_point(bus_, key.tenant, last_event_id)
+        request_id, after = chat.parse_event_id(last_event_id)
+        await chat.resume(bus_, key.tenant, request_id)
         return _sse(bus_, settings, request_id, after)
     request_id = await chat.start(
         bus_,
@@ -86,7 +87,12 @@ async def resume_chat(
 ) -> EventSourceResponse:
     """The events of an answer (all, or those after `Last-Event-ID`): what an EventSource
     reconnecting by itself asks for."""
-    _, after = await chat.resume_point(bus_, key.tenant, last_event_id or f"{request_id}:-1")
+    after = -1
+    if last_event_id:
+        named, after = chat.parse_event_id(last_event_id)
+        if named != request_id:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID names another answer")
+    await chat.resume(bus_, key.tenant, request_id)
     return _sse(bus_, settings, request_id, after)
 
 
@@ -95,9 +101,7 @@ async def cancel_chat(
     request_id: Identifier, key: ApiKeyDep, bus_: BusDep, session_id: SessionId
 ) -> dict[str, str]:
     """Stop generating this answer (the stop button); it ends with finish_reason cancelled."""
-    last = await bus_.last_event(request_id)
-    if last is None or last.tenant != key.tenant:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such answer")
+    await chat.resume(bus_, key.tenant, request_id)  # 404 unless it is the caller's
     await bus_.control(request_id, "cancel")
     return {"request_id": request_id, "status": "cancelling"}
 
@@ -141,7 +145,8 @@ async def chat_socket(websocket: WebSocket, session_id: SessionId) -> None:
     secret = header.removeprefix("Bearer ").strip() or websocket.query_params.get("api_key", "")
     key = keys.verify(secret) if secret else None
     if key is None:
-        await websocket.close(code=4401, reason="a valid API key is required")
+        # Closing before accepting refuses the handshake: the client sees HTTP 403.
+        await websocket.close(code=1008, reason="a valid API key is required")
         return
     bus_: GatewayBus = websocket.app.state.bus
     settings: GatewaySettings = websocket.app.state.settings
