@@ -230,13 +230,16 @@ class Stack:
 
 
 @contextlib.contextmanager
-def temporary_stack(prefix: str = "olympus-") -> Iterator[tuple[Stack, StackConfig]]:
+def temporary_stack(
+    prefix: str = "olympus-", env: dict[str, str] | None = None
+) -> Iterator[tuple[Stack, StackConfig]]:
     """A whole stack in a throw-away folder on free ports (eval and the benchmarks use it)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         config = StackConfig(
             data_dir=Path(tmp),
             nats_port=natsserver.free_port(),
             gateway_port=natsserver.free_port(),
+            env=env or {},
         )
         with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
             yield stack, config

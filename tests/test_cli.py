@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from olympus import natsserver
+from tests.conftest import MODELS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,7 +55,11 @@ def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "OLYMPUS_LOG_FORMAT": "json"},
+        env={
+            **os.environ,
+            "OLYMPUS_LOG_FORMAT": "json",
+            "OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS),
+        },
     )
     lines: list[str] = []
     deadline = time.monotonic() + 240
@@ -76,10 +81,10 @@ def test_up_prints_where_to_go_and_stops_without_orphans(tmp_path, stop_with):
     text = "".join(lines)
     assert re.search(r"Gateway: http://127\.0\.0\.1:\d+", text)
     assert re.search(r"API key \(shown once, keep it\): oly_\S+", text)
-    for name in ("nats", "indexer", "embedder", "gateway"):
+    for name in ("nats", "indexer", "embedder", "generator", "gateway"):
         assert any(line.startswith(f"{name:>9} | ") for line in lines), name
     children = _children(proc.pid)
-    assert len(children) == 4
+    assert len(children) == 5
     proc.send_signal(stop_with)
     assert proc.wait(60) == 0
     deadline = time.monotonic() + 10

@@ -11,6 +11,7 @@ from gateway.settings import GatewaySettings
 from olympus import natsserver
 from olympus.settings import CommonSettings
 from workers.embedder.settings import EmbedderSettings
+from workers.generator.settings import GeneratorSettings
 from workers.indexer.settings import IndexerSettings
 
 pytestmark = pytest.mark.unit
@@ -22,7 +23,13 @@ def test_every_setting_is_in_the_readme_table():
     documented = set(re.findall(r"^\| `(OLYMPUS_[A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
     settings = {
         f"{cls.model_config['env_prefix']}{name.upper()}"
-        for cls in (CommonSettings, EmbedderSettings, IndexerSettings, GatewaySettings)
+        for cls in (
+            CommonSettings,
+            EmbedderSettings,
+            IndexerSettings,
+            GeneratorSettings,
+            GatewaySettings,
+        )
         for name in cls.model_fields
     }
     assert settings - documented == set(), "settings missing from the README table"

@@ -40,6 +40,7 @@ from schemas.messages import (
 
 router = APIRouter(prefix="/rag", tags=["documents"])
 TERMINAL = {"indexed", "failed", "deleted"}
+JUST_ACCEPTED_S = 3.0  # how long a document the gateway just accepted may take to be recorded
 MAX_FILENAME = 255
 _ERRORS = {
     413: {"model": Problem, "description": "larger than the upload limit"},
@@ -246,7 +247,10 @@ async def document_events(
     """Server-sent ``status`` events until the document is indexed, failed or deleted."""
     queue = bus_.listen(key.tenant, doc_id)  # listen before reading the state: nothing slips by
     try:
-        current = await _require(bus_, key.tenant, doc_id)
+        current = await _current(bus_, key.tenant, doc_id)
+        if current is None:
+            # Just uploaded: H.A.D.E.S. may not have recorded it yet. Its first event says so.
+            current = await _first_event(queue, doc_id, JUST_ACCEPTED_S)
     except BaseException:
         bus_.unlisten(key.tenant, doc_id, queue)
         raise
@@ -271,6 +275,26 @@ async def document_events(
             bus_.unlisten(key.tenant, doc_id, queue)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+async def _first_event(
+    queue: asyncio.Queue[DocumentEvent], doc_id: str, wait_s: float
+) -> DocumentInfo:
+    try:
+        event = await asyncio.wait_for(queue.get(), wait_s)
+    except TimeoutError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id!r}") from None
+    return DocumentInfo(
+        doc_id=event.doc_id,
+        collection=event.collection,
+        filename=event.filename,
+        status=event.status,
+        chunk_count=event.chunk_count,
+        error=event.error,
+        version=event.version,
+        created_at=event.at,
+        updated_at=event.at,
+    )
 
 
 def _sse(event: DocumentEvent) -> ServerSentEvent:
