@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import nats
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy, PubAck
@@ -32,6 +34,7 @@ from schemas.messages import (
 )
 
 R = TypeVar("R", bound=BaseModel)
+LIVE_UNFOLLOWED_S = 60.0
 log = get_logger("olympus.gateway")
 
 
@@ -45,6 +48,8 @@ class GatewayBus:
         self.timeout_s = timeout_s
         self.nc: nats.NATS | None = None
         self._listeners: dict[tuple[str, str], set[asyncio.Queue[DocumentEvent]]] = defaultdict(set)
+        self._live: dict[str, tuple[Subscription, float]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
         self.nc = await olympus_bus.connect(self.common, "gateway")
@@ -97,23 +102,44 @@ class GatewayBus:
         return reply.model_validate_json(answer.data)
 
     # --- chat: start an answer, follow its events, steer it ---------------------------------
-    async def start_chat(self, subject: str, message: Message) -> Accepted:
-        """Hand a chat request to its first stage; the chain answers once the generator has it."""
-        return await self.request(subject, message, Accepted)
+    async def start_chat(self, subject: str, message: Message, request_id: str) -> Accepted:
+        """Hand a chat request to its first stage; the chain answers once the generator has it.
+
+        The answer's subject is subscribed first, on core NATS: the live stream then needs no
+        JetStream consumer (one round trip less before the first token); OLYMPUS_REPLY keeps
+        the same events for a client that resumes.
+        """
+        assert self.nc is not None
+        self._sweep_live()
+        live = await self.nc.subscribe(bus.reply_subject(request_id))
+        self._live[request_id] = (live, time.monotonic())
+        try:
+            accepted = await self.request(subject, message, Accepted)
+        except BaseException:
+            await self._drop_live(request_id)
+            raise
+        if accepted.error is not None:
+            await self._drop_live(request_id)
+        return accepted
 
     async def follow(
         self, request_id: str, first_timeout_s: float, idle_timeout_s: float
     ) -> AsyncIterator[ChatEvent]:
-        """The answer's events from the first, as stored in OLYMPUS_REPLY; ends after the last.
+        """The answer's events from the first; ends after the last. Live from the subscription
+        ``start_chat`` made, else (a resume) from OLYMPUS_REPLY.
 
         A generator that goes quiet (killed mid-answer) ends the stream with an error event.
         """
-        subscription = await self.js.subscribe(
-            bus.reply_subject(request_id),
-            stream=bus.REPLY_STREAM.name,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        live = self._live.pop(request_id, None)
+        if live is not None:
+            subscription = live[0]
+        else:
+            subscription = await self.js.subscribe(
+                bus.reply_subject(request_id),
+                stream=bus.REPLY_STREAM.name,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
         timeout = first_timeout_s
         try:
             while True:
@@ -130,6 +156,21 @@ class GatewayBus:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _drop_live(self, request_id: str) -> None:
+        live = self._live.pop(request_id, None)
+        if live is not None:
+            with contextlib.suppress(Exception):
+                await live[0].unsubscribe()
+
+    def _sweep_live(self) -> None:
+        """Forget live subscriptions nobody followed (a client gone before its stream began)."""
+        stale = time.monotonic() - LIVE_UNFOLLOWED_S
+        for request_id, (_, since) in list(self._live.items()):
+            if since < stale:
+                task = asyncio.create_task(self._drop_live(request_id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def last_event(self, request_id: str) -> ChatEvent | None:
         """The newest stored event of an answer, None once the stream has let it go."""

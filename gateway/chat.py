@@ -81,7 +81,7 @@ async def start(
             retrieval=False,
             deadline=deadline,
         )
-        accepted = await bus_.start_chat(bus.QUERY_GENERATE, generate)
+        accepted = await bus_.start_chat(bus.QUERY_GENERATE, generate, request_id)
     else:
         query = QueryEmbed(
             request_id=request_id,
@@ -97,7 +97,7 @@ async def start(
         )
         # bm25 needs no vector: straight to H.A.D.E.S., one hop fewer.
         subject = bus.QUERY_RETRIEVE if mode == "bm25" else bus.QUERY_EMBED
-        accepted = await bus_.start_chat(subject, query)
+        accepted = await bus_.start_chat(subject, query, request_id)
     if accepted.error is not None:
         code = _STATUS.get(accepted.error.code, status.HTTP_503_SERVICE_UNAVAILABLE)
         raise HTTPException(code, accepted.error.message)
