@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from olympus import bus as olympus_bus
+from olympus import telemetry
 from olympus.logging import get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
@@ -70,7 +71,7 @@ class GatewayBus:
                 bus.ingest_subject(doc.collection),
                 doc.model_dump_json().encode(),
                 timeout=self.timeout_s,
-                headers={bus.HEADER_MSG_ID: msg_id},
+                headers=telemetry.inject_headers({bus.HEADER_MSG_ID: msg_id}),
             )
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
             raise BusUnavailable("the ingest stream did not acknowledge the document") from exc
@@ -81,7 +82,7 @@ class GatewayBus:
                 subject,
                 message.model_dump_json().encode(),
                 timeout=self.timeout_s,
-                headers={bus.HEADER_MSG_ID: msg_id},
+                headers=telemetry.inject_headers({bus.HEADER_MSG_ID: msg_id}),
             )
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
             raise BusUnavailable("the index stream did not acknowledge the message") from exc
@@ -92,7 +93,10 @@ class GatewayBus:
         assert self.nc is not None
         try:
             answer = await self.nc.request(
-                subject, message.model_dump_json().encode(), timeout=timeout_s or self.timeout_s
+                subject,
+                message.model_dump_json().encode(),
+                timeout=timeout_s or self.timeout_s,
+                headers=telemetry.inject_headers(),
             )
         except NoRespondersError as exc:
             service = bus.SERVED_BY.get(subject, "worker")

@@ -8,10 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import HTTPException, status
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 
 from gateway.bus import GatewayBus
 from gateway.models import ChatAnswer, ChatRequest
 from gateway.settings import GatewaySettings
+from olympus import telemetry
 from schemas import bus
 from schemas.messages import (
     Accepted,
@@ -67,6 +70,48 @@ async def start(
     """
     check_input(text, settings)
     request_id = uuid.uuid4().hex
+    # One CHAIN span per answer: opened here, ended when its stream ends (``events``). Made
+    # current while the request is handed on, so every stage's spans join its trace.
+    span = _open_span(request_id, text, session_id, retrieval)
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            await _hand_on(
+                bus_,
+                settings,
+                request_id,
+                tenant,
+                text,
+                chat,
+                session_id=session_id,
+                retrieval=retrieval,
+                top_k=top_k,
+                mode=mode,
+                collection=collection,
+                doc_ids=doc_ids,
+                history=history,
+            )
+    except BaseException as exc:
+        _close_span(request_id, error=str(getattr(exc, "detail", exc)))
+        raise
+    return request_id
+
+
+async def _hand_on(
+    bus_: GatewayBus,
+    settings: GatewaySettings,
+    request_id: str,
+    tenant: str,
+    text: str,
+    chat: ChatSpec,
+    *,
+    session_id: str | None,
+    retrieval: bool,
+    top_k: int,
+    mode: str,
+    collection: str | None,
+    doc_ids: list[str] | None,
+    history: list[ChatTurn] | None,
+) -> None:
     deadline = time.time() + settings.request_timeout_s
     if history:
         chat = chat.model_copy(update={"history": history})
@@ -101,7 +146,42 @@ async def start(
     if accepted.error is not None:
         code = _STATUS.get(accepted.error.code, status.HTTP_503_SERVICE_UNAVAILABLE)
         raise HTTPException(code, accepted.error.message)
-    return request_id
+
+
+_spans: dict[str, tuple[Span, float]] = {}
+SPAN_UNFOLLOWED_S = 120.0
+
+
+def _open_span(request_id: str, text: str, session_id: str | None, retrieval: bool) -> Span:
+    stale = time.monotonic() - SPAN_UNFOLLOWED_S
+    for rid, (_, since) in list(_spans.items()):
+        if since < stale:  # a client gone before its stream began
+            _close_span(rid, error="nobody followed the answer")
+    span = telemetry.tracer().start_span("olympus.chat")
+    telemetry.set_attributes(
+        span,
+        {
+            "openinference.span.kind": "CHAIN",
+            "input.value": telemetry.cut(text),
+            "session.id": session_id,
+            "olympus.request_id": request_id,
+            "olympus.retrieval": retrieval,
+        },
+    )
+    _spans[request_id] = (span, time.monotonic())
+    return span
+
+
+def _close_span(request_id: str, output: str | None = None, error: str | None = None) -> None:
+    entry = _spans.pop(request_id, None)
+    if entry is None:
+        return
+    span = entry[0]
+    if output is not None:
+        telemetry.set_attributes(span, {"output.value": telemetry.cut(output)})
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end()
 
 
 async def events(
@@ -109,19 +189,25 @@ async def events(
 ) -> AsyncIterator[ChatEvent]:
     """The answer's events after ``after``; if the client leaves before the end, the generator
     is told, and cancels unless someone resumes within its grace period."""
-    finished = False
+    finished: ChatEvent | None = None
     try:
         async for event in bus_.follow(
             request_id,
             first_timeout_s=settings.request_timeout_s + settings.chat_idle_timeout_s,
             idle_timeout_s=settings.chat_idle_timeout_s,
         ):
-            finished = event.event in TERMINAL
+            if event.event in TERMINAL:
+                finished = event
             if event.seq > after or event.event == "error":
                 yield event
     finally:
-        if not finished:
+        if finished is None:
+            _close_span(request_id, error="the client left before the end")
             await bus_.control(request_id, "detach")
+        elif finished.event == "error":
+            _close_span(request_id, error=finished.error.message if finished.error else "failed")
+        else:
+            _close_span(request_id, output=finished.text)
 
 
 def parse_event_id(last_event_id: str) -> tuple[str, int]:

@@ -25,8 +25,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 from pydantic import ValidationError
 
+from olympus import telemetry
 from olympus.logging import get_logger
 from schemas import bus
 from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message
@@ -131,9 +133,16 @@ async def prepare_streams(settings: CommonSettings) -> None:
 
 def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroker:
     """A FastStream broker with Olympus' delivery rules on every JetStream subscriber."""
+    middlewares: list[Any] = [delivery_middleware(policy)]
+    if telemetry.settings().endpoint:
+        # Outermost, so its consume span is current in our middleware and the handlers; it
+        # carries W3C trace context in the headers of every publish and restores it on consume.
+        from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+
+        middlewares.insert(0, NatsTelemetryMiddleware())
     return NatsBroker(
         **settings.nats_connect_options(),  # type: ignore[arg-type]
-        middlewares=[delivery_middleware(policy)],
+        middlewares=middlewares,
         max_reconnect_attempts=-1,
         # FastStream's per-message "Received"/"Processed" lines go to debug, through our logs.
         logger=logging.getLogger("olympus.faststream"),
@@ -225,6 +234,7 @@ class DeliveryMiddleware(BaseMiddleware):
             return await call_next(msg)
         attempt = raw.metadata.num_delivered
         stage = stage_of(raw.subject)
+        trace.get_current_span().set_attribute("messaging.nats.delivery_attempt", attempt)
         if attempt > self.policy.max_deliver:
             await self._dead_letter(raw, stage, "the worker stopped while handling it", attempt)
             raise RejectMessage()

@@ -7,25 +7,21 @@ import sys
 
 import structlog
 
-_SECRET_NAMES = ("password", "api_key", "authorization", "token", "secret", "credentials")
-
-
-def _drop_secrets(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
-    for key in list(event):
-        name = key.lower()
-        if name in _SECRET_NAMES or name.endswith(tuple(f"_{n}" for n in _SECRET_NAMES)):
-            event[key] = "[redacted]"
-    return event
+from olympus import telemetry
 
 
 def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
-    """JSON lines by default; human-readable when ``fmt="console"`` (or auto on a terminal)."""
+    """JSON lines by default; human-readable when ``fmt="console"`` (or auto on a terminal).
+
+    Also starts tracing when a collector is configured: every process calls this first.
+    """
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _drop_secrets,
+        telemetry.log_fields,
+        telemetry.redact_log,
     ]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
@@ -54,6 +50,7 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
+    telemetry.configure(service)
 
 
 def get_logger(name: str = "olympus") -> structlog.stdlib.BoundLogger:

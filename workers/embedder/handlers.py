@@ -9,6 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+import structlog
+
+from olympus import telemetry
 from olympus.logging import get_logger
 from schemas import bus
 from schemas.formats import media_type_of
@@ -70,6 +73,7 @@ class IngestHandler:
             raise
 
     async def _handle(self, doc: IngestDocument, version: int) -> str:
+        structlog.contextvars.bind_contextvars(doc_id=doc.doc_id, collection=doc.collection)
         if doc.op == "delete":
             await self.publish(
                 bus.INDEX_DELETE,
@@ -93,16 +97,14 @@ class IngestHandler:
             await self._status(doc, version, "failed", error=str(exc))
             return "failed"
         started = time.perf_counter()
-        vectors = await self.batcher.embed(texts)
+        ids = [chunk_id(doc.doc_id, i, text) for i, text in enumerate(texts)]
+        with telemetry.span("olympus.embed", "EMBEDDING", **{"olympus.doc_id": doc.doc_id}) as span:
+            vectors = await self.batcher.embed(texts)
+            _describe_embedding(span, self.model_name, ids, texts, vectors)
         log.debug("embedded", doc_id=doc.doc_id, chunks=len(texts), s=time.perf_counter() - started)
         chunks = [
-            ChunkPayload(
-                chunk_id=chunk_id(doc.doc_id, i, text),
-                position=i,
-                text=text,
-                vector=vector.tolist(),
-            )
-            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+            ChunkPayload(chunk_id=ident, position=i, text=text, vector=vector.tolist())
+            for i, (ident, text, vector) in enumerate(zip(ids, texts, vectors, strict=True))
         ]
         await self.publish(
             bus.INDEX_UPSERT,
@@ -151,6 +153,26 @@ class IngestHandler:
         )
 
 
+EMBEDDINGS_IN_SPAN = 32  # texts listed per EMBEDDING span; the count and all ids always are
+
+
+def _describe_embedding(
+    span: Any, model: str, ids: list[str], texts: list[str], vectors: Any
+) -> None:
+    attributes: dict[str, Any] = {
+        "embedding.model_name": model,
+        "olympus.embedding.dims": int(vectors.shape[1]) if len(vectors) else 0,
+        "olympus.embedding.count": len(texts),
+        "olympus.embedding.ids": ids,
+    }
+    with_vectors = telemetry.settings().embedding_vectors
+    for i, text in enumerate(texts[:EMBEDDINGS_IN_SPAN]):
+        attributes[f"embedding.embeddings.{i}.embedding.text"] = telemetry.cut(text)
+        if with_vectors:
+            attributes[f"embedding.embeddings.{i}.embedding.vector"] = vectors[i].tolist()
+    telemetry.set_attributes(span, attributes)
+
+
 def _decode_content(doc: IngestDocument) -> bytes:
     if doc.encoding == "utf-8":
         return doc.content.encode("utf-8")
@@ -177,10 +199,18 @@ class QueryHandler:
         if query.deadline < time.time():
             log.info("dropped expired query", request_id=query.request_id)
             return None
+        structlog.contextvars.bind_contextvars(
+            request_id=query.request_id, session_id=query.session_id
+        )
         vector = None
         if query.mode != "bm25":
             try:
-                vector = (await self.batcher.embed([query.input], query=True))[0].tolist()
+                with telemetry.span("olympus.embed_query", "EMBEDDING") as span:
+                    vectors = await self.batcher.embed([query.input], query=True)
+                    _describe_embedding(
+                        span, self.model_name, [query.request_id], [query.input], vectors
+                    )
+                vector = vectors[0].tolist()
             except Exception as exc:
                 log.exception("query embedding failed", request_id=query.request_id)
                 return RetrieveReply(error=ErrorInfo(code="internal", message=str(exc)))

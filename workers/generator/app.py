@@ -30,8 +30,11 @@ handler: ChatHandler | None = None
 
 
 async def send_event(event: ChatEvent) -> None:
-    # Core publish: the OLYMPUS_REPLY stream captures it without a round trip per token.
-    await broker.publish(event, bus.reply_subject(event.request_id))
+    # Core publish on the raw connection: the OLYMPUS_REPLY stream captures it without a round
+    # trip per token, and no span is made per token (the LLM span covers them all).
+    await broker.connection.publish(
+        bus.reply_subject(event.request_id), event.model_dump_json().encode()
+    )
 
 
 async def keep_turn(turn: IndexTurn) -> None:

@@ -6,7 +6,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import structlog
+
+from olympus import telemetry
 from olympus.logging import get_logger
 from schemas.messages import (
     Accepted,
@@ -90,6 +94,33 @@ class ChatHandler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _answer(self, request: QueryGenerate, prompt: prompting.Prompt, max_new: int) -> None:
+        structlog.contextvars.bind_contextvars(
+            request_id=request.request_id, session_id=request.session_id
+        )
+        with telemetry.span(
+            "olympus.generate", "LLM", **_llm_input(request, prompt, max_new, self.model)
+        ) as span:
+            ended = await self._stream(request, prompt, max_new)
+            if ended is not None:
+                answer, piece = ended
+                telemetry.set_attributes(
+                    span,
+                    {
+                        "output.value": telemetry.cut(answer),
+                        "llm.output_messages.0.message.role": "assistant",
+                        "llm.output_messages.0.message.content": telemetry.cut(answer),
+                        "llm.token_count.prompt": len(prompt.ids),
+                        "llm.token_count.completion": piece.completion_tokens,
+                        "llm.token_count.total": len(prompt.ids) + piece.completion_tokens,
+                        "olympus.finish_reason": piece.finish_reason,
+                        "olympus.error": piece.error,
+                    },
+                )
+
+    async def _stream(
+        self, request: QueryGenerate, prompt: prompting.Prompt, max_new: int
+    ) -> tuple[str, Piece] | None:
+        """Send the answer's events; the answer and its last piece, or None if it broke."""
         seq = 0
 
         async def send(event: str, **fields: object) -> None:
@@ -142,7 +173,7 @@ class ChatHandler:
                     finish_reason="error",
                     text=answer,
                 )
-                return
+                return answer, piece
             cited = prompting.cited(answer, prompt.sources)
             if request.chat.remember and request.session_id and piece.finish_reason != "cancelled":
                 await self.keep_turn(
@@ -169,6 +200,7 @@ class ChatHandler:
                 ),
                 timings=_timings(request, job),
             )
+            return answer, piece
         except asyncio.CancelledError:
             self.engine.cancel(request.request_id)
             raise
@@ -178,6 +210,32 @@ class ChatHandler:
             await send(
                 "error", error=ErrorInfo(code="internal", message=str(exc)), finish_reason="error"
             )
+            return None
+
+
+def _llm_input(
+    request: QueryGenerate, prompt: prompting.Prompt, max_new: int, model: str
+) -> dict[str, Any]:
+    """OpenInference LLM span attributes: the model, its parameters, the prompt messages."""
+    options = request.chat.options
+    attributes: dict[str, Any] = {
+        "llm.model_name": model,
+        "llm.system": "olympus",
+        "llm.invocation_parameters": {
+            "max_new_tokens": max_new,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+        },
+        "input.value": telemetry.cut(request.input),
+        "session.id": request.session_id,
+        "olympus.request_id": request.request_id,
+        "olympus.passages": len(prompt.sources),
+        "olympus.dropped_passages": prompt.dropped_passages,
+    }
+    for i, message in enumerate(prompt.messages):
+        attributes[f"llm.input_messages.{i}.message.role"] = message["role"]
+        attributes[f"llm.input_messages.{i}.message.content"] = telemetry.cut(message["content"])
+    return attributes
 
 
 def _timings(request: QueryGenerate, job: Job) -> dict[str, float]:

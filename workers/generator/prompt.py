@@ -39,6 +39,7 @@ class Prompt:
     sources: list[Citation]
     dropped_passages: int
     dropped_turns: int
+    messages: list[dict[str, str]]
 
 
 def build(request: QueryGenerate, tokenizer: PreTrainedTokenizerBase, budget: int) -> Prompt:
@@ -54,7 +55,11 @@ def build(request: QueryGenerate, tokenizer: PreTrainedTokenizerBase, budget: in
         ids = _encode(tokenizer, messages)
         if len(ids) <= budget:
             return Prompt(
-                ids, sources[:keep_sources], len(sources) - keep_sources, len(turns) - keep_turns
+                ids,
+                sources[:keep_sources],
+                len(sources) - keep_sources,
+                len(turns) - keep_turns,
+                messages,
             )
         if keep_sources > 0:
             keep_sources -= 1

@@ -14,7 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import structlog
+
 from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
+from olympus import telemetry
 from olympus.bus import PermanentError
 from olympus.logging import get_logger
 from schemas.messages import (
@@ -56,6 +59,22 @@ class EventPublisher(Protocol):
 class _Pending:
     op: IndexUpsert | IndexDelete
     future: asyncio.Future[DocumentEvent | None]
+
+
+def _documents(hits: Sequence[RetrievedChunk]) -> dict[str, Any]:
+    """OpenInference ``retrieval.documents.*``: what a RETRIEVER span shows in Phoenix."""
+    attributes: dict[str, Any] = {}
+    for i, hit in enumerate(hits):
+        prefix = f"retrieval.documents.{i}.document"
+        attributes[f"{prefix}.id"] = hit.chunk_id
+        attributes[f"{prefix}.score"] = hit.score
+        attributes[f"{prefix}.content"] = telemetry.cut(hit.text)
+        attributes[f"{prefix}.metadata"] = {
+            "doc_id": hit.doc_id,
+            "filename": hit.filename,
+            "position": hit.position,
+        }
+    return attributes
 
 
 class Indexer:
@@ -103,6 +122,7 @@ class Indexer:
 
     # --- writes: one writer, many documents per store call ------------------------------------
     async def upsert(self, op: IndexUpsert) -> DocumentEvent | None:
+        structlog.contextvars.bind_contextvars(doc_id=op.doc_id, collection=op.collection)
         wrong = [c.chunk_id for c in op.chunks if len(c.vector) != self.vectors.dims]
         if wrong:
             raise PermanentError(
@@ -274,12 +294,28 @@ class Indexer:
 
     # --- reads --------------------------------------------------------------------------------
     async def retrieve(self, query: QueryRetrieve) -> RetrieveReply | None:
+        structlog.contextvars.bind_contextvars(
+            request_id=query.request_id, session_id=query.session_id
+        )
         if query.deadline < time.time():
+            log.info("dropped expired query")
             return None
-        try:
-            return await self._store(self._retrieve, query)
-        except ValueError as exc:
-            return RetrieveReply(error=ErrorInfo(code="bad_request", message=str(exc)))
+        with telemetry.span(
+            "olympus.retrieve",
+            "RETRIEVER",
+            **{
+                "input.value": telemetry.cut(query.input),
+                "olympus.retrieval.mode": query.mode,
+                "olympus.retrieval.top_k": query.top_k,
+                "session.id": query.session_id,
+            },
+        ) as span:
+            try:
+                reply = await self._store(self._retrieve, query)
+            except ValueError as exc:
+                return RetrieveReply(error=ErrorInfo(code="bad_request", message=str(exc)))
+            telemetry.set_attributes(span, _documents(reply.hits))
+            return reply
 
     def _retrieve(self, query: QueryRetrieve) -> RetrieveReply:
         hits = self.vectors.search(
