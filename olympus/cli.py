@@ -31,6 +31,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         gateway_port=args.port or gateway.port,
         host=gateway.host,
         log_format="console" if common.log_format == "auto" else common.log_format,
+        phoenix_port=args.phoenix_port if args.phoenix else None,
     )
     stack = Stack(config)
     stop = threading.Event()
@@ -55,6 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"API docs: {config.gateway_url}/docs   NATS contract: /asyncapi.json",
                 key_line,
                 f"NATS: {config.nats_url}   data: {config.data_dir}",
+                *([f"Phoenix (traces): {config.phoenix_url}"] if config.phoenix_url else []),
                 "Ctrl-C stops everything.",
                 "",
             ]
@@ -170,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", help="data folder (default ./.olympus, OLYMPUS_DATA_DIR)")
     up.add_argument("--port", type=int, help="gateway port (OLYMPUS_GATEWAY_PORT, 8000)")
     up.add_argument("--nats-port", type=int, help="NATS port (from OLYMPUS_NATS_URL, 4222)")
+    up.add_argument(
+        "--phoenix", action="store_true", help="also start a local Phoenix and trace into it"
+    )
+    up.add_argument("--phoenix-port", type=int, default=6006, help="Phoenix port (6006)")
     up.set_defaults(func=cmd_up)
 
     status = sub.add_parser("status", help="streams, consumers, dead letters, documents")

@@ -16,7 +16,15 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
     Also starts tracing when a collector is configured: every process calls this first.
     """
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+
+    def add_service(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+        # A processor, not a context variable: tasks started before this call (a server's
+        # request handlers) would not see one.
+        event.setdefault("service", service)
+        return event
+
     shared: list[structlog.types.Processor] = [
+        add_service,
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -49,7 +57,6 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
     telemetry.configure(service)
 
 

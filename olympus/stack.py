@@ -125,6 +125,11 @@ class StackConfig:
     host: str = "127.0.0.1"
     log_format: str = "json"
     env: dict[str, str] = field(default_factory=dict)
+    phoenix_port: int | None = None  # start a local Phoenix there and trace into it
+
+    @property
+    def phoenix_url(self) -> str | None:
+        return f"http://{self.host}:{self.phoenix_port}" if self.phoenix_port else None
 
     @property
     def nats_url(self) -> str:
@@ -159,16 +164,23 @@ class Stack:
         for key, value in os.environ.items():
             if key.startswith("OLYMPUS_") and key not in env:
                 env[key] = value
+        if self.config.phoenix_url:
+            env["PHOENIX_COLLECTOR_ENDPOINT"] = self.config.phoenix_url
         env.update(self.config.env)
         return env
 
     def start(self, timeout_s: float = 180.0) -> None:
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        for port, what in ((self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")):
+        ports = [(self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")]
+        if self.config.phoenix_port:
+            ports.append((self.config.phoenix_port, "Phoenix"))
+        for port, what in ports:
             if natsserver.port_open(self.config.host, port):
                 raise RuntimeError(f"port {port} for {what} is already in use")
         env = self.child_env()
+        if self.config.phoenix_port:
+            self._start_phoenix(env, timeout_s)
         common = CommonSettings(data_dir=data, nats_url=self.config.nats_url)
         nats_config = natsserver.NatsServerConfig(
             store_dir=data / "jetstream",
@@ -200,6 +212,27 @@ class Stack:
                 }
             )
         )
+
+    def _start_phoenix(self, env: dict[str, str], timeout_s: float) -> None:
+        from olympus import phoenix
+
+        assert self.config.phoenix_port is not None
+        assert self.config.phoenix_url is not None
+        phoenix_env = env | phoenix.environment(
+            self.config.data_dir, self.config.host, self.config.phoenix_port
+        )
+        command = [sys.executable, "-m", "olympus.phoenix"]
+        self.supervisor.start(Supervised("phoenix", command, phoenix_env))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.config.phoenix_url}/healthz", timeout=1).status_code == 200:
+                    self.supervisor.say("olympus", f"Phoenix ready at {self.config.phoenix_url}")
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"Phoenix was not ready within {timeout_s:.0f}s")
 
     async def wait_ready(self, common: CommonSettings, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

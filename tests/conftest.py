@@ -48,6 +48,7 @@ class RunningStack:
     key: str
     data_dir: Path
     log: Path
+    phoenix_url: str | None = None
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -57,7 +58,9 @@ class RunningStack:
         )
 
 
-def start_stack(name: str, data_dir: Path, env: dict[str, str] | None = None) -> RunningStack:
+def start_stack(
+    name: str, data_dir: Path, env: dict[str, str] | None = None, phoenix: bool = False
+) -> RunningStack:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}.log"
     config = StackConfig(
@@ -65,6 +68,7 @@ def start_stack(name: str, data_dir: Path, env: dict[str, str] | None = None) ->
         nats_port=natsserver.free_port(),
         gateway_port=natsserver.free_port(),
         env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
+        phoenix_port=natsserver.free_port() if phoenix else None,
     )
     stack = Stack(config, sink=log.open("a"))
     try:
@@ -75,4 +79,4 @@ def start_stack(name: str, data_dir: Path, env: dict[str, str] | None = None) ->
     from olympus.keys import KeyStore
 
     key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
-    return RunningStack(stack, config.gateway_url, key, data_dir, log)
+    return RunningStack(stack, config.gateway_url, key, data_dir, log, config.phoenix_url)

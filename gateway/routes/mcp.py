@@ -17,6 +17,7 @@ from gateway.models import (
     QueryResponse,
     RetrievedDocument,
 )
+from olympus import telemetry
 from schemas import bus
 from schemas.messages import (
     ContextAdd,
@@ -99,11 +100,17 @@ async def query(
         unique_documents=body.unique_documents,
         deadline=time.time() + settings.request_timeout_s,
     )
-    if body.mode == "bm25":  # nothing to embed: straight to H.A.D.E.S., one hop fewer
-        reply = await bus_.request(bus.QUERY_RETRIEVE, request, RetrieveReply)
-    else:
-        embed = QueryEmbed(**request.model_dump(exclude={"vector"}))
-        reply = await bus_.request(bus.QUERY_EMBED, embed, RetrieveReply)
+    with telemetry.span(
+        "olympus.query",
+        "CHAIN",
+        **{"input.value": telemetry.cut(body.input), "session.id": session_id},
+    ) as span:
+        if body.mode == "bm25":  # nothing to embed: straight to H.A.D.E.S., one hop fewer
+            reply = await bus_.request(bus.QUERY_RETRIEVE, request, RetrieveReply)
+        else:
+            embed = QueryEmbed(**request.model_dump(exclude={"vector"}))
+            reply = await bus_.request(bus.QUERY_EMBED, embed, RetrieveReply)
+        telemetry.set_attributes(span, {"output.value": f"{len(reply.hits)} passages"})
     if reply.error is not None:
         code = 400 if reply.error.code == "bad_request" else 503
         raise HTTPException(code, reply.error.message)

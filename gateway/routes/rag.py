@@ -21,6 +21,7 @@ from gateway.models import (
     Problem,
     UploadResponse,
 )
+from olympus import telemetry
 from schemas import bus
 from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, media_type_of
 from schemas.ids import content_hash, document_id, ingest_msg_id
@@ -85,6 +86,22 @@ async def _ingest(
         media_type=media_type,
         metadata=metadata or {},
     )
+    with telemetry.span(
+        "olympus.ingest",
+        "CHAIN",
+        **{
+            "input.value": filename,
+            "olympus.doc_id": doc.doc_id,
+            "olympus.collection": collection,
+            "olympus.bytes": len(data),
+        },
+    ):
+        return await _publish(bus_, doc, digest, tenant, collection, filename)
+
+
+async def _publish(
+    bus_: BusDep, doc: IngestDocument, digest: str, tenant: str, collection: str, filename: str
+) -> AcceptedDocument:
     ack = await bus_.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", digest))
     accepted = AcceptedDocument(
         doc_id=doc.doc_id, filename=filename, collection=collection, status="queued"

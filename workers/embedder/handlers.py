@@ -101,7 +101,7 @@ class IngestHandler:
         with telemetry.span("olympus.embed", "EMBEDDING", **{"olympus.doc_id": doc.doc_id}) as span:
             vectors = await self.batcher.embed(texts)
             _describe_embedding(span, self.model_name, ids, texts, vectors)
-        log.debug("embedded", doc_id=doc.doc_id, chunks=len(texts), s=time.perf_counter() - started)
+        log.info("embedded", chunks=len(texts), s=round(time.perf_counter() - started, 3))
         chunks = [
             ChunkPayload(chunk_id=ident, position=i, text=text, vector=vector.tolist())
             for i, (ident, text, vector) in enumerate(zip(ids, texts, vectors, strict=True))

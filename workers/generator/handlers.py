@@ -103,6 +103,12 @@ class ChatHandler:
             ended = await self._stream(request, prompt, max_new)
             if ended is not None:
                 answer, piece = ended
+                log.info(
+                    "answered",
+                    finish_reason=piece.finish_reason,
+                    prompt_tokens=len(prompt.ids),
+                    completion_tokens=piece.completion_tokens,
+                )
                 telemetry.set_attributes(
                     span,
                     {
