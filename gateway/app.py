@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.bus import BusUnavailable, GatewayBus
 from gateway.routes import chat, health, mcp, openai, rag
 from gateway.settings import GatewaySettings
+from olympus import metrics
 from olympus.keys import KeyStore
 from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
@@ -62,6 +64,31 @@ class BodyLimit:
             {"detail": f"request body is larger than the limit of {self.limit} bytes"}, 413
         )
         await response({"type": "http"}, _no_receive, send)
+
+
+class HttpMetrics:
+    """Counts and times every HTTP request by its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        recorded = False
+
+        async def timed(message: Message) -> None:
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                recorded = True
+                route = getattr(scope.get("route"), "path", "unmatched")
+                metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+                metrics.HTTP_REQUESTS.labels(scope["method"], route, message["status"]).inc()
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 class _TooLarge(Exception):
@@ -135,6 +162,7 @@ def create_app(
 
     # Envelope overhead: base64 and multipart framing on top of the largest allowed file.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    app.add_middleware(HttpMetrics)
     return app
 
 

@@ -26,9 +26,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from olympus import telemetry
+from olympus import metrics, telemetry
 from olympus.logging import get_logger
 from schemas import bus
 from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message
@@ -133,7 +134,12 @@ async def prepare_streams(settings: CommonSettings) -> None:
 
 def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroker:
     """A FastStream broker with Olympus' delivery rules on every JetStream subscriber."""
-    middlewares: list[Any] = [delivery_middleware(policy)]
+    from faststream.nats.prometheus import NatsPrometheusMiddleware
+
+    middlewares: list[Any] = [
+        NatsPrometheusMiddleware(registry=REGISTRY, app_name="olympus"),
+        delivery_middleware(policy),
+    ]
     if telemetry.settings().endpoint:
         # Outermost, so its consume span is current in our middleware and the handlers; it
         # carries W3C trace context in the headers of every publish and restores it on consume.
@@ -249,6 +255,7 @@ class DeliveryMiddleware(BaseMiddleware):
                 await self._dead_letter(raw, stage, exc, attempt)
                 raise RejectMessage() from exc
             delay = self.policy.delay(attempt)
+            metrics.REDELIVERIES.labels(stage).inc()
             log.warning(
                 "retrying", stage=stage, attempt=attempt, delay_s=delay, error=_describe(exc)
             )
@@ -267,6 +274,7 @@ class DeliveryMiddleware(BaseMiddleware):
         self, raw: Msg, stage: str, error: BaseException | str, attempt: int
     ) -> None:
         letter = dead_letter(raw, stage, error, attempt)
+        metrics.DEAD_LETTERED.labels(stage).inc()
         log.error("dead-lettered", stage=stage, subject=raw.subject, error=letter.error)
         js = raw._client.jetstream()
         await js.publish(bus.dlq_subject(stage), letter.model_dump_json().encode())

@@ -32,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         host=gateway.host,
         log_format="console" if common.log_format == "auto" else common.log_format,
         phoenix_port=args.phoenix_port if args.phoenix else None,
+        metrics_port=args.metrics_port or None,
     )
     stack = Stack(config)
     stop = threading.Event()
@@ -57,6 +58,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 key_line,
                 f"NATS: {config.nats_url}   data: {config.data_dir}",
                 *([f"Phoenix (traces): {config.phoenix_url}"] if config.phoenix_url else []),
+                f"Metrics: {config.gateway_url}/metrics"
+                + "".join(
+                    f", {name} :{port}" for name, port in config.worker_metrics_ports().items()
+                ),
                 "Ctrl-C stops everything.",
                 "",
             ]
@@ -176,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         "--phoenix", action="store_true", help="also start a local Phoenix and trace into it"
     )
     up.add_argument("--phoenix-port", type=int, default=6006, help="Phoenix port (6006)")
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="first of the workers' Prometheus ports (9101: embedder, then indexer, generator; "
+        "0: none)",
+    )
     up.set_defaults(func=cmd_up)
 
     status = sub.add_parser("status", help="streams, consumers, dead letters, documents")

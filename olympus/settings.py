@@ -26,6 +26,8 @@ class CommonSettings(BaseSettings):
     ack_wait_s: float = Field(default=60.0, gt=1)
     stream_replicas: int = Field(default=1, ge=1, le=5, description="3 on a 3-node cluster")
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    metrics_port: int = Field(default=0, ge=0, description="a worker's Prometheus port; 0: none")
+    metrics_host: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _refuse_anonymous_bus_in_production(self) -> CommonSettings:

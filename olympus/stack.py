@@ -126,6 +126,12 @@ class StackConfig:
     log_format: str = "json"
     env: dict[str, str] = field(default_factory=dict)
     phoenix_port: int | None = None  # start a local Phoenix there and trace into it
+    metrics_port: int | None = None  # workers serve Prometheus metrics here, one port each
+
+    def worker_metrics_ports(self) -> dict[str, int]:
+        if not self.metrics_port:
+            return {}
+        return {name: self.metrics_port + i for i, name in enumerate(bus.WORKERS)}
 
     @property
     def phoenix_url(self) -> str | None:
@@ -175,6 +181,7 @@ class Stack:
         ports = [(self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")]
         if self.config.phoenix_port:
             ports.append((self.config.phoenix_port, "Phoenix"))
+        ports += [(p, f"{n} metrics") for n, p in self.config.worker_metrics_ports().items()]
         for port, what in ports:
             if natsserver.port_open(self.config.host, port):
                 raise RuntimeError(f"port {port} for {what} is already in use")
@@ -198,9 +205,13 @@ class Stack:
         if keys.is_empty():
             self.api_key = keys.create("default")
         python = sys.executable
+        metrics_ports = self.config.worker_metrics_ports()
         for name in bus.WORKERS:
-            module = f"workers.{name}"
-            self.supervisor.start(Supervised(name, [python, "-m", module], env))
+            worker_env = env | (
+                {"OLYMPUS_METRICS_PORT": str(metrics_ports[name])} if metrics_ports else {}
+            )
+            command = [python, "-m", f"workers.{name}"]
+            self.supervisor.start(Supervised(name, command, worker_env))
         self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], env))
         asyncio.run(self.wait_ready(common, timeout_s))
         (data / "run.json").write_text(

@@ -49,6 +49,7 @@ class RunningStack:
     data_dir: Path
     log: Path
     phoenix_url: str | None = None
+    config: StackConfig | None = None
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -58,8 +59,20 @@ class RunningStack:
         )
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on loopback."""
+    while True:
+        first = natsserver.free_port()
+        if not any(natsserver.port_open("127.0.0.1", first + i) for i in range(1, count)):
+            return first
+
+
 def start_stack(
-    name: str, data_dir: Path, env: dict[str, str] | None = None, phoenix: bool = False
+    name: str,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    phoenix: bool = False,
+    metrics: bool = False,
 ) -> RunningStack:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}.log"
@@ -69,6 +82,7 @@ def start_stack(
         gateway_port=natsserver.free_port(),
         env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
         phoenix_port=natsserver.free_port() if phoenix else None,
+        metrics_port=free_ports(3) if metrics else None,
     )
     stack = Stack(config, sink=log.open("a"))
     try:
@@ -79,4 +93,4 @@ def start_stack(
     from olympus.keys import KeyStore
 
     key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
-    return RunningStack(stack, config.gateway_url, key, data_dir, log, config.phoenix_url)
+    return RunningStack(stack, config.gateway_url, key, data_dir, log, config.phoenix_url, config)

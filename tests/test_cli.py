@@ -51,6 +51,8 @@ def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
             str(natsserver.free_port()),
             "--nats-port",
             str(natsserver.free_port()),
+            "--metrics-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

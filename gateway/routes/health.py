@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from functools import cache
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from nats.js.errors import NotFoundError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.bus import BusUnavailable
 from gateway.deps import ApiKeyDep, BusDep
+from olympus import metrics
 from schemas import bus
+from schemas.messages import DocumentStats, DocumentStatsReply
 
 router = APIRouter(tags=["health"])
 
@@ -43,6 +48,35 @@ async def _stream_ready(bus_: BusDep, spec: bus.StreamSpec) -> bool:
     except (NotFoundError, TimeoutError):
         return False
     return True
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def prometheus(bus_: BusDep) -> PlainTextResponse:
+    """Prometheus metrics (no authentication, like /healthz: counts, never content). Beside the
+    gateway's own: every durable consumer's pending counts, the dead letters, documents by
+    status, read from NATS now."""
+    if bus_.connected:
+        await _bus_gauges(bus_)
+    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _bus_gauges(bus_: BusDep) -> None:
+    for spec in bus.STREAMS:
+        for durable in spec.durables:
+            with contextlib.suppress(NotFoundError, TimeoutError):
+                info = await bus_.js.consumer_info(spec.name, durable)
+                metrics.CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
+                metrics.CONSUMER_REDELIVERED.labels(durable).set(info.num_redelivered or 0)
+    with contextlib.suppress(NotFoundError, TimeoutError):
+        dlq = await bus_.js.stream_info(bus.DLQ_STREAM.name)
+        metrics.DEAD_LETTERS.set(dlq.state.messages)
+    with contextlib.suppress(BusUnavailable):
+        stats = await bus_.request(
+            bus.RPC_DOCUMENT_STATS, DocumentStats(), DocumentStatsReply, timeout_s=2
+        )
+        for status in ("queued", "processing", "indexed", "failed"):
+            metrics.DOCUMENTS.labels(status).set(stats.by_status.get(status, 0))
 
 
 @cache

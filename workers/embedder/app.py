@@ -8,6 +8,7 @@ from faststream import FastStream
 from faststream.nats import NatsMessage
 
 from olympus import bus as olympus_bus
+from olympus import metrics
 from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
@@ -53,6 +54,7 @@ async def publish(subject: str, message: Message, msg_id: str | None = None) -> 
 async def start() -> None:
     global runtime
     configure(bus.EMBEDDER, common.log_level, common.log_format)
+    metrics.serve(common.metrics_port, common.metrics_host)
     # Heavy imports here, not at module level: the gateway imports this module for AsyncAPI.
     from workers.embedder.batching import EmbeddingBatcher
     from workers.embedder.chunking import Chunker

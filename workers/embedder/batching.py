@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from olympus import metrics
+
 
 @dataclass
 class _Request:
@@ -61,6 +63,7 @@ class EmbeddingBatcher:
         loop = asyncio.get_running_loop()
         request = _Request(texts, loop.create_future(), np.zeros((len(texts), self._dims), "f4"))
         (self._queries if query else self._documents).put_nowait(request)
+        metrics.EMBEDDED_TEXTS.labels("query" if query else "chunk").inc(len(texts))
         self._wakeup.set()
         return await request.future
 
@@ -120,8 +123,10 @@ class EmbeddingBatcher:
 
     async def _encode(self, texts: list[str], owners: list[_Request]) -> np.ndarray | None:
         loop = asyncio.get_running_loop()
+        metrics.EMBED_BATCH.observe(len(texts))
         try:
-            return await loop.run_in_executor(self._executor, self._embed_batch, texts)
+            with metrics.EMBED_SECONDS.time():
+                return await loop.run_in_executor(self._executor, self._embed_batch, texts)
         except Exception as exc:  # the model failed: every waiting owner gets the error
             for owner in owners:
                 if not owner.future.done():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from olympus import bus as olympus_bus
+from olympus import metrics
 from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
@@ -50,6 +51,7 @@ async def keep_turn(turn: IndexTurn) -> None:
 async def start() -> None:
     global handler
     configure(bus.GENERATOR, common.log_level, common.log_format)
+    metrics.serve(common.metrics_port, common.metrics_host)
     # Heavy imports here, not at module level: the gateway imports this module for AsyncAPI.
     from workers.generator.engine import Engine
     from workers.generator.handlers import Defaults

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from olympus import metrics
 from olympus.logging import get_logger
 
 log = get_logger("olympus.generator")
@@ -165,6 +166,7 @@ class Engine:
         mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
         positions = mask.sum(-1, keepdim=True) - 1
         self.batch_sizes.append(batch.size)
+        metrics.GENERATE_BATCH.observe(batch.size)
         out = self.model(
             input_ids=batch.last.unsqueeze(-1),
             attention_mask=mask,
@@ -202,10 +204,12 @@ class Engine:
                 continue
             if job.first_token_at is None:
                 job.first_token_at = now
+                metrics.TIME_TO_FIRST_TOKEN.observe(now - job.submitted_at)
             if token in self.stop_ids:
                 self._finish(job, "stop")
                 continue
             job.generated.append(token)
+            metrics.GENERATED_TOKENS.inc()
             if len(job.generated) >= job.max_new_tokens:
                 self._finish(job, "length")
                 continue
@@ -223,6 +227,7 @@ class Engine:
 
     def _finish(self, job: Job, reason: FinishReason, error: str | None = None) -> None:
         self._jobs.pop(job.request_id, None)
+        metrics.ANSWERS.labels(reason).inc()
         self._send(job, reason, error)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from olympus import bus as olympus_bus
+from olympus import metrics
 from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
 from schemas import bus
@@ -85,6 +86,7 @@ def open_stores(common: CommonSettings, settings: IndexerSettings) -> tuple[obje
 async def start() -> None:
     global indexer
     configure(bus.INDEXER, common.log_level, common.log_format)
+    metrics.serve(common.metrics_port, common.metrics_host)
     await olympus_bus.prepare_streams(common)
     vectors, graph = open_stores(common, settings)
     indexer = Indexer(

@@ -1,5 +1,6 @@
-"""Traces in a real Phoenix: one trace per upload and per question, across every service, with
-OpenInference span kinds — and no secret in any span or log line."""
+"""Observability on the real stack: traces in a real Phoenix (one trace per upload and per
+question, across every service, OpenInference span kinds, no secret in any span or log line),
+and Prometheus metrics that move when work is done."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ DOC = (
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory) -> RunningStack:
-    running = start_stack("tracing", tmp_path_factory.mktemp("tracing"), phoenix=True)
+    running = start_stack(
+        "observability", tmp_path_factory.mktemp("observability"), phoenix=True, metrics=True
+    )
     yield running
     running.stack.stop()
 
@@ -156,3 +159,69 @@ def assert_linked(members: list[dict]) -> None:
     roots = [s["name"] for s in members if not s["parent_id"]]
     assert orphans == []
     assert len(roots) == 1, roots
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value}."""
+    text = httpx.get(url, timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def total(samples: dict[str, float], prefix: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        v for k, v in samples.items() if k.startswith(prefix) and all(w in k for w in wanted)
+    )
+
+
+def test_metrics_move_when_work_is_done(traced):
+    ports = traced.config.worker_metrics_ports()
+    worker = {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()}
+    before = {name: scrape(url) for name, url in worker.items()}
+    gateway_before = scrape(f"{traced.url}/metrics")
+    with traced.client() as http:
+        doc = http.post("/rag/add_document", json={"filename": "m.txt", "content": "metrics"})
+        doc_id = doc.json()["doc_id"]
+        deadline = time.monotonic() + 120
+        while http.get(f"/rag/documents/{doc_id}").json()["status"] != "indexed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        r = http.post("/mcp/m/chat", json={"input": "metrics?", "stream": False, "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        assert http.post("/mcp/m/chat", json={"input": ""}).status_code == 422
+    after = {name: scrape(url) for name, url in worker.items()}
+    gateway = scrape(f"{traced.url}/metrics")
+
+    def moved(samples_before, samples_after, prefix, **labels):
+        return total(samples_after, prefix, **labels) - total(samples_before, prefix, **labels)
+
+    route = "/mcp/{session_id}/chat"
+    assert (
+        moved(gateway_before, gateway, "olympus_http_requests_total", route=route, status="200")
+        == 1
+    )
+    assert (
+        moved(gateway_before, gateway, "olympus_http_requests_total", route=route, status="422")
+        == 1
+    )
+    assert total(gateway, "olympus_http_request_seconds_count", route=route) >= 2
+    assert total(gateway, "olympus_documents", status="indexed") >= 1
+    assert 'olympus_consumer_pending{consumer="embedder-ingest"}' in gateway
+    assert "olympus_dead_letters" in gateway
+    assert (
+        moved(before["embedder"], after["embedder"], "olympus_embedded_texts_total", kind="chunk")
+        >= 1
+    )
+    assert moved(before["embedder"], after["embedder"], "olympus_embed_batch_size_count") >= 1
+    assert moved(before["generator"], after["generator"], "olympus_generated_tokens_total") >= 1
+    assert moved(before["generator"], after["generator"], "olympus_answers_total") == 1
+    processed = "faststream_received_processed_messages_total"
+    assert moved(before["indexer"], after["indexer"], processed) >= 2  # upsert, status, turn...
+    assert any("upsert" in k for k in after["indexer"] if k.startswith(processed)), [
+        k for k in after["indexer"] if k.startswith("faststream")
+    ]
