@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-up: install  ## start Olympus (embedded: NATS, workers, gateway) in the foreground
-	$(BIN)/olympus up
+up: install  ## start Olympus (embedded: NATS, workers, gateway) in the foreground; ARGS=--phoenix
+	$(BIN)/olympus up $(ARGS)
 
 test: install  ## lint, then the whole suite
 	$(BIN)/ruff check .
@@ -37,6 +37,8 @@ lint: install
 bench: install  ## ingest and retrieval benchmarks on ../shared/data (tables + bench/results/*.json)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.retrieval
+	$(BIN)/python -m bench.chat
+	$(BIN)/python -m bench.tracing
 
 eval: install  ## retrieval quality on SciFact and Cranfield
 	$(BIN)/olympus eval ../shared/data/scifact --json bench/results/eval-scifact.json

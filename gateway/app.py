@@ -120,6 +120,12 @@ def create_app(
         version="0.1.0",
         description="Self-hosted retrieval-augmented chat. The NATS contract: /asyncapi.json.",
         lifespan=lifespan,
+        # FastAPI's own spans: one per request, none for dependencies/serialization (three
+        # more per request), none for probes and scrapes.
+        telemetry={
+            "operation_spans": False,
+            "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz", "/metrics"),
+        },
     )
     app.state.settings = settings
     app.state.keys = KeyStore(settings.api_keys_file or common.data_dir / "api_keys.json")

@@ -275,7 +275,7 @@ class Stack:
 
 @contextlib.contextmanager
 def temporary_stack(
-    prefix: str = "olympus-", env: dict[str, str] | None = None
+    prefix: str = "olympus-", env: dict[str, str] | None = None, phoenix: bool = False
 ) -> Iterator[tuple[Stack, StackConfig]]:
     """A whole stack in a throw-away folder on free ports (eval and the benchmarks use it)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
@@ -284,6 +284,7 @@ def temporary_stack(
             nats_port=natsserver.free_port(),
             gateway_port=natsserver.free_port(),
             env=env or {},
+            phoenix_port=natsserver.free_port() if phoenix else None,
         )
         with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
             yield stack, config

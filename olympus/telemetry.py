@@ -47,10 +47,7 @@ class TelemetrySettings(BaseSettings):
         validation_alias=AliasChoices("PHOENIX_COLLECTOR_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OTLP/HTTP collector; empty: tracing off",
     )
-    project: str = Field(
-        default="olympus",
-        validation_alias=AliasChoices("PHOENIX_PROJECT_NAME", "OLYMPUS_TRACE_PROJECT"),
-    )
+    project: str = Field(default="olympus", validation_alias="PHOENIX_PROJECT_NAME")
     sample_ratio: float = Field(default=1.0, ge=0, le=1, description="share of traces kept")
     redact: bool = Field(default=True, description="mask e-mails and the patterns below")
     redact_patterns: list[str] = Field(

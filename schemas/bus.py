@@ -77,8 +77,11 @@ RPC_HISTORY_GET = f"{PREFIX}.rpc.history.get"
 RPC_EMBED = f"{PREFIX}.rpc.embed"
 
 
+HEALTH_PREFIX = f"{PREFIX}.rpc.health."
+
+
 def health_subject(service: str) -> str:
-    return f"{PREFIX}.rpc.health.{service}"
+    return f"{HEALTH_PREFIX}{service}"
 
 
 # --- dead letters -----------------------------------------------------------------------------

@@ -6,10 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import AliasChoices
 
 from gateway.settings import GatewaySettings
 from olympus import natsserver
 from olympus.settings import CommonSettings
+from olympus.telemetry import TelemetrySettings
 from workers.embedder.settings import EmbedderSettings
 from workers.generator.settings import GeneratorSettings
 from workers.indexer.settings import IndexerSettings
@@ -18,20 +20,36 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _variables(cls: type) -> set[str]:
+    """The environment variables a settings class reads (its aliases where it names them)."""
+    names = set()
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias)
+        else:
+            names.add(f"{cls.model_config['env_prefix']}{name.upper()}")
+    return names
+
+
 def test_every_setting_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `(OLYMPUS_[A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
-    settings = {
-        f"{cls.model_config['env_prefix']}{name.upper()}"
-        for cls in (
-            CommonSettings,
-            EmbedderSettings,
-            IndexerSettings,
-            GeneratorSettings,
-            GatewaySettings,
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    settings = set().union(
+        *(
+            _variables(cls)
+            for cls in (
+                CommonSettings,
+                TelemetrySettings,
+                EmbedderSettings,
+                IndexerSettings,
+                GeneratorSettings,
+                GatewaySettings,
+            )
         )
-        for name in cls.model_fields
-    }
+    )
     assert settings - documented == set(), "settings missing from the README table"
     assert documented - settings == set(), "README documents settings that do not exist"
 

@@ -116,7 +116,7 @@ def test_an_upload_and_a_question_are_each_one_trace_across_the_services(traced)
         request_id,
         {"CHAIN", "EMBEDDING", "RETRIEVER", "LLM"},
     )
-    hops = {s["attributes"].get("messaging.destination_publish.name") for s in question}
+    hops = {s["attributes"].get("messaging.destination.name") for s in question}
     assert {"olympus.query.embed", "olympus.query.retrieve", "olympus.query.generate"} <= hops
     retriever = next(s for s in question if s["span_kind"] == "RETRIEVER")
     # Phoenix unfolds the metadata JSON into keys of its own

@@ -153,7 +153,7 @@ class IngestHandler:
         )
 
 
-EMBEDDINGS_IN_SPAN = 32  # texts listed per EMBEDDING span; the count and all ids always are
+EMBEDDINGS_IN_SPAN = 8  # texts shown per EMBEDDING span; the count and every id always are
 
 
 def _describe_embedding(
