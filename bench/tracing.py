@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -51,6 +52,16 @@ async def measure(url: str, key: str, corpus, queries: list[str]) -> dict[str, f
     }
 
 
+def _cpu_seconds(stack) -> dict[str, float]:
+    """CPU time each process of the stack has used so far (user + system, from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for child in stack.supervisor._children:
+        fields = Path(f"/proc/{child.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[child.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
@@ -68,9 +79,12 @@ def main() -> None:
             config,
         ):
             assert stack.api_key is not None
+            before = _cpu_seconds(stack)
             results[label] = asyncio.run(
                 measure(config.gateway_url, stack.api_key, data.corpus, queries)
             )
+            after = _cpu_seconds(stack)
+            results[label]["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}
             if phoenix:
                 spans = httpx.get(
                     f"{config.phoenix_url}/v1/projects/olympus/spans", params={"limit": 10}
@@ -86,6 +100,7 @@ def main() -> None:
         "ingest_ratio": on["chunks_per_s"] / off["chunks_per_s"],
         "query_p50_ratio": on["query_p50_ms"] / off["query_p50_ms"],
     }
+    print(f"\nCPU seconds used, off: {off['cpu_s']}\n                   on: {on['cpu_s']}")
     print(f"\n{'':26}{'tracing off':>12}{'on':>10}{'on/off':>9}")
     print(
         f"{'ingest chunks/s':26}{off['chunks_per_s']:>12.1f}{on['chunks_per_s']:>10.1f}"
