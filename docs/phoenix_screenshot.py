@@ -44,11 +44,12 @@ def main() -> None:
         time.sleep(3)  # the batch span processors flush every second
         project = httpx.get(f"{phoenix}/v1/projects").json()["data"]
         project_id = next(p["id"] for p in project if p["name"] == "olympus")
-        spans = httpx.get(
-            f"{phoenix}/v1/projects/olympus/spans", params={"limit": 1000}
-        ).json()["data"]
+        spans = httpx.get(f"{phoenix}/v1/projects/olympus/spans", params={"limit": 1000}).json()[
+            "data"
+        ]
         chat = next(
-            s for s in spans
+            s
+            for s in spans
             if s["name"] == "olympus.chat"
             and s["attributes"].get("olympus.request_id") == answer["request_id"]
         )

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from olympus import metrics, telemetry
 from olympus.logging import get_logger
 from schemas import bus
-from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message
+from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message, Reply
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
@@ -260,7 +260,7 @@ class DeliveryMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
         raw = msg.raw_message
         if not _is_jetstream(raw):
-            return await call_next(msg)
+            return await self._answer(call_next, msg, raw)
         attempt = raw.metadata.num_delivered
         stage = stage_of(raw.subject)
         trace.get_current_span().set_attribute("messaging.nats.delivery_attempt", attempt)
@@ -287,6 +287,19 @@ class DeliveryMiddleware(BaseMiddleware):
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
+
+    async def _answer(self, call_next: Any, msg: StreamMessage[Any], raw: Msg) -> Any:
+        """A core request that does not match its contract gets a ``bad_request`` reply at once,
+        not a silence the caller would wait out."""
+        try:
+            return await call_next(msg)
+        except ValidationError as exc:
+            problem = _describe(exc, raw.data)
+            log.warning("refused a malformed request", subject=raw.subject, error=problem)
+            if raw.reply:
+                refusal = Reply(error=ErrorInfo(code="bad_request", message=problem))
+                await raw.respond(refusal.model_dump_json().encode())
+            raise RejectMessage() from exc
 
     async def _keep_alive(self, raw: Msg) -> None:
         while True:

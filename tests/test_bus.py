@@ -240,3 +240,29 @@ async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js
     graph = SqliteDocumentGraph(tmp_path / "g.sqlite3")
     assert graph.get_document("t", "doc-1").chunk_count == 3
     graph.close()
+
+
+async def test_a_malformed_core_request_gets_a_bad_request_reply_not_silence(nats_url):
+    broker, _ = _broker(nats_url)
+    handled = []
+
+    @broker.subscriber("olympus.test.rpc")
+    async def answer(body: Ping) -> dict:
+        handled.append(body.n)
+        return {"n": body.n}
+
+    async with broker:
+        await broker.start()
+        nc = await nats.connect(nats_url)
+        try:
+            reply = await nc.request("olympus.test.rpc", b'{"n": "not a number"}', timeout=5)
+            refusal = json.loads(reply.data)
+            assert refusal["error"]["code"] == "bad_request"
+            assert refusal["error"]["message"].startswith("n: Input should be a valid integer")
+            reply = await nc.request("olympus.test.rpc", b"{not json", timeout=5)
+            assert "not valid JSON" in json.loads(reply.data)["error"]["message"]
+            good = await nc.request("olympus.test.rpc", b'{"n": 3}', timeout=5)  # still serving
+            assert json.loads(good.data) == {"n": 3}
+        finally:
+            await nc.close()
+    assert handled == [3]
