@@ -15,7 +15,7 @@ from typing import Any
 from arango import ArangoClient
 
 from hades.protocols import DocumentWrite, newer
-from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SessionTurn
+from schemas.messages import ChunkText, ContextItem, DocumentInfo, DocumentStatus, SessionTurn
 
 _VERTICES = ("documents", "chunks", "sessions", "turns", "deletions")
 _INFO_FIELDS = set(DocumentInfo.model_fields)
@@ -204,6 +204,14 @@ class ArangoDocumentGraph:
             "SORT v.position RETURN v.chunk_id",
             start=f"documents/{_key(tenant, doc_id)}",
         )
+
+    def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
+        rows = self._aql(
+            "FOR v, e IN 1..1 OUTBOUND @start edges FILTER e.kind == 'has_chunk' "
+            "SORT v.position RETURN {chunk_id: v.chunk_id, position: v.position, text: v.text}",
+            start=f"documents/{_key(tenant, doc_id)}",
+        )
+        return [ChunkText(**r) for r in rows]
 
     def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
         if depth < 1:

@@ -10,7 +10,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SearchMode, SessionTurn
+from schemas.messages import (
+    ChunkText,
+    ContextItem,
+    DocumentInfo,
+    DocumentStatus,
+    SearchMode,
+    SessionTurn,
+)
 
 STATUS_RANK: dict[str, int] = {"queued": 0, "processing": 1, "indexed": 2, "failed": 2}
 
@@ -120,6 +127,9 @@ class DocumentGraph(Protocol):
 
     def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
         """The document's chunks in order, following ``has_chunk`` edges."""
+
+    def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
+        """The document's chunks with their text, in order."""
 
     def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
         """Up to ``depth`` chunks after this one, following ``next`` edges (a traversal)."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hades.protocols import DocumentWrite, newer
-from schemas.messages import ContextItem, DocumentInfo, DocumentStatus, SessionTurn
+from schemas.messages import ChunkText, ContextItem, DocumentInfo, DocumentStatus, SessionTurn
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -267,6 +267,15 @@ class SqliteDocumentGraph:
             (_doc_handle(doc_id), tenant),
         )
         return [r[0] for r in rows]
+
+    def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
+        rows = self.db.execute(
+            "SELECT c.chunk_id, c.position, c.text FROM edges e "
+            "JOIN chunks c ON e._to = 'chunks/' || c.chunk_id "
+            "WHERE e._from=? AND e.kind='has_chunk' AND c.tenant=? ORDER BY c.position",
+            (_doc_handle(doc_id), tenant),
+        )
+        return [ChunkText(chunk_id=r[0], position=r[1], text=r[2]) for r in rows]
 
     def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
         rows = self.db.execute(

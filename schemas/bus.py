@@ -69,6 +69,7 @@ def reply_subject(request_id: str) -> str:
 # --- request/reply into H.A.D.E.S. ------------------------------------------------------------
 RPC_DOCUMENT_GET = f"{PREFIX}.rpc.documents.get"
 RPC_DOCUMENT_LIST = f"{PREFIX}.rpc.documents.list"
+RPC_DOCUMENT_CHUNKS = f"{PREFIX}.rpc.documents.chunks"
 RPC_DOCUMENT_STATS = f"{PREFIX}.rpc.documents.stats"
 RPC_CONTEXT_ADD = f"{PREFIX}.rpc.context.add"
 RPC_CONTEXT_GET = f"{PREFIX}.rpc.context.get"

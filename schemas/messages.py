@@ -357,6 +357,23 @@ class DocumentReply(Reply):
     document: DocumentInfo | None = None
 
 
+class DocumentChunksGet(Message):
+    tenant: Name
+    doc_id: Identifier
+
+
+class ChunkText(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: str
+    position: int
+    text: str
+
+
+class DocumentChunks(Reply):
+    chunks: list[ChunkText] = Field(default_factory=list)
+
+
 class DocumentList(Message):
     tenant: Name
     collection: Name | None = None

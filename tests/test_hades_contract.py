@@ -170,6 +170,9 @@ def test_put_document_with_chunks_and_edges(graph):
     graph.put_documents([DocumentWrite("t", _info("d", 3, chunks=3), chunks)])
     assert graph.get_document("t", "d").status == "indexed"
     assert graph.chunk_ids("t", "d") == [c.chunk_id for c in chunks]
+    assert [(c.position, c.text) for c in graph.chunks("t", "d")] == [
+        (c.position, c.text) for c in chunks
+    ]
     assert graph.following_chunks("t", chunks[0].chunk_id, 5) == [
         chunks[1].chunk_id,
         chunks[2].chunk_id,

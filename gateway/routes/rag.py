@@ -26,6 +26,8 @@ from schemas import bus
 from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, media_type_of
 from schemas.ids import content_hash, document_id, ingest_msg_id
 from schemas.messages import (
+    DocumentChunks,
+    DocumentChunksGet,
     DocumentEvent,
     DocumentGet,
     DocumentInfo,
@@ -255,6 +257,17 @@ async def delete_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DeleteRe
     )
     await bus_.publish_ingest(doc, ingest_msg_id(doc_id, "delete", str(time.time_ns())))
     return DeleteResponse(doc_id=doc_id)
+
+
+@router.get(
+    "/documents/{doc_id}/chunks", response_model=DocumentChunks, responses={404: {"model": Problem}}
+)
+async def document_chunks(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DocumentChunks:
+    """The document's chunks as indexed, in order, with their text."""
+    await _require(bus_, key.tenant, doc_id)
+    return await bus_.request(
+        bus.RPC_DOCUMENT_CHUNKS, DocumentChunksGet(tenant=key.tenant, doc_id=doc_id), DocumentChunks
+    )
 
 
 @router.get("/documents/{doc_id}/events", responses={404: {"model": Problem}})

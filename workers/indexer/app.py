@@ -15,6 +15,8 @@ from schemas.messages import (
     ContextClear,
     ContextGet,
     ContextReply,
+    DocumentChunks,
+    DocumentChunksGet,
     DocumentEvent,
     DocumentGet,
     DocumentList,
@@ -165,6 +167,11 @@ async def on_history(body: HistoryGet) -> HistoryReply:
 @broker.subscriber(bus.RPC_DOCUMENT_GET, queue=bus.INDEXER)
 async def on_document_get(body: DocumentGet) -> DocumentReply:
     return await _indexer().get_document(body)
+
+
+@broker.subscriber(bus.RPC_DOCUMENT_CHUNKS, queue=bus.INDEXER)
+async def on_document_chunks(body: DocumentChunksGet) -> DocumentChunks:
+    return await _indexer().document_chunks(body)
 
 
 @broker.subscriber(bus.RPC_DOCUMENT_LIST, queue=bus.INDEXER)

@@ -25,6 +25,8 @@ from schemas.messages import (
     ContextClear,
     ContextGet,
     ContextReply,
+    DocumentChunks,
+    DocumentChunksGet,
     DocumentEvent,
     DocumentGet,
     DocumentInfo,
@@ -355,6 +357,9 @@ class Indexer:
         if doc is None:
             return DocumentReply(error=ErrorInfo(code="not_found", message="no such document"))
         return DocumentReply(document=doc)
+
+    async def document_chunks(self, req: DocumentChunksGet) -> DocumentChunks:
+        return DocumentChunks(chunks=await self._store(self.graph.chunks, req.tenant, req.doc_id))
 
     async def list_documents(self, req: DocumentList) -> DocumentPage:
         items, total = await self._store(
