@@ -33,6 +33,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         log_format="console" if common.log_format == "auto" else common.log_format,
         phoenix_port=args.phoenix_port if args.phoenix else None,
         metrics_port=args.metrics_port or None,
+        athena_port=args.athena_port or None,
     )
     stack = Stack(config)
     stop = threading.Event()
@@ -54,6 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             [
                 "",
                 f"Olympus is up. Gateway: {config.gateway_url}",
+                *([f"Athena (the UI): {config.athena_url}"] if config.athena_url else []),
                 f"API docs: {config.gateway_url}/docs   NATS contract: /asyncapi.json",
                 key_line,
                 f"NATS: {config.nats_url}   data: {config.data_dir}",
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "--phoenix", action="store_true", help="also start a local Phoenix and trace into it"
     )
     up.add_argument("--phoenix-port", type=int, default=6006, help="Phoenix port (6006)")
+    up.add_argument("--athena-port", type=int, default=8501, help="Athena's port (8501; 0: no UI)")
     up.add_argument(
         "--metrics-port",
         type=int,

@@ -127,6 +127,11 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)
     phoenix_port: int | None = None  # start a local Phoenix there and trace into it
     metrics_port: int | None = None  # workers serve Prometheus metrics here, one port each
+    athena_port: int | None = None  # start Athena (the Streamlit UI) there
+
+    @property
+    def athena_url(self) -> str | None:
+        return f"http://{self.host}:{self.athena_port}" if self.athena_port else None
 
     def worker_metrics_ports(self) -> dict[str, int]:
         if not self.metrics_port:
@@ -181,6 +186,8 @@ class Stack:
         ports = [(self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")]
         if self.config.phoenix_port:
             ports.append((self.config.phoenix_port, "Phoenix"))
+        if self.config.athena_port:
+            ports.append((self.config.athena_port, "Athena"))
         ports += [(p, f"{n} metrics") for n, p in self.config.worker_metrics_ports().items()]
         for port, what in ports:
             if natsserver.port_open(self.config.host, port):
@@ -214,6 +221,8 @@ class Stack:
             self.supervisor.start(Supervised(name, command, worker_env))
         self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], env))
         asyncio.run(self.wait_ready(common, timeout_s))
+        if self.config.athena_port:
+            self._start_athena(env, keys, timeout_s)
         (data / "run.json").write_text(
             json.dumps(
                 {
@@ -223,6 +232,35 @@ class Stack:
                 }
             )
         )
+
+    def _start_athena(self, env: dict[str, str], keys: KeyStore, timeout_s: float) -> None:
+        """Athena after the gateway: it uses a key of its own, kept in <data>/athena.key."""
+        assert self.config.athena_url is not None
+        key_file = self.config.data_dir / "athena.key"
+        if not key_file.exists() and "OLYMPUS_ATHENA_API_KEY" not in env:
+            key_file.touch(mode=0o600)
+            key_file.write_text(keys.create("default"))
+        app = Path(__file__).resolve().parent.parent / "athena" / "app.py"
+        command = [
+            sys.executable, "-m", "streamlit", "run", str(app),
+            "--server.address", self.config.host,
+            "--server.port", str(self.config.athena_port),
+            "--server.headless", "true",
+            "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none",
+        ]  # fmt: skip
+        athena_env = env | {"OLYMPUS_ATHENA_GATEWAY_URL": self.config.gateway_url}
+        self.supervisor.start(Supervised("athena", command, athena_env))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{self.config.athena_url}/_stcore/health", timeout=1)
+                if health.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"Athena was not ready within {timeout_s:.0f}s")
 
     def _start_phoenix(self, env: dict[str, str], timeout_s: float) -> None:
         from olympus import phoenix

@@ -73,6 +73,7 @@ def start_stack(
     env: dict[str, str] | None = None,
     phoenix: bool = False,
     metrics: bool = False,
+    athena: bool = False,
 ) -> RunningStack:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}.log"
@@ -83,6 +84,7 @@ def start_stack(
         env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
         phoenix_port=natsserver.free_port() if phoenix else None,
         metrics_port=free_ports(3) if metrics else None,
+        athena_port=natsserver.free_port() if athena else None,
     )
     stack = Stack(config, sink=log.open("a"))
     try:

@@ -53,6 +53,8 @@ def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
             str(natsserver.free_port()),
             "--metrics-port",
             "0",
+            "--athena-port",
+            str(natsserver.free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -82,11 +84,12 @@ def test_up_prints_where_to_go_and_stops_without_orphans(tmp_path, stop_with):
     proc, lines = _up(tmp_path)
     text = "".join(lines)
     assert re.search(r"Gateway: http://127\.0\.0\.1:\d+", text)
+    assert re.search(r"Athena \(the UI\): http://127\.0\.0\.1:\d+", text)
     assert re.search(r"API key \(shown once, keep it\): oly_\S+", text)
-    for name in ("nats", "indexer", "embedder", "generator", "gateway"):
+    for name in ("nats", "indexer", "embedder", "generator", "gateway", "athena"):
         assert any(line.startswith(f"{name:>9} | ") for line in lines), name
     children = _children(proc.pid)
-    assert len(children) == 5
+    assert len(children) == 6
     proc.send_signal(stop_with)
     assert proc.wait(60) == 0
     deadline = time.monotonic() + 10

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import AliasChoices
 
+from athena.settings import AthenaSettings
 from gateway.settings import GatewaySettings
 from olympus import natsserver
 from olympus.settings import CommonSettings
@@ -47,6 +48,7 @@ def test_every_setting_is_in_the_readme_table():
                 IndexerSettings,
                 GeneratorSettings,
                 GatewaySettings,
+                AthenaSettings,
             )
         )
     )

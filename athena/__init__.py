@@ -1,0 +1,1 @@
+"""Athena: the Streamlit front end. It talks only HTTP to the gateway."""

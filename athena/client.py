@@ -1,0 +1,214 @@
+"""A small typed client for the gateway's HTTP API: the pages hold only UI code.
+
+Every failure becomes a ``GatewayError`` with a sentence a person can read: the pages show it,
+never a traceback. Streams (chat, document progress) use httpx-sse.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+TERMINAL = {"indexed", "failed", "deleted"}
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message if not self.status else f"{self.message} (HTTP {self.status})"
+
+
+@dataclass
+class Document:
+    doc_id: str
+    filename: str
+    collection: str
+    status: str
+    chunk_count: int = 0
+    error: str | None = None
+    updated_at: float = 0.0
+
+
+@dataclass
+class Passage:
+    doc_id: str
+    filename: str
+    chunk_id: str
+    text: str
+    score: float
+    n: int = 0
+
+
+@dataclass
+class Turn:
+    question: str
+    answer: str
+    sources: list[Passage] = field(default_factory=list)
+
+
+@dataclass
+class ChatEvent:
+    event: str  # sources | token | done | error
+    data: dict[str, Any]
+
+    @property
+    def request_id(self) -> str:
+        return str(self.data.get("request_id", ""))
+
+
+class Gateway:
+    def __init__(self, url: str, api_key: str, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(timeout_s, read=300.0),
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise GatewayError(0, f"cannot reach the gateway at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise GatewayError(response.status_code, _detail(response))
+        return response.json() if response.content else None
+
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[tuple[str, dict]]:
+        try:
+            with connect_sse(self.http, method, path, **kwargs) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    raise GatewayError(source.response.status_code, _detail(source.response))
+                for sse in source.iter_sse():
+                    yield sse.event, json.loads(sse.data)
+        except httpx.HTTPError as exc:
+            raise GatewayError(0, f"the connection to the gateway broke: {exc}") from exc
+
+    # --- health ----------------------------------------------------------------------------
+    def ready(self) -> dict[str, Any]:
+        try:
+            response = self.http.get("/readyz")
+        except httpx.HTTPError as exc:
+            raise GatewayError(0, f"cannot reach the gateway at {self.url}: {exc}") from exc
+        if response.status_code == 401:
+            raise GatewayError(401, "the API key was refused")
+        return response.json()
+
+    # --- documents -------------------------------------------------------------------------
+    def documents(self, collection: str | None = None, status: str | None = None) -> list[Document]:
+        params = {k: v for k, v in {"collection": collection, "status": status}.items() if v}
+        items: list[Document] = []
+        offset = 0
+        while True:
+            page = self._call(
+                "GET", "/rag/documents", params=params | {"limit": 1000, "offset": offset}
+            )
+            items += [_document(d) for d in page["items"]]
+            offset += len(page["items"])
+            if offset >= page["total"] or not page["items"]:
+                return items
+
+    def document(self, doc_id: str) -> Document:
+        return _document(self._call("GET", f"/rag/documents/{doc_id}"))
+
+    def chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/rag/documents/{doc_id}/chunks")["chunks"])
+
+    def upload(self, files: list[tuple[str, bytes]], collection: str) -> list[Document]:
+        body = [("files", (name, data)) for name, data in files]
+        reply = self._call("POST", "/rag/documents", params={"collection": collection}, files=body)
+        return [_document(d) for d in reply["documents"]]
+
+    def follow(self, doc_id: str) -> Iterator[Document]:
+        """The document's status as it changes, until it is indexed, failed or deleted."""
+        for _, data in self._stream("GET", f"/rag/documents/{doc_id}/events"):
+            yield _document(data)
+
+    def delete(self, doc_id: str) -> bool:
+        self._call("DELETE", f"/rag/documents/{doc_id}")
+        return True
+
+    # --- sessions --------------------------------------------------------------------------
+    def context(self, session: str) -> list[str]:
+        return list(self._call("GET", f"/mcp/{session}/get_context")["context"])
+
+    def add_context(self, session: str, content: str) -> list[str]:
+        reply = self._call("POST", f"/mcp/{session}/add_context", json={"content": content})
+        return list(reply["context"])
+
+    def clear_context(self, session: str) -> None:
+        self._call("DELETE", f"/mcp/{session}/clear_context")
+
+    def query(
+        self, session: str, text: str, mode: str, top_k: int, collection: str | None = None
+    ) -> list[Passage]:
+        body = {"input": text, "mode": mode, "top_k": top_k, "collection": collection or None}
+        reply = self._call("POST", f"/mcp/{session}/query", json=body)
+        return [_passage(p, i + 1) for i, p in enumerate(reply["retrieved_documents"])]
+
+    def history(self, session: str) -> list[Turn]:
+        turns = self._call("GET", f"/mcp/{session}/history")["turns"]
+        return [
+            Turn(t["question"], t["answer"], [_passage(s, s["n"]) for s in t["sources"]])
+            for t in turns
+        ]
+
+    def chat(
+        self, session: str, text: str, mode: str = "hybrid", collection: str | None = None
+    ) -> Iterator[ChatEvent]:
+        body = {"input": text, "mode": mode, "collection": collection or None}
+        for event, data in self._stream("POST", f"/mcp/{session}/chat", json=body):
+            yield ChatEvent(event, data)
+
+    def cancel(self, session: str, request_id: str) -> None:
+        self._call("POST", f"/mcp/{session}/chat/{request_id}/cancel")
+
+
+def _document(data: dict[str, Any]) -> Document:
+    return Document(
+        doc_id=data["doc_id"],
+        filename=data.get("filename", ""),
+        collection=data.get("collection", ""),
+        status=data.get("status", ""),
+        chunk_count=data.get("chunk_count", 0),
+        error=data.get("error"),
+        updated_at=data.get("updated_at", data.get("at", 0.0)),
+    )
+
+
+def _passage(data: dict[str, Any], n: int) -> Passage:
+    return Passage(
+        doc_id=data["doc_id"],
+        filename=data["filename"],
+        chunk_id=data["chunk_id"],
+        text=data["text"],
+        score=data["score"],
+        n=n,
+    )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        return response.text or response.reason_phrase
+    if isinstance(detail, list):  # a validation error: say which field and why
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'request'}: {e.get('msg')}"
+            for e in detail
+        )
+    return str(detail)

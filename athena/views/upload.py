@@ -1,0 +1,58 @@
+"""Upload: drop files; each shows its progress until it is indexed or failed."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from athena import ui
+from athena.client import TERMINAL, GatewayError
+
+st.title("Upload")
+gw = ui.gateway()
+ICONS = {
+    "queued": ":material/schedule:",
+    "processing": ":material/autorenew:",
+    "indexed": ":material/check_circle:",
+    "failed": ":material/error:",
+    "deleted": ":material/delete:",
+}
+
+files = st.file_uploader(
+    "Drop files here",
+    type=["txt", "md", "markdown", "html", "htm", "pdf", "docx", "json"],
+    accept_multiple_files=True,
+)
+collection = st.text_input("Collection", value=st.session_state.collection)
+if st.button("Upload", type="primary", disabled=not files):
+    accepted = ui.attempt(
+        lambda: gw.upload([(f.name, f.getvalue()) for f in files or []], collection),
+        "upload the files",
+    )
+    if accepted:
+        lines = {doc.doc_id: st.empty() for doc in accepted}
+        for doc in accepted:
+            lines[doc.doc_id].write(
+                f"{ICONS.get(doc.status, '')} **{doc.filename}** — {doc.status}"
+            )
+        final = {}
+        for doc in accepted:
+            current = doc
+            try:
+                for current in gw.follow(doc.doc_id):
+                    note = f": {current.error}" if current.error else ""
+                    chunks = f" ({current.chunk_count} chunks)" if current.chunk_count else ""
+                    lines[doc.doc_id].write(
+                        f"{ICONS.get(current.status, '')} **{doc.filename}** — "
+                        f"{current.status}{chunks}{note}"
+                    )
+                    if current.status in TERMINAL:
+                        break
+            except GatewayError as exc:
+                lines[doc.doc_id].error(f"{doc.filename}: lost track of it: {exc}")
+            final[doc.doc_id] = current.status
+        indexed = sum(1 for s in final.values() if s == "indexed")
+        failed = sum(1 for s in final.values() if s == "failed")
+        if failed:
+            st.warning(f"Done: {indexed} indexed, {failed} failed.")
+        else:
+            st.success(f"Done: {indexed} of {len(final)} indexed.")

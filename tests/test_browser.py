@@ -1,0 +1,105 @@
+"""Athena in a real Chromium, against the stack `olympus up` starts: upload a file, wait for
+indexed, ask about it, see the streamed answer cite it, open the citation. Screenshots of every
+page go to test-output/screenshots (OLYMPUS_UPDATE_SCREENSHOTS=1 also copies them to docs/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import OUTPUT, ROOT, RunningStack, start_stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium: apt-get install chromium"
+    ),
+]
+FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SHOTS = OUTPUT / "screenshots"
+DOC = (
+    "# The Zephyr valve\n\nThe Zephyr valve was invented by Marta Okonkwo in 1987 in Lagos. "
+    "It regulates cooling water in small hydroelectric turbines."
+)
+
+
+@pytest.fixture(scope="module")
+def olympus(tmp_path_factory) -> RunningStack:
+    running = start_stack(
+        "browser",
+        tmp_path_factory.mktemp("browser"),
+        env={"OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "32"},
+        athena=True,
+    )
+    yield running
+    running.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(800)  # let the last rerun paint
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if os.environ.get("OLYMPUS_UPDATE_SCREENSHOTS") == "1":
+        (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHOTS / f"{name}.png", ROOT / "docs" / "screenshots" / f"{name}.png")
+
+
+def test_upload_ask_and_open_the_citation(olympus, browser, tmp_path):
+    athena = olympus.stack.config.athena_url
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(120_000)
+
+    # Upload: drop the file, press Upload, watch it reach indexed.
+    page.goto(f"{athena}/upload")
+    source = tmp_path / "zephyr.md"
+    source.write_text(DOC)
+    page.locator("input[type=file]").set_input_files(str(source))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.get_by_text("Done: 1 of 1 indexed.").wait_for()
+    assert page.get_by_text("zephyr.md — indexed").count() >= 1
+    shot(page, "upload")
+
+    # Chat: ask about it; the answer streams in with the document as its source.
+    page.goto(f"{athena}/")
+    page.get_by_test_id("stChatInputTextArea").fill("Who invented the Zephyr valve?")
+    page.keyboard.press("Enter")
+    citation = page.get_by_text("zephyr.md · score", exact=False).first
+    citation.wait_for()
+    assert page.get_by_test_id("stChatMessage").count() >= 2
+    citation.click()  # opens the passage
+    page.get_by_text("invented by Marta Okonkwo", exact=False).last.wait_for()
+    shot(page, "chat")
+
+    page.goto(f"{athena}/documents")
+    page.get_by_text("Chunk 1").first.wait_for()
+    shot(page, "documents")
+
+    page.goto(f"{athena}/context")
+    page.get_by_label("Search the documents").fill("Zephyr valve")
+    page.keyboard.press("Enter")
+    page.get_by_text("1. zephyr.md", exact=False).wait_for()
+    shot(page, "context")
+
+    page.goto(f"{athena}/settings")
+    page.get_by_role("button", name="Save and check").click()
+    page.get_by_text("Connected").wait_for()
+    shot(page, "settings")
+    page.close()
