@@ -68,7 +68,7 @@ def test_readme_opens_with_the_two_commands():
 def test_deploy_nats_configs_are_valid(config):
     env = {**os.environ} | {
         f"OLYMPUS_NATS_{who}_PASSWORD": "x"
-        for who in ("GATEWAY", "EMBEDDER", "INDEXER", "PRODUCER", "OPERATOR")
+        for who in ("GATEWAY", "EMBEDDER", "INDEXER", "GENERATOR", "PRODUCER", "OPERATOR")
     }
     result = subprocess.run(
         [natsserver.binary(), "-t", "-c", str(ROOT / "deploy" / "nats" / config)],
