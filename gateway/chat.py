@@ -17,7 +17,6 @@ from gateway.settings import GatewaySettings
 from olympus import telemetry
 from schemas import bus
 from schemas.messages import (
-    Accepted,
     ChatEvent,
     ChatSpec,
     ChatTurn,
@@ -70,54 +69,13 @@ async def start(
     """
     check_input(text, settings)
     request_id = uuid.uuid4().hex
-    # One CHAIN span per answer: opened here, ended when its stream ends (``events``). Made
-    # current while the request is handed on, so every stage's spans join its trace.
-    span = _open_span(request_id, text, session_id, retrieval)
-    try:
-        with trace.use_span(span, end_on_exit=False):
-            await _hand_on(
-                bus_,
-                settings,
-                request_id,
-                tenant,
-                text,
-                chat,
-                session_id=session_id,
-                retrieval=retrieval,
-                top_k=top_k,
-                mode=mode,
-                collection=collection,
-                doc_ids=doc_ids,
-                history=history,
-            )
-    except BaseException as exc:
-        _close_span(request_id, error=str(getattr(exc, "detail", exc)))
-        raise
-    return request_id
-
-
-async def _hand_on(
-    bus_: GatewayBus,
-    settings: GatewaySettings,
-    request_id: str,
-    tenant: str,
-    text: str,
-    chat: ChatSpec,
-    *,
-    session_id: str | None,
-    retrieval: bool,
-    top_k: int,
-    mode: str,
-    collection: str | None,
-    doc_ids: list[str] | None,
-    history: list[ChatTurn] | None,
-) -> None:
     deadline = time.time() + settings.request_timeout_s
     if history:
         chat = chat.model_copy(update={"history": history})
-    accepted: Accepted
-    if not retrieval:
-        generate = QueryGenerate(
+    message: QueryGenerate | QueryEmbed
+    if not retrieval:  # no passages to find: straight to the generator
+        subject = bus.QUERY_GENERATE
+        message = QueryGenerate(
             request_id=request_id,
             tenant=tenant,
             session_id=session_id,
@@ -126,9 +84,10 @@ async def _hand_on(
             retrieval=False,
             deadline=deadline,
         )
-        accepted = await bus_.start_chat(bus.QUERY_GENERATE, generate, request_id)
     else:
-        query = QueryEmbed(
+        # bm25 needs no vector: straight to H.A.D.E.S., one hop fewer.
+        subject = bus.QUERY_RETRIEVE if mode == "bm25" else bus.QUERY_EMBED
+        message = QueryEmbed(
             request_id=request_id,
             tenant=tenant,
             input=text,
@@ -140,12 +99,38 @@ async def _hand_on(
             deadline=deadline,
             chat=chat,
         )
-        # bm25 needs no vector: straight to H.A.D.E.S., one hop fewer.
-        subject = bus.QUERY_RETRIEVE if mode == "bm25" else bus.QUERY_EMBED
-        accepted = await bus_.start_chat(subject, query, request_id)
+    # One CHAIN span per answer: opened here, ended when its stream ends (``events``). Made
+    # current while the request is handed on, so every stage's spans join its trace.
+    span = _open_span(request_id, text, session_id, retrieval)
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            accepted = await bus_.start_chat(subject, message, request_id)
+    except BaseException as exc:
+        _close_span(request_id, error=str(exc))
+        raise
     if accepted.error is not None:
+        _close_span(request_id, error=accepted.error.message)
         code = _STATUS.get(accepted.error.code, status.HTTP_503_SERVICE_UNAVAILABLE)
         raise HTTPException(code, accepted.error.message)
+    return request_id
+
+
+async def ask(
+    bus_: GatewayBus, settings: GatewaySettings, tenant: str, session_id: str, body: ChatRequest
+) -> str:
+    """A chat in a session (SSE or WebSocket): remembered, with the caller's retrieval choices."""
+    return await start(
+        bus_,
+        settings,
+        tenant,
+        body.input,
+        spec_of(body, remember=True),
+        session_id=session_id,
+        top_k=body.top_k,
+        mode=body.mode,
+        collection=body.collection,
+        doc_ids=body.doc_ids,
+    )
 
 
 _spans: dict[str, tuple[Span, float]] = {}

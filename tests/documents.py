@@ -83,3 +83,12 @@ def render(filename: str, text: str) -> bytes:
         "docx": docx_bytes,
         "json": as_json,
     }[suffix](text)
+
+
+ZEPHYR = (
+    "# The Zephyr valve\n\n"
+    "The Zephyr valve was invented by Marta Okonkwo in 1987 in Lagos. "
+    "It regulates the flow of cooling water in small hydroelectric turbines. "
+    "Each Zephyr valve is tested at a pressure of 40 bar before it leaves the factory."
+)
+"""A made-up fact, so an answer can only come from the document (chat, Athena, browser)."""

@@ -9,13 +9,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, RunningStack, start_stack
+from tests.documents import ZEPHYR as DOC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PAGES = ROOT / "athena" / "views"
-DOC = (
-    "# The Zephyr valve\n\nThe Zephyr valve was invented by Marta Okonkwo in 1987 in Lagos. "
-    "It regulates cooling water in small hydroelectric turbines."
-)
 
 
 @pytest.fixture(scope="module")

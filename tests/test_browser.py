@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import OUTPUT, ROOT, RunningStack, start_stack
+from tests.documents import ZEPHYR as DOC
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -25,10 +26,6 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 SHOTS = OUTPUT / "screenshots"
-DOC = (
-    "# The Zephyr valve\n\nThe Zephyr valve was invented by Marta Okonkwo in 1987 in Lagos. "
-    "It regulates cooling water in small hydroelectric turbines."
-)
 
 
 @pytest.fixture(scope="module")

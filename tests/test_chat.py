@@ -16,16 +16,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import RunningStack, start_stack
+from tests.documents import ZEPHYR as DOC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GRACE_S = 2
 IDLE_S = 6
-DOC = (
-    "# The Zephyr valve\n\n"
-    "The Zephyr valve was invented by Marta Okonkwo in 1987 in Lagos. "
-    "It regulates the flow of cooling water in small hydroelectric turbines. "
-    "Each Zephyr valve is tested at a pressure of 40 bar before it leaves the factory."
-)
 
 
 @pytest.fixture(scope="module")

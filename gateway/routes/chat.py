@@ -59,18 +59,7 @@ async def chat_in_session(
         request_id, after = chat.parse_event_id(last_event_id)
         await chat.resume(bus_, key.tenant, request_id)
         return _sse(bus_, settings, request_id, after)
-    request_id = await chat.start(
-        bus_,
-        settings,
-        key.tenant,
-        body.input,
-        chat.spec_of(body, remember=True),
-        session_id=session_id,
-        top_k=body.top_k,
-        mode=body.mode,
-        collection=body.collection,
-        doc_ids=body.doc_ids,
-    )
+    request_id = await chat.ask(bus_, settings, key.tenant, session_id, body)
     if not body.stream:
         return await chat.collect(bus_, settings, request_id)
     return _sse(bus_, settings, request_id)
@@ -156,18 +145,7 @@ async def chat_socket(websocket: WebSocket, session_id: SessionId) -> None:
             raw = await websocket.receive_text()
             try:
                 body = ChatRequest.model_validate_json(raw)
-                request_id = await chat.start(
-                    bus_,
-                    settings,
-                    key.tenant,
-                    body.input,
-                    chat.spec_of(body, remember=True),
-                    session_id=session_id,
-                    top_k=body.top_k,
-                    mode=body.mode,
-                    collection=body.collection,
-                    doc_ids=body.doc_ids,
-                )
+                request_id = await chat.ask(bus_, settings, key.tenant, session_id, body)
             except ValidationError as exc:
                 await _ws_error(websocket, 422, str(exc.errors(include_url=False)))
                 continue
