@@ -4,8 +4,12 @@ page go to test-output/screenshots (OLYMPUS_UPDATE_SCREENSHOTS=1 also copies the
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,3 +104,57 @@ def test_upload_ask_and_open_the_citation(olympus, browser, tmp_path):
     page.get_by_text("Connected").wait_for()
     shot(page, "settings")
     page.close()
+
+
+def test_the_stop_button_cancels_the_answer(olympus, browser):
+    """A stopped answer is cancelled in the generator: it never completes, so the session
+    remembers no turn (a finished one would be in its history within seconds)."""
+    athena = olympus.stack.config.athena_url
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(120_000)
+    page.goto(f"{athena}/")
+    page.get_by_label("New session").fill("stopper")
+    page.get_by_role("button", name="Start session").click()
+    page.get_by_test_id("stChatInputTextArea").fill("Write a very long story about valves.")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="■ Stop").click()
+    # Cancelled at once, by the button: not after the 10 s grace a dropped client gets.
+    # (Playwright's sync API holds this thread's event loop: ask NATS from another thread.)
+    with ThreadPoolExecutor(1) as other:
+        check = other.submit(asyncio.run, _cancelled_answers(olympus.stack.config.nats_url, 5))
+        assert check.result() == 1
+    with olympus.client() as http:
+        assert http.get("/mcp/stopper/history").json()["turns"] == []
+        # ...and the stack still answers in that session.
+        r = http.post("/mcp/stopper/chat", json={"input": "Zephyr?", "stream": False})
+        assert r.json()["finish_reason"] in ("stop", "length")
+    page.close()
+
+
+async def _cancelled_answers(nats_url: str, within_s: float) -> int:
+    """How many answers in OLYMPUS_REPLY ended cancelled, waiting up to ``within_s`` for one."""
+    import nats
+
+    from schemas import bus
+
+    nc = await nats.connect(nats_url)
+    try:
+        deadline = time.monotonic() + within_s
+        while True:
+            sub = await nc.jetstream().subscribe(
+                bus.REPLY_ALL, stream=bus.REPLY_STREAM.name, ordered_consumer=True
+            )
+            cancelled = 0
+            try:
+                while True:
+                    msg = await sub.next_msg(timeout=0.5)
+                    event = json.loads(msg.data)
+                    cancelled += event["event"] == "done" and event["finish_reason"] == "cancelled"
+            except nats.errors.TimeoutError:
+                pass
+            await sub.unsubscribe()
+            if cancelled or time.monotonic() > deadline:
+                return cancelled
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from olympus.keys import KeyStore
-from olympus.logging import _drop_secrets
+from olympus.telemetry import redact_log
 
 pytestmark = pytest.mark.unit
 
@@ -31,12 +31,23 @@ def test_a_key_created_elsewhere_is_found_without_restart(tmp_path):
 
 
 def test_log_lines_never_carry_secrets():
-    event = _drop_secrets(
-        None, "", {"api_key": "k", "nats_password": "p", "Authorization": "b", "chunk_tokens": 5}
+    event = redact_log(
+        None,
+        "",
+        {
+            "api_key": "k",
+            "nats_password": "p",
+            "Authorization": "b",
+            "chunk_tokens": 5,
+            "note": "sent Bearer abc.def with oly_0123456789abcdef; password=hunter2",
+            "who": "ada@example.com",
+        },
     )
     assert event == {
         "api_key": "[redacted]",
         "nats_password": "[redacted]",
         "Authorization": "[redacted]",
         "chunk_tokens": 5,
+        "note": "sent [redacted] with [redacted]; [redacted]",
+        "who": "ada@example.com",  # logs stay on the machine: only spans mask e-mails
     }
