@@ -1,5 +1,6 @@
 """Chat, shared by every front door (SSE, WebSocket, the OpenAI API): start an answer on the
-bus, then follow its events from OLYMPUS_REPLY, resuming or cancelling as the client does."""
+bus, then follow its events (live on core NATS; from OLYMPUS_REPLY when a client resumes),
+telling the generator when the client leaves or comes back."""
 
 from __future__ import annotations
 
