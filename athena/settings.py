@@ -12,5 +12,4 @@ class AthenaSettings(BaseSettings):
     gateway_url: str = "http://127.0.0.1:8000"
     api_key: SecretStr | None = Field(default=None, description="empty: <data>/athena.key")
     collection: str = "default"
-    host: str = "127.0.0.1"
-    port: int = 8501
+    port: int = Field(default=8501, ge=0, description="olympus up's default --athena-port")

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
 
 
@@ -183,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         "--phoenix", action="store_true", help="also start a local Phoenix and trace into it"
     )
     up.add_argument("--phoenix-port", type=int, default=6006, help="Phoenix port (6006)")
-    up.add_argument("--athena-port", type=int, default=8501, help="Athena's port (8501; 0: no UI)")
+    up.add_argument(
+        "--athena-port",
+        type=int,
+        default=AthenaSettings().port,
+        help="Athena's port (OLYMPUS_ATHENA_PORT, 8501; 0: no UI)",
+    )
     up.add_argument(
         "--metrics-port",
         type=int,

@@ -251,16 +251,7 @@ class Stack:
         ]  # fmt: skip
         athena_env = env | {"OLYMPUS_ATHENA_GATEWAY_URL": self.config.gateway_url}
         self.supervisor.start(Supervised("athena", command, athena_env))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"{self.config.athena_url}/_stcore/health", timeout=1)
-                if health.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"Athena was not ready within {timeout_s:.0f}s")
+        _wait_http(f"{self.config.athena_url}/_stcore/health", "Athena", timeout_s)
 
     def _start_phoenix(self, env: dict[str, str], timeout_s: float) -> None:
         from olympus import phoenix
@@ -272,16 +263,8 @@ class Stack:
         )
         command = [sys.executable, "-m", "olympus.phoenix"]
         self.supervisor.start(Supervised("phoenix", command, phoenix_env))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.config.phoenix_url}/healthz", timeout=1).status_code == 200:
-                    self.supervisor.say("olympus", f"Phoenix ready at {self.config.phoenix_url}")
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"Phoenix was not ready within {timeout_s:.0f}s")
+        _wait_http(f"{self.config.phoenix_url}/healthz", "Phoenix", timeout_s)
+        self.supervisor.say("olympus", f"Phoenix ready at {self.config.phoenix_url}")
 
     async def wait_ready(self, common: CommonSettings, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -326,6 +309,19 @@ def temporary_stack(
         )
         with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
             yield stack, config
+
+
+def _wait_http(url: str, what: str, timeout_s: float) -> None:
+    """Until ``url`` answers 200; a TimeoutError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} was not ready within {timeout_s:.0f}s")
 
 
 async def _ready(nc: object, http: httpx.AsyncClient, gateway_url: str) -> bool:

@@ -94,32 +94,22 @@ def configure(service: str) -> Any:
     return provider
 
 
-def shutdown() -> None:
-    if _tracer_provider is not None:
-        _tracer_provider.shutdown()
-
-
 def tracer(name: str = "olympus") -> trace.Tracer:
     return trace.get_tracer(name)
 
 
-def enabled() -> bool:
-    return _tracer_provider is not None
-
-
 # --- privacy ----------------------------------------------------------------------------------
 class Redactor:
-    def __init__(self, mask_emails: bool, patterns: Sequence[str], max_chars: int) -> None:
+    def __init__(self, mask_emails: bool, patterns: Sequence[str] = ()) -> None:
         self.patterns = list(_ALWAYS)
         if mask_emails:
             self.patterns.append(_EMAIL)
             self.patterns += [re.compile(p) for p in patterns]
-        self.max_chars = max_chars
 
     @classmethod
     def from_settings(cls) -> Redactor:
         config = settings()
-        return cls(config.redact, config.redact_patterns, config.max_text_chars)
+        return cls(config.redact, config.redact_patterns)
 
     def text(self, value: str) -> str:
         for pattern in self.patterns:
@@ -232,21 +222,8 @@ def log_fields(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def redact_log(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: the same secrets never reach a log line either."""
-    redactor = _log_redactor()
-    for key, value in list(event.items()):
-        if key.lower().endswith(_SECRET_KEYS):
-            event[key] = "[redacted]"
-        elif isinstance(value, str):
-            event[key] = redactor.text(value)
-    return event
+    return _LOG_REDACTOR.attributes(event)
 
 
-_redactor_for_logs: Redactor | None = None
-
-
-def _log_redactor() -> Redactor:
-    global _redactor_for_logs
-    if _redactor_for_logs is None:
-        # Logs stay on the machine and keep their texts; secrets still go.
-        _redactor_for_logs = Redactor(mask_emails=False, patterns=(), max_chars=10**9)
-    return _redactor_for_logs
+# Logs stay on the machine and keep their texts (and e-mails); secrets still go.
+_LOG_REDACTOR = Redactor(mask_emails=False)

@@ -25,7 +25,7 @@ def export(redactor: Redactor, **attributes) -> dict:
 
 def test_secrets_and_emails_are_masked_before_export():
     out = export(
-        Redactor(mask_emails=True, patterns=[r"ACME-\d+"], max_chars=100),
+        Redactor(mask_emails=True, patterns=[r"ACME-\d+"]),
         **{
             "input.value": "mail ada@example.com about ACME-1234, key oly_abcdefghijkl",
             "olympus.api_key": "anything",
@@ -42,7 +42,7 @@ def test_secrets_and_emails_are_masked_before_export():
 
 def test_with_redaction_off_only_secrets_are_masked():
     out = export(
-        Redactor(mask_emails=False, patterns=[r"ACME"], max_chars=100),
+        Redactor(mask_emails=False, patterns=[r"ACME"]),
         text="ada@example.com ACME password: hunter2",
     )
     assert out["text"] == "ada@example.com ACME [redacted]"

@@ -277,8 +277,10 @@ async def document_events(
     """Server-sent ``status`` events until the document is indexed, failed or deleted."""
     queue = bus_.listen(key.tenant, doc_id)  # listen before reading the state: nothing slips by
     try:
-        current = await _current(bus_, key.tenant, doc_id)
-        if current is None:
+        stored = await _current(bus_, key.tenant, doc_id)
+        if stored is not None:
+            current = DocumentEvent.of(key.tenant, stored)
+        else:
             # Just uploaded: H.A.D.E.S. may not have recorded it yet. Its first event says so.
             current = await _first_event(queue, doc_id, JUST_ACCEPTED_S)
     except BaseException:
@@ -287,7 +289,7 @@ async def document_events(
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
-            yield _sse(DocumentEvent.of(key.tenant, current))
+            yield _sse(current)
             if current.status in TERMINAL:
                 return
             deadline = time.monotonic() + settings.sse_max_s
@@ -309,22 +311,11 @@ async def document_events(
 
 async def _first_event(
     queue: asyncio.Queue[DocumentEvent], doc_id: str, wait_s: float
-) -> DocumentInfo:
+) -> DocumentEvent:
     try:
-        event = await asyncio.wait_for(queue.get(), wait_s)
+        return await asyncio.wait_for(queue.get(), wait_s)
     except TimeoutError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id!r}") from None
-    return DocumentInfo(
-        doc_id=event.doc_id,
-        collection=event.collection,
-        filename=event.filename,
-        status=event.status,
-        chunk_count=event.chunk_count,
-        error=event.error,
-        version=event.version,
-        created_at=event.at,
-        updated_at=event.at,
-    )
 
 
 def _sse(event: DocumentEvent) -> ServerSentEvent:

@@ -159,6 +159,8 @@ EMBEDDINGS_IN_SPAN = 8  # texts shown per EMBEDDING span; the count and every id
 def _describe_embedding(
     span: Any, model: str, ids: list[str], texts: list[str], vectors: Any
 ) -> None:
+    if not span.is_recording():  # tracing off or not sampled: build nothing
+        return
     attributes: dict[str, Any] = {
         "embedding.model_name": model,
         "olympus.embedding.dims": int(vectors.shape[1]) if len(vectors) else 0,

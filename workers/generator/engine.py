@@ -92,9 +92,6 @@ class Engine:
         job.cancelled = True
         return True
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     # --- the engine thread -------------------------------------------------------------------
     def _run(self) -> None:
         batch: _Batch | None = None

@@ -97,9 +97,10 @@ class ChatHandler:
         structlog.contextvars.bind_contextvars(
             request_id=request.request_id, session_id=request.session_id
         )
-        with telemetry.span(
-            "olympus.generate", "LLM", **_llm_input(request, prompt, max_new, self.model)
-        ) as span:
+        with telemetry.span("olympus.generate", "LLM") as span:
+            # Built only for a span that is kept: with tracing off the prompt is not walked.
+            if span.is_recording():
+                telemetry.set_attributes(span, _llm_input(request, prompt, max_new, self.model))
             ended = await self._stream(request, prompt, max_new)
             if ended is not None:
                 answer, piece = ended

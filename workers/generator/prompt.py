@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from schemas.messages import Citation, QueryGenerate
+from schemas.messages import ChatTurn, Citation, QueryGenerate
 
 GROUNDED = (
     "You are Olympus, an assistant that answers questions from the user's documents. "
@@ -112,9 +112,10 @@ def _messages(
     return messages
 
 
-def _pairs(history: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+def _pairs(history: list[ChatTurn]) -> list[tuple[str, str]]:
     """The caller's history as (question, answer) pairs; an unanswered question is dropped."""
-    pairs, question = [], None
+    pairs: list[tuple[str, str]] = []
+    question: str | None = None
     for turn in history:
         if turn.role == "user":
             question = turn.content

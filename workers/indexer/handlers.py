@@ -316,7 +316,8 @@ class Indexer:
                 reply = await self._store(self._retrieve, query)
             except ValueError as exc:
                 return RetrieveReply(error=ErrorInfo(code="bad_request", message=str(exc)))
-            telemetry.set_attributes(span, _documents(reply.hits))
+            if span.is_recording():  # the passages' attributes only for a span that is kept
+                telemetry.set_attributes(span, _documents(reply.hits))
             return reply
 
     def _retrieve(self, query: QueryRetrieve) -> RetrieveReply:
