@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from gateway.bus import GatewayBus
+from gateway.deps import check_input
 from gateway.models import ChatAnswer, ChatRequest
 from gateway.settings import GatewaySettings
 from olympus import telemetry
@@ -28,16 +29,6 @@ from schemas.messages import (
 
 _STATUS = {"bad_request": 400, "not_found": 404, "expired": 504}
 TERMINAL = ("done", "error")
-
-
-def check_input(text: str, settings: GatewaySettings) -> None:
-    if len(text) > settings.max_query_chars:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"input is longer than the limit of {settings.max_query_chars} characters",
-        )
-    if not text.strip():
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "input is empty")
 
 
 def spec_of(body: ChatRequest, remember: bool) -> ChatSpec:

@@ -37,6 +37,17 @@ def require_api_key(
     return key
 
 
+def check_input(text: str, settings: GatewaySettings) -> None:
+    """A question or search text: not blank, not over the limit (every route taking one)."""
+    if len(text) > settings.max_query_chars:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"input is longer than the limit of {settings.max_query_chars} characters",
+        )
+    if not text.strip():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "input is empty")
+
+
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
 BusDep = Annotated[GatewayBus, Depends(get_bus)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]

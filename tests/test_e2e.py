@@ -263,6 +263,7 @@ BAD_REQUESTS = [
     ),
     ("query too long", "POST", "/mcp/s/query", {"json": {"input": "why " * 1000}}, {}, 413),
     ("empty query", "POST", "/mcp/s/query", {"json": {"input": ""}}, {}, 422),
+    ("blank query", "POST", "/mcp/s/query", {"json": {"input": " \n\t "}}, {}, 422),
     ("top_k zero", "POST", "/mcp/s/query", {"json": {"input": "q", "top_k": 0}}, {}, 422),
     ("top_k huge", "POST", "/mcp/s/query", {"json": {"input": "q", "top_k": 10_000}}, {}, 422),
     ("bad mode", "POST", "/mcp/s/query", {"json": {"input": "q", "mode": "psychic"}}, {}, 422),

@@ -6,9 +6,9 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path
 
-from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from gateway.deps import ApiKeyDep, BusDep, SettingsDep, check_input
 from gateway.models import (
     ContextRequest,
     ContextResponse,
@@ -83,11 +83,7 @@ async def query(
     session_id: SessionId,
 ) -> QueryResponse:
     """Retrieve the passages that best match ``input`` (dense, bm25 or hybrid), best first."""
-    if len(body.input) > settings.max_query_chars:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"input is longer than the limit of {settings.max_query_chars} characters",
-        )
+    check_input(body.input, settings)
     request = QueryRetrieve(
         request_id=uuid.uuid4().hex,
         tenant=key.tenant,
