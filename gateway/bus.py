@@ -36,6 +36,7 @@ from schemas.messages import (
 
 R = TypeVar("R", bound=BaseModel)
 LIVE_UNFOLLOWED_S = 60.0
+PROBE_REPLY_S = 2.0  # a generator's event loop answers a probe in well under that
 log = get_logger("olympus.gateway")
 
 
@@ -127,12 +128,14 @@ class GatewayBus:
         return accepted
 
     async def follow(
-        self, request_id: str, first_timeout_s: float, idle_timeout_s: float
+        self, request_id: str, first_timeout_s: float, idle_timeout_s: float, probe_s: float
     ) -> AsyncIterator[ChatEvent]:
         """The answer's events from the first; ends after the last. Live from the subscription
         ``start_chat`` made, else (a resume) from OLYMPUS_REPLY.
 
-        A generator that goes quiet (killed mid-answer) ends the stream with an error event.
+        Every ``probe_s`` of silence the generator is asked whether it still works on the
+        answer: one that died mid-answer ends the stream with an error event within seconds.
+        One that is alive but silent longer than the timeouts (stuck) ends it too.
         """
         live = self._live.pop(request_id, None)
         if live is not None:
@@ -144,19 +147,27 @@ class GatewayBus:
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
             )
-        timeout = first_timeout_s
+        limit, heard, suspect = first_timeout_s, time.monotonic(), False
         try:
             while True:
                 try:
-                    msg = await subscription.next_msg(timeout=timeout)
+                    msg = await subscription.next_msg(timeout=PROBE_REPLY_S if suspect else probe_s)
                 except (TimeoutError, NatsTimeout):
-                    yield _silence(request_id, timeout)
-                    return
+                    if suspect:  # no event came in after the probe went unanswered either
+                        yield _error(request_id, "the generator working on this answer stopped")
+                        return
+                    silent = time.monotonic() - heard
+                    if silent >= limit:
+                        yield _error(request_id, f"the generator sent nothing for {silent:.0f}s")
+                        return
+                    # An answer that has just ended is no longer held: look once more.
+                    suspect = not await self._held(request_id)
+                    continue
                 event = ChatEvent.model_validate_json(msg.data)
                 yield event
                 if event.event in ("done", "error"):
                     return
-                timeout = idle_timeout_s
+                limit, heard, suspect = idle_timeout_s, time.monotonic(), False
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -191,6 +202,18 @@ class GatewayBus:
         message = ChatControl(request_id=request_id, action=action)  # type: ignore[arg-type]
         await self.nc.publish(bus.QUERY_CONTROL, message.model_dump_json().encode())
 
+    async def _held(self, request_id: str) -> bool:
+        """Whether a generator answers that it is working on the answer."""
+        assert self.nc is not None
+        probe = ChatControl(request_id=request_id, action="probe")
+        try:
+            await self.nc.request(
+                bus.QUERY_CONTROL, probe.model_dump_json().encode(), timeout=PROBE_REPLY_S
+            )
+        except (TimeoutError, NatsTimeout, NoRespondersError):
+            return False
+        return True
+
     async def ping(self, service: str, timeout_s: float = 1.0) -> bool:
         try:
             reply = await self.request(
@@ -223,7 +246,7 @@ class GatewayBus:
                 del self._listeners[(tenant, doc_id)]
 
 
-def _silence(request_id: str, waited_s: float) -> ChatEvent:
+def _error(request_id: str, message: str) -> ChatEvent:
     return ChatEvent(
         request_id=request_id,
         tenant="unknown",
@@ -232,6 +255,6 @@ def _silence(request_id: str, waited_s: float) -> ChatEvent:
         finish_reason="error",
         error=ErrorInfo(
             code="unavailable",
-            message=f"the generator sent nothing for {waited_s:.0f}s; it may have stopped",
+            message=f"{message}; ask again",
         ),
     )

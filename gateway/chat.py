@@ -172,6 +172,7 @@ async def events(
             request_id,
             first_timeout_s=settings.request_timeout_s + settings.chat_idle_timeout_s,
             idle_timeout_s=settings.chat_idle_timeout_s,
+            probe_s=settings.chat_probe_s,
         ):
             if event.event in TERMINAL:
                 finished = event

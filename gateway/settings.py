@@ -22,3 +22,8 @@ class GatewaySettings(BaseSettings):
     chat_idle_timeout_s: float = Field(
         default=30.0, gt=0, description="a streamed answer silent this long ends with an error"
     )
+    chat_probe_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="a streamed answer silent this long: ask whether its generator still lives",
+    )

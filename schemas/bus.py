@@ -8,7 +8,8 @@ No other module spells a subject. Read this file top to bottom and you have seen
     olympus.query.embed                gateway -> embedder (core request/reply)
     olympus.query.retrieve             embedder -> indexer, replies to the gateway's inbox
     olympus.query.generate             indexer (or the gateway, no retrieval) -> generator
-    olympus.query.control              gateway -> every generator: cancel, detach, attach
+    olympus.query.control              gateway -> every generator: cancel, detach, attach;
+                                       probe (request: the one holding the answer replies)
     olympus.reply.<request_id>         generator -> gateway: sources, tokens, done/error
                                        (JetStream OLYMPUS_REPLY, minutes: a client can resume)
     olympus.index.turn                 generator -> indexer: a finished question and answer

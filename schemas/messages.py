@@ -263,10 +263,11 @@ class QueryGenerate(Message):
 
 class ChatControl(Message):
     """``cancel``: stop now (the stop button). ``detach``: the client left; stop unless someone
-    ``attach``es (resumes) within the generator's grace period."""
+    ``attach``es (resumes) within the generator's grace period. ``probe`` (a request): the
+    generator still working on the answer replies; silence means none is."""
 
     request_id: Identifier
-    action: Literal["cancel", "detach", "attach"]
+    action: Literal["cancel", "detach", "attach", "probe"]
 
 
 # --- olympus.reply.<request_id> ---------------------------------------------------------------

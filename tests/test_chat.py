@@ -20,7 +20,6 @@ from tests.documents import ZEPHYR as DOC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GRACE_S = 2
-IDLE_S = 6
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,8 @@ def olympus(tmp_path_factory) -> RunningStack:
         env={
             "OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "48",
             "OLYMPUS_GENERATOR_CANCEL_GRACE_S": str(GRACE_S),
-            "OLYMPUS_GATEWAY_CHAT_IDLE_TIMEOUT_S": str(IDLE_S),
+            # Probed often, so every answer here also shows a live generator is never cut off.
+            "OLYMPUS_GATEWAY_CHAT_PROBE_S": "0.3",
         },
     )
     yield running
@@ -281,6 +281,9 @@ def test_a_generator_killed_mid_answer_ends_the_stream_with_an_error(http, olymp
                 generator.proc.wait()
                 down = http.post("/mcp/killed/chat", json={"input": "still there?"})
         assert events[-1].event == "error"
-        assert "generator" in json.loads(events[-1].data)["error"]["message"]
+        # The probe found nobody working on the answer: not the 30 s idle timeout ("sent
+        # nothing for 30s"), which a dead generator would otherwise wait out.
+        message = json.loads(events[-1].data)["error"]["message"]
+        assert "the generator working on this answer stopped" in message, message
     assert down.status_code == 503, down.text
     assert "generator" in down.json()["detail"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from faststream import FastStream
+from faststream.nats import NatsMessage
 
 from olympus import bus as olympus_bus
 from olympus import metrics
@@ -110,9 +111,12 @@ async def on_generate(body: QueryGenerate) -> Accepted:
     return await _handler().accept(body)
 
 
-@broker.subscriber(bus.QUERY_CONTROL)  # no queue group: every generator hears every control
-async def on_control(body: ChatControl) -> None:
-    _handler().control(body)
+# No queue group: every generator hears every control. No automatic reply either: to a probe
+# only the generator holding the answer replies, so the others must stay silent.
+@broker.subscriber(bus.QUERY_CONTROL, no_reply=True)
+async def on_control(body: ChatControl, msg: NatsMessage) -> None:
+    if _handler().control(body) and msg.reply_to:
+        await msg.raw_message.respond(b"")
 
 
 @broker.subscriber(bus.health_subject(bus.GENERATOR))

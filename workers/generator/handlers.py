@@ -49,6 +49,7 @@ class ChatHandler:
         self.keep_turn = keep_turn
         self.model = model
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answering: set[str] = set()  # request ids accepted and not yet finished
         self._detached: dict[str, asyncio.TimerHandle] = {}
 
     async def accept(self, request: QueryGenerate) -> Accepted:
@@ -65,13 +66,19 @@ class ChatHandler:
             prompt = prompting.build(request, self.engine.tokenizer, budget)
         except prompting.PromptTooLong as exc:
             return _refused("bad_request", str(exc))
+        rid = request.request_id
         task = asyncio.create_task(self._answer(request, prompt, max_new))
         self._tasks.add(task)
+        self._answering.add(rid)
         task.add_done_callback(self._tasks.discard)
-        return Accepted(request_id=request.request_id)
+        task.add_done_callback(lambda _: self._answering.discard(rid))
+        return Accepted(request_id=rid)
 
-    def control(self, message: ChatControl) -> None:
+    def control(self, message: ChatControl) -> bool:
+        """Act on a control message; whether this generator is working on that answer."""
         rid = message.request_id
+        if message.action == "probe":
+            return rid in self._answering
         timer = self._detached.pop(rid, None)
         if timer is not None:
             timer.cancel()
@@ -82,6 +89,7 @@ class ChatHandler:
             self._detached[rid] = loop.call_later(
                 self.defaults.cancel_grace_s, self._cancel_detached, rid
             )
+        return rid in self._answering
 
     def _cancel_detached(self, request_id: str) -> None:
         self._detached.pop(request_id, None)
