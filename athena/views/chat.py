@@ -46,7 +46,8 @@ question = st.chat_input("Ask about your documents")
 if question:
     st.chat_message("user").write(question)
     with st.chat_message("assistant"):
-        st.button("■ Stop", on_click=stop, key="stop")
+        stop_slot = st.empty()  # the stop button, there only while the answer streams
+        stop_slot.button("Stop", icon=":material/stop_circle:", on_click=stop, key="stop")
         state: dict = {"sources": [], "cited": [], "error": None, "finish": None}
 
         def tokens():
@@ -78,6 +79,7 @@ if question:
                 st.session_state.inflight = None
 
         st.write_stream(tokens())
+        stop_slot.empty()
         if state["error"]:
             st.error(f"The answer failed: {state['error']}")
         elif state["finish"] == "cancelled":
