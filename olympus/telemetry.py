@@ -27,13 +27,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _tracer_provider: Any = None
 _settings: TelemetrySettings | None = None
 
-# Secrets never leave, whatever the settings say.
-_ALWAYS = [
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"\boly_[A-Za-z0-9_-]{8,}"),
-    re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)\b\s*[=:]\s*\S+"),
+# Secrets never leave, whatever the settings say. Each pattern comes with the lower-case words
+# one of which any match contains: a text holding none of them is not scanned (a retrieval
+# span's ten passages cost ~1.7 ms of regex scanning otherwise, ~0.1 ms with the words).
+_Pattern = tuple[tuple[str, ...], re.Pattern[str]]
+_ALWAYS: list[_Pattern] = [
+    (("bearer",), re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")),
+    (("oly_",), re.compile(r"\boly_[A-Za-z0-9_-]{8,}")),
+    (
+        ("passw", "pwd", "secret", "token", "key"),
+        re.compile(r"(?i)\b[\w-]*(password|passwd|pwd|secret|token|api[_-]?key)\b\s*[=:]\s*\S+"),
+    ),
 ]
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_EMAIL: _Pattern = (("@",), re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"))
 _SECRET_KEYS = ("password", "api_key", "authorization", "token", "secret", "credentials")
 
 
@@ -104,7 +110,7 @@ class Redactor:
         self.patterns = list(_ALWAYS)
         if mask_emails:
             self.patterns.append(_EMAIL)
-            self.patterns += [re.compile(p) for p in patterns]
+            self.patterns += [((), re.compile(p)) for p in patterns]  # scanned always
 
     @classmethod
     def from_settings(cls) -> Redactor:
@@ -112,8 +118,10 @@ class Redactor:
         return cls(config.redact, config.redact_patterns)
 
     def text(self, value: str) -> str:
-        for pattern in self.patterns:
-            value = pattern.sub("[redacted]", value)
+        lower = value.lower()
+        for words, pattern in self.patterns:
+            if not words or any(word in lower for word in words):
+                value = pattern.sub("[redacted]", value)
         return value
 
     def attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,3 +46,31 @@ def test_with_redaction_off_only_secrets_are_masked():
         text="ada@example.com ACME password: hunter2",
     )
     assert out["text"] == "ada@example.com ACME [redacted]"
+
+
+@pytest.mark.parametrize(
+    ("secret", "value"),
+    [
+        ("Authorization: BEARER abc.def-ghi", "abc.def"),
+        ("PASSWORD=hunter2", "hunter2"),
+        ("Passwd: hunter2", "hunter2"),
+        ("pwd=hunter2", "hunter2"),
+        ("client_secret: s3cr3t", "s3cr3t"),
+        ("access_token = t0k3n", "t0k3n"),
+        ("X-API-KEY: k3y", "k3y"),
+        ("apikey=k3y", "k3y"),
+        ("Api_Key: k3y", "k3y"),
+        ("oly_AbCdEfGh12345", "AbCdEfGh12345"),
+    ],
+)
+def test_every_spelling_of_a_secret_is_masked(secret, value):
+    """The words that let a text skip the scan must not let any of these through."""
+    redacted = Redactor(mask_emails=False).text(f"before {secret} after")
+    assert value not in redacted, redacted
+    assert "[redacted]" in redacted, redacted
+    assert redacted.startswith("before "), redacted
+
+
+def test_counts_of_tokens_are_not_secrets():
+    text = "prompt_tokens=12 completion_tokens: 30 tokens=42"
+    assert Redactor(mask_emails=False).text(text) == text
