@@ -1,5 +1,7 @@
-"""What tracing costs: ingest throughput and query latency with tracing off, then on (spans
-exported to a local Phoenix), on the same documents and queries, in one run.
+"""What tracing costs: ingest throughput and query latency with tracing off, then on, on the
+same documents and queries, in one run. "On" is measured twice: exporting to an OTLP receiver
+that keeps nothing (the services' own cost, as when Phoenix runs elsewhere) and exporting to a
+local Phoenix on the same cores (what `olympus up --phoenix` costs on one machine).
 
     python -m bench.tracing [--data ../shared/data/scifact] [--docs 400] [--queries 200]
 
@@ -10,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
+import http.server
 import json
 import os
 import statistics
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +29,9 @@ from olympus.evaluation import chunk_total, ingest, load_beir, wait_indexed
 from olympus.stack import temporary_stack
 
 RESULTS = Path(__file__).parent / "results"
+# Tracing off; on, exported to a receiver that only counts the spans (standing in for a Phoenix
+# on another machine, as in production); on, exported to a Phoenix on the same two cores.
+ARMS = ("off", "collector", "phoenix")
 MODELS = Path(__file__).resolve().parent.parent / ".olympus" / "models"
 
 
@@ -62,6 +72,74 @@ def _cpu_seconds(stack) -> dict[str, float]:
     return used
 
 
+Names = Callable[[], collections.Counter[str]]
+
+
+@contextlib.contextmanager
+def _collector() -> Iterator[tuple[str, Names]]:
+    """An OTLP/HTTP receiver that counts the spans it is sent and keeps nothing: where they go
+    when Phoenix runs on another machine, as in production. Yields its URL and the counts."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    names: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            export = ExportTraceServiceRequest.FromString(body)
+            with lock:
+                for resource in export.resource_spans:
+                    for scope in resource.scope_spans:
+                        names.update(span.name for span in scope.spans)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def counted() -> collections.Counter[str]:
+        with lock:
+            return collections.Counter(names)
+
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", counted
+    finally:
+        server.shutdown()
+
+
+def _in_phoenix(url: str) -> Names:
+    def counted() -> collections.Counter[str]:
+        names: collections.Counter[str] = collections.Counter()
+        cursor = None
+        while True:
+            params: dict[str, object] = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+            page = httpx.get(f"{url}/v1/projects/olympus/spans", params=params).json()
+            names.update(span["name"] for span in page["data"])
+            if not (cursor := page.get("next_cursor")):
+                return names
+
+    return counted
+
+
+def _spans_arrived(counted: Names, docs: int, settle_s: float = 300) -> dict[str, float]:
+    """Wait until an EMBEDDING span for every document ingested has arrived, and say how long
+    after the run that took: spans may arrive late (a busy Phoenix) but none may be lost."""
+    ended = time.perf_counter()
+    while True:
+        names = counted()
+        if names["olympus.embed"] >= docs:
+            return {"total": sum(names.values()), "late_s": time.perf_counter() - ended}
+        if time.perf_counter() - ended > settle_s:
+            raise RuntimeError(f"spans were lost: {names['olympus.embed']} of {docs} embeds")
+        time.sleep(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
@@ -71,45 +149,45 @@ def main() -> None:
     data = load_beir(args.data, max_docs=args.docs)
     queries = [json.loads(line)["text"] for line in (args.data / "queries_train.jsonl").open()]
     queries = queries[: args.queries]
-    env = {"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS)}
     results = {}
-    for label, phoenix in (("off", False), ("on", True)):
-        with temporary_stack(f"olympus-bench-trace-{label}-", env=env, phoenix=phoenix) as (
-            stack,
-            config,
-        ):
+    for arm in ARMS:
+        with contextlib.ExitStack() as scope:
+            env = {"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS)}
+            counted: Names | None = None
+            if arm == "collector":
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"], counted = scope.enter_context(_collector())
+            stack, config = scope.enter_context(
+                temporary_stack(f"olympus-bench-trace-{arm}-", env=env, phoenix=arm == "phoenix")
+            )
             assert stack.api_key is not None
             before = _cpu_seconds(stack)
-            results[label] = asyncio.run(
+            results[arm] = asyncio.run(
                 measure(config.gateway_url, stack.api_key, data.corpus, queries)
             )
+            if config.phoenix_url:
+                counted = _in_phoenix(config.phoenix_url)
+            if counted is not None:  # tracing was on: check it saw the whole run
+                results[arm]["spans"] = _spans_arrived(counted, args.docs)
             after = _cpu_seconds(stack)
-            results[label]["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}
-            if phoenix:
-                spans = httpx.get(
-                    f"{config.phoenix_url}/v1/projects/olympus/spans", params={"limit": 10}
-                ).json()["data"]
-                if not spans:
-                    raise RuntimeError("tracing was on but Phoenix received no span")
-    off, on = results["off"], results["on"]
-    summary = {
-        "docs": args.docs,
-        "queries": len(queries),
-        "off": off,
-        "on": on,
-        "ingest_ratio": on["chunks_per_s"] / off["chunks_per_s"],
-        "query_p50_ratio": on["query_p50_ms"] / off["query_p50_ms"],
-    }
-    print(f"\nCPU seconds used, off: {off['cpu_s']}\n                   on: {on['cpu_s']}")
-    print(f"\n{'':26}{'tracing off':>12}{'on':>10}{'on/off':>9}")
+            results[arm]["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}
+    off = results["off"]
+    summary: dict[str, object] = {"docs": args.docs, "queries": len(queries)} | results
+    print()
+    for arm in ARMS:
+        print(f"CPU seconds used, {arm:>9}: {results[arm]['cpu_s']}")
     print(
-        f"{'ingest chunks/s':26}{off['chunks_per_s']:>12.1f}{on['chunks_per_s']:>10.1f}"
-        f"{summary['ingest_ratio']:>9.3f}"
+        f"\n{'':24}"
+        + "".join(f"{arm:>11}" for arm in ARMS)
+        + "".join(f"{arm + '/off':>14}" for arm in ARMS[1:])
     )
-    print(
-        f"{'query p50 ms (hybrid)':26}{off['query_p50_ms']:>12.1f}{on['query_p50_ms']:>10.1f}"
-        f"{summary['query_p50_ratio']:>9.3f}"
-    )
+    for key, label in (("chunks_per_s", "ingest chunks/s"), ("query_p50_ms", "query p50 ms")):
+        ratios = {arm: results[arm][key] / off[key] for arm in ARMS[1:]}
+        summary[f"{key}_ratio"] = ratios
+        print(
+            f"{label:24}"
+            + "".join(f"{results[arm][key]:>11.1f}" for arm in ARMS)
+            + "".join(f"{ratios[arm]:>14.3f}" for arm in ARMS[1:])
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tracing.json").write_text(json.dumps(summary, indent=2))
     print(f"written {RESULTS / 'tracing.json'}")
