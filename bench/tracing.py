@@ -140,53 +140,71 @@ def _spans_arrived(counted: Names, docs: int, settle_s: float = 300) -> dict[str
         time.sleep(2)
 
 
+def run_arm(arm: str, data, queries: list[str], docs: int) -> dict:
+    """One whole stack with tracing as ``arm`` says: ingest, then query; what it measured."""
+    with contextlib.ExitStack() as scope:
+        env = {"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS)}
+        counted: Names | None = None
+        if arm == "collector":
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"], counted = scope.enter_context(_collector())
+        stack, config = scope.enter_context(
+            temporary_stack(f"olympus-bench-trace-{arm}-", env=env, phoenix=arm == "phoenix")
+        )
+        assert stack.api_key is not None
+        before = _cpu_seconds(stack)
+        result = asyncio.run(measure(config.gateway_url, stack.api_key, data.corpus, queries))
+        if config.phoenix_url:
+            counted = _in_phoenix(config.phoenix_url)
+        if counted is not None:  # tracing was on: check it saw the whole run
+            result["spans"] = _spans_arrived(counted, docs)
+        after = _cpu_seconds(stack)
+        result["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="each round runs every arm; odd rounds backwards"
+    )
     args = parser.parse_args()
     data = load_beir(args.data, max_docs=args.docs)
     queries = [json.loads(line)["text"] for line in (args.data / "queries_train.jsonl").open()]
     queries = queries[: args.queries]
-    results = {}
-    for arm in ARMS:
-        with contextlib.ExitStack() as scope:
-            env = {"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS)}
-            counted: Names | None = None
-            if arm == "collector":
-                env["OTEL_EXPORTER_OTLP_ENDPOINT"], counted = scope.enter_context(_collector())
-            stack, config = scope.enter_context(
-                temporary_stack(f"olympus-bench-trace-{arm}-", env=env, phoenix=arm == "phoenix")
-            )
-            assert stack.api_key is not None
-            before = _cpu_seconds(stack)
-            results[arm] = asyncio.run(
-                measure(config.gateway_url, stack.api_key, data.corpus, queries)
-            )
-            if config.phoenix_url:
-                counted = _in_phoenix(config.phoenix_url)
-            if counted is not None:  # tracing was on: check it saw the whole run
-                results[arm]["spans"] = _spans_arrived(counted, args.docs)
-            after = _cpu_seconds(stack)
-            results[arm]["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}
-    off = results["off"]
-    summary: dict[str, object] = {"docs": args.docs, "queries": len(queries)} | results
+    # Arms in ABC CBA order, so a drift of the machine over the run falls on every arm alike.
+    rounds: list[dict[str, dict]] = []
+    for n in range(args.rounds):
+        order = ARMS if n % 2 == 0 else ARMS[::-1]
+        rounds.append({arm: run_arm(arm, data, queries, args.docs) for arm in order})
+    summary: dict[str, object] = {"docs": args.docs, "queries": len(queries), "rounds": rounds}
     print()
-    for arm in ARMS:
-        print(f"CPU seconds used, {arm:>9}: {results[arm]['cpu_s']}")
+    for n, runs in enumerate(rounds):
+        for arm in ARMS:
+            print(f"round {n + 1}, CPU seconds used, {arm:>9}: {runs[arm]['cpu_s']}")
     print(
-        f"\n{'':24}"
+        f"\n{'mean of ' + str(args.rounds) + ' rounds':24}"
         + "".join(f"{arm:>11}" for arm in ARMS)
         + "".join(f"{arm + '/off':>14}" for arm in ARMS[1:])
+        + "   per round"
     )
     for key, label in (("chunks_per_s", "ingest chunks/s"), ("query_p50_ms", "query p50 ms")):
-        ratios = {arm: results[arm][key] / off[key] for arm in ARMS[1:]}
+        mean = {arm: statistics.fmean(r[arm][key] for r in rounds) for arm in ARMS}
+        ratios = {arm: mean[arm] / mean["off"] for arm in ARMS[1:]}
+        each = [
+            f"{arm}: " + " ".join(f"{r[arm][key] / r['off'][key]:.3f}" for r in rounds)
+            for arm in ARMS[1:]
+        ]
+        summary[key] = mean
         summary[f"{key}_ratio"] = ratios
         print(
             f"{label:24}"
-            + "".join(f"{results[arm][key]:>11.1f}" for arm in ARMS)
+            + "".join(f"{mean[arm]:>11.1f}" for arm in ARMS)
             + "".join(f"{ratios[arm]:>14.3f}" for arm in ARMS[1:])
+            + "   "
+            + "; ".join(each)
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tracing.json").write_text(json.dumps(summary, indent=2))
