@@ -248,6 +248,7 @@ class Stack:
             "--server.headless", "true",
             "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "viewer",  # no "Deploy" or developer menu in our UI
         ]  # fmt: skip
         athena_env = env | {"OLYMPUS_ATHENA_GATEWAY_URL": self.config.gateway_url}
         self.supervisor.start(Supervised("athena", command, athena_env))
