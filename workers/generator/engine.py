@@ -149,6 +149,7 @@ class Engine:
             position_ids=positions,
             cache=DynamicCache(),
             use_cache=True,
+            logits_to_keep=1,  # only the last position's: the vocabulary projection is costly
         )
         tokens = self._sample(out.logits[:, -1, :], jobs)
         fresh = _Batch(jobs, out.cache, mask, tokens)
