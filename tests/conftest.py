@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,24 @@ class RunningStack:
             headers={"Authorization": f"Bearer {key or self.key}"},
             timeout=30,
         )
+
+
+@pytest.fixture(scope="module")
+def http(olympus: RunningStack) -> Iterator[httpx.Client]:
+    """A client of the stack the test module starts as its ``olympus`` fixture."""
+    with olympus.client() as client:
+        yield client
+
+
+def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
+    """The document once its status is one of ``statuses``; fails the test after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = http.get(f"/rag/documents/{doc_id}")
+        if r.status_code == 200 and r.json()["status"] in statuses:
+            return r.json()
+        time.sleep(0.1)
+    raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
 
 
 def free_ports(count: int) -> int:

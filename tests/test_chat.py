@@ -8,14 +8,13 @@ import json
 import signal
 import time
 
-import httpx
 import openai
 import pytest
 from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.conftest import RunningStack, start_stack
+from tests.conftest import RunningStack, start_stack, wait_for
 from tests.documents import ZEPHYR as DOC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,20 +38,10 @@ def olympus(tmp_path_factory) -> RunningStack:
 
 
 @pytest.fixture(scope="module")
-def http(olympus) -> httpx.Client:
-    with olympus.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def doc(http) -> dict:
     r = http.post("/rag/add_document", json={"filename": "zephyr.md", "content": DOC})
     assert r.status_code == 202, r.text
-    doc_id = r.json()["doc_id"]
-    deadline = time.monotonic() + 120
-    while http.get(f"/rag/documents/{doc_id}").json()["status"] != "indexed":
-        assert time.monotonic() < deadline, "the document was never indexed"
-        time.sleep(0.2)
+    assert wait_for(http, r.json()["doc_id"])["status"] == "indexed"
     return r.json()
 
 

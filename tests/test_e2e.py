@@ -19,7 +19,7 @@ from httpx_sse import connect_sse
 
 from olympus.keys import KeyStore
 from schemas import bus
-from tests.conftest import RunningStack, start_stack
+from tests.conftest import RunningStack, start_stack, wait_for
 from tests.documents import TOPICS, render
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -35,22 +35,6 @@ def olympus(tmp_path_factory) -> RunningStack:
     )
     yield running
     running.stack.stop()
-
-
-@pytest.fixture(scope="module")
-def http(olympus) -> httpx.Client:
-    with olympus.client() as client:
-        yield client
-
-
-def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = http.get(f"/rag/documents/{doc_id}")
-        if r.status_code == 200 and r.json()["status"] in statuses:
-            return r.json()
-        time.sleep(0.1)
-    raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
 
 
 def add(http: httpx.Client, filename: str, content: str, **extra) -> dict:
@@ -280,6 +264,7 @@ BAD_REQUESTS = [
     ("unknown document", "GET", "/rag/documents/nope", {}, {}, 404),
     ("bad status filter", "GET", "/rag/documents?status=lost", {}, {}, 422),
     ("bad page", "GET", "/rag/documents?limit=0", {}, {}, 422),
+    ("bad history page", "GET", "/mcp/s/history?limit=5000", {}, {}, 422),
 ]
 
 

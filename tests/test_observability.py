@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import RunningStack, start_stack
+from tests.conftest import RunningStack, start_stack, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -76,10 +76,7 @@ def test_an_upload_and_a_question_are_each_one_trace_across_the_services(traced)
         doc = http.post("/rag/add_document", json={"filename": "kestrel.md", "content": DOC})
         assert doc.status_code == 202
         doc_id = doc.json()["doc_id"]
-        deadline = time.monotonic() + 120
-        while http.get(f"/rag/documents/{doc_id}").json()["status"] != "indexed":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        assert wait_for(http, doc_id)["status"] == "indexed"
         answer = http.post(
             "/mcp/traced/chat",
             json={
@@ -187,10 +184,7 @@ def test_metrics_move_when_work_is_done(traced):
     with traced.client() as http:
         doc = http.post("/rag/add_document", json={"filename": "m.txt", "content": "metrics"})
         doc_id = doc.json()["doc_id"]
-        deadline = time.monotonic() + 120
-        while http.get(f"/rag/documents/{doc_id}").json()["status"] != "indexed":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        assert wait_for(http, doc_id)["status"] == "indexed"
         r = http.post("/mcp/m/chat", json={"input": "metrics?", "stream": False, "max_tokens": 4})
         assert r.status_code == 200, r.text
         assert http.post("/mcp/m/chat", json={"input": ""}).status_code == 422
