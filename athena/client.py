@@ -64,6 +64,11 @@ class ChatEvent:
     def request_id(self) -> str:
         return str(self.data.get("request_id", ""))
 
+    @property
+    def sources(self) -> list[Passage]:
+        """The passages a ``sources`` event lists, numbered as the answer cites them."""
+        return [_passage(s, s["n"]) for s in self.data.get("sources", [])]
+
 
 class Gateway:
     def __init__(self, url: str, api_key: str, timeout_s: float = 30.0) -> None:

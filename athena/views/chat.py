@@ -55,17 +55,7 @@ if question:
                 for event in gw.chat(session, question, collection=st.session_state.collection):
                     if event.event == "sources":
                         st.session_state.inflight = (session, event.request_id)
-                        state["sources"] = [
-                            Passage(
-                                s["doc_id"],
-                                s["filename"],
-                                s["chunk_id"],
-                                s["text"],
-                                s["score"],
-                                s["n"],
-                            )
-                            for s in event.data.get("sources", [])
-                        ]
+                        state["sources"] = event.sources
                     elif event.event == "token":
                         yield event.data["text"]
                     elif event.event == "done":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from athena import ui
-from athena.client import TERMINAL, GatewayError
+from athena.client import TERMINAL, Document, GatewayError
+from schemas.formats import MEDIA_TYPES  # what the gateway accepts (plain data, no bus)
 
 st.title("Upload")
 gw = ui.gateway()
@@ -19,9 +20,18 @@ ICONS = {
 
 files = st.file_uploader(
     "Drop files here",
-    type=["txt", "md", "markdown", "html", "htm", "pdf", "docx", "json"],
+    type=[extension.lstrip(".") for extension in MEDIA_TYPES],
     accept_multiple_files=True,
 )
+
+
+def show(line, filename: str, doc: Document) -> None:
+    """One file's progress line: icon, name, status, chunks once known, the reason it failed."""
+    chunks = f" ({doc.chunk_count} chunks)" if doc.chunk_count else ""
+    note = f": {doc.error}" if doc.error else ""
+    line.write(f"{ICONS.get(doc.status, '')} **{filename}** — {doc.status}{chunks}{note}")
+
+
 collection = st.text_input("Collection", value=st.session_state.collection)
 if st.button("Upload", type="primary", disabled=not files):
     accepted = ui.attempt(
@@ -31,20 +41,13 @@ if st.button("Upload", type="primary", disabled=not files):
     if accepted:
         lines = {doc.doc_id: st.empty() for doc in accepted}
         for doc in accepted:
-            lines[doc.doc_id].write(
-                f"{ICONS.get(doc.status, '')} **{doc.filename}** — {doc.status}"
-            )
+            show(lines[doc.doc_id], doc.filename, doc)
         final = {}
         for doc in accepted:
             current = doc
             try:
                 for current in gw.follow(doc.doc_id):
-                    note = f": {current.error}" if current.error else ""
-                    chunks = f" ({current.chunk_count} chunks)" if current.chunk_count else ""
-                    lines[doc.doc_id].write(
-                        f"{ICONS.get(current.status, '')} **{doc.filename}** — "
-                        f"{current.status}{chunks}{note}"
-                    )
+                    show(lines[doc.doc_id], doc.filename, current)
                     if current.status in TERMINAL:
                         break
             except GatewayError as exc:

@@ -7,7 +7,15 @@ import contextlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, WebSocket, WebSocketDisconnect, status
+from fastapi import (
+    APIRouter,
+    Header,
+    HTTPException,
+    Query,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -97,11 +105,12 @@ async def cancel_chat(
 
 @router.get("/history", response_model=HistoryResponse)
 async def history(
-    key: ApiKeyDep, bus_: BusDep, session_id: SessionId, limit: int = 50
+    key: ApiKeyDep,
+    bus_: BusDep,
+    session_id: SessionId,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> HistoryResponse:
     """The session's questions and answers with the sources each cited, oldest first."""
-    if not 1 <= limit <= 1000:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "limit is 1 to 1000")
     reply = await bus_.request(
         bus.RPC_HISTORY_GET,
         HistoryGet(tenant=key.tenant, session_id=session_id, limit=limit),

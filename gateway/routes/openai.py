@@ -170,16 +170,19 @@ async def chat_completions(
         }
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:
+    def envelope(choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
         payload = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": body.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": choices,
             **extra,
         }
         return ServerSentEvent(data=json.dumps(payload))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:
+        return envelope([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
 
     async def stream() -> Any:
         yield chunk({"role": "assistant", "content": ""})
@@ -195,15 +198,7 @@ async def chat_completions(
             else:
                 yield chunk({}, _finish(event.finish_reason), olympus={"cited": event.cited})
                 if include_usage and event.usage:
-                    usage_chunk = {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": body.model,
-                        "choices": [],
-                        "usage": event.usage.model_dump(),
-                    }
-                    yield ServerSentEvent(data=json.dumps(usage_chunk))
+                    yield envelope([], usage=event.usage.model_dump())
         yield ServerSentEvent(data="[DONE]")
 
     return EventSourceResponse(stream(), ping=15)
