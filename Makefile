@@ -24,9 +24,10 @@ install: $(STAMP)
 up: install  ## start Olympus (embedded: NATS, workers, gateway) in the foreground; ARGS=--phoenix
 	$(BIN)/olympus up $(ARGS)
 
-test: install  ## lint, then the whole suite
+test: install  ## lint and type-check, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: install

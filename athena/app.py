@@ -13,6 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from athena import ui
 
 st.set_page_config(page_title="Olympus · Athena", page_icon=":material/school:", layout="wide")
+# Streamlit shows its own "Stop" while a script runs, so during every streamed answer, beside
+# Athena's Stop, which also cancels the answer in the generator. One Stop button: ours.
+st.html("<style>[data-testid='stStatusWidget'] { display: none; }</style>")
 ui.defaults()
 VIEWS = Path(__file__).parent / "views"  # not "pages/": Streamlit would list that folder itself
 navigation = st.navigation(

@@ -15,6 +15,8 @@ import httpx
 from httpx_sse import connect_sse
 
 TERMINAL = {"indexed", "failed", "deleted"}
+CHAT_EVENTS = frozenset({"sources", "token", "done", "error"})
+STATUS_EVENTS = frozenset({"status"})
 
 
 class GatewayError(Exception):
@@ -92,14 +94,27 @@ class Gateway:
             raise GatewayError(response.status_code, _detail(response))
         return response.json() if response.content else None
 
-    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[tuple[str, dict]]:
+    def _stream(
+        self, method: str, path: str, events: frozenset[str], **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The stream's ``events`` with their JSON data. Anything else is skipped: keep-alive
+        comments (after which httpx-sse yields an empty event, keeping the last id as the SSE
+        spec says), events without data, and kinds this client does not know."""
         try:
             with connect_sse(self.http, method, path, **kwargs) as source:
                 if source.response.status_code >= 400:
                     source.response.read()
                     raise GatewayError(source.response.status_code, _detail(source.response))
                 for sse in source.iter_sse():
-                    yield sse.event, json.loads(sse.data)
+                    if sse.event not in events or not sse.data.strip():
+                        continue
+                    try:
+                        data = json.loads(sse.data)
+                    except ValueError as exc:
+                        raise GatewayError(
+                            0, f"the gateway sent an unreadable event: {exc}"
+                        ) from exc
+                    yield sse.event, data
         except httpx.HTTPError as exc:
             raise GatewayError(0, f"the connection to the gateway broke: {exc}") from exc
 
@@ -140,7 +155,7 @@ class Gateway:
 
     def follow(self, doc_id: str) -> Iterator[Document]:
         """The document's status as it changes, until it is indexed, failed or deleted."""
-        for _, data in self._stream("GET", f"/rag/documents/{doc_id}/events"):
+        for _, data in self._stream("GET", f"/rag/documents/{doc_id}/events", STATUS_EVENTS):
             yield _document(data)
 
     def delete(self, doc_id: str) -> bool:
@@ -176,7 +191,7 @@ class Gateway:
         self, session: str, text: str, mode: str = "hybrid", collection: str | None = None
     ) -> Iterator[ChatEvent]:
         body = {"input": text, "mode": mode, "collection": collection or None}
-        for event, data in self._stream("POST", f"/mcp/{session}/chat", json=body):
+        for event, data in self._stream("POST", f"/mcp/{session}/chat", CHAT_EVENTS, json=body):
             yield ChatEvent(event, data)
 
     def cancel(self, session: str, request_id: str) -> None:

@@ -186,9 +186,9 @@ def main() -> None:
 
     from schemas.messages import ChatSpec, QueryGenerate
     from workers.generator.engine import Engine
-    from workers.generator.model import load
     from workers.generator.prompt import build
     from workers.generator.settings import GeneratorSettings
+    from workers.generator.weights import load
 
     settings = GeneratorSettings()
     model, tokenizer, device, name = load("", MODELS, settings.device, settings.dtype)

@@ -47,7 +47,7 @@ def _chunks(data_dir: Path) -> list[str]:
 
 
 def _raw(texts: list[str], dtype: str) -> tuple[float, np.ndarray]:
-    from workers.embedder.model import Encoder
+    from workers.embedder.encoder import Encoder
 
     encoder = Encoder(dtype=dtype, batch_size=16)
     encoder.embed(texts[:32])  # warm up

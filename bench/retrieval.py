@@ -73,10 +73,10 @@ async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
     from olympus.settings import CommonSettings
     from schemas.messages import QueryEmbed, QueryRetrieve
     from workers.embedder.batching import EmbeddingBatcher
-    from workers.embedder.model import Encoder
-    from workers.indexer.app import open_stores
+    from workers.embedder.encoder import Encoder
     from workers.indexer.handlers import Indexer
     from workers.indexer.settings import IndexerSettings
+    from workers.indexer.stores import open_stores
 
     encoder = Encoder()
     batcher = EmbeddingBatcher(encoder.embed_batch, encoder.dims, encoder.batch_size)

@@ -5,21 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.bus import BusUnavailable, GatewayBus
-from gateway.routes import chat, health, mcp, openai, rag
+from gateway import errors
+from gateway.nats_client import NatsClient
+from gateway.routes import chat, health, openai, rag, sessions
 from gateway.settings import GatewaySettings
 from olympus import metrics
 from olympus.keys import KeyStore
@@ -108,7 +101,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure("gateway", common.log_level, common.log_format)
-        gateway_bus = GatewayBus(common, settings.request_timeout_s)
+        gateway_bus = NatsClient(common, settings.request_timeout_s)
         await gateway_bus.connect()
         app.state.bus = gateway_bus
         log.info("gateway ready", host=settings.host, port=settings.port)
@@ -131,50 +124,13 @@ def create_app(
     app.state.keys = KeyStore(settings.api_keys_file or common.data_dir / "api_keys.json")
     app.include_router(health.router)
     app.include_router(rag.router)
-    app.include_router(mcp.router)
+    app.include_router(sessions.router)
     app.include_router(chat.router)
     app.include_router(chat.ws_router)
     app.include_router(openai.router)
 
-    @app.exception_handler(ValidationError)
-    async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
-        # A message the bus would refuse is the caller's mistake, never a 500.
-        if openai.is_openai_path(request):
-            return openai.error_response(_openai_invalid(exc.errors(include_url=False)))
-        return JSONResponse({"detail": exc.errors(include_url=False)}, status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if openai.is_openai_path(request):
-            return openai.error_response(_openai_invalid(exc.errors()))
-        return await request_validation_exception_handler(request, exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if openai.is_openai_path(request):
-            kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-            return openai.error_response(openai.OpenAIError(exc.status_code, str(exc.detail), kind))
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(openai.OpenAIError)
-    async def openai_error(_: Request, exc: openai.OpenAIError) -> JSONResponse:
-        return openai.error_response(exc)
-
-    @app.exception_handler(BusUnavailable)
-    async def unavailable(request: Request, exc: BusUnavailable) -> JSONResponse:
-        if openai.is_openai_path(request):
-            return openai.error_response(openai.OpenAIError(503, str(exc), "server_error"))
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
+    errors.install(app)
     # Envelope overhead: base64 and multipart framing on top of the largest allowed file.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
     app.add_middleware(HttpMetrics)
     return app
-
-
-def _openai_invalid(errors: Any) -> openai.OpenAIError:
-    described = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
-        for e in errors
-    )
-    return openai.OpenAIError(400, described or "invalid request", "invalid_request_error")

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.bus import GatewayBus
+from gateway.nats_client import NatsClient
 from gateway.settings import GatewaySettings
 from olympus.keys import ApiKey, KeyStore
 
 _bearer = HTTPBearer(auto_error=False, description="An Olympus API key")
 
 
-def get_bus(request: Request) -> GatewayBus:
+def get_bus(request: Request) -> NatsClient:
     return request.app.state.bus
 
 
@@ -37,17 +37,6 @@ def require_api_key(
     return key
 
 
-def check_input(text: str, settings: GatewaySettings) -> None:
-    """A question or search text: not blank, not over the limit (every route taking one)."""
-    if len(text) > settings.max_query_chars:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"input is longer than the limit of {settings.max_query_chars} characters",
-        )
-    if not text.strip():
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "input is empty")
-
-
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
-BusDep = Annotated[GatewayBus, Depends(get_bus)]
+NatsDep = Annotated[NatsClient, Depends(get_bus)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]

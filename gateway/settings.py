@@ -22,6 +22,11 @@ class GatewaySettings(BaseSettings):
     chat_idle_timeout_s: float = Field(
         default=30.0, gt=0, description="a streamed answer silent this long ends with an error"
     )
+    sse_ping_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a comment line this often keeps a quiet event stream open through proxies",
+    )
     chat_probe_s: float = Field(
         default=3.0,
         gt=0,

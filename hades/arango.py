@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from arango import ArangoClient
+from arango.cursor import Cursor
 
 from hades.protocols import DocumentWrite, newer
 from schemas.messages import ChunkText, ContextItem, DocumentInfo, DocumentStatus, SessionTurn
@@ -27,6 +28,36 @@ def _key(tenant: str, ident: str) -> str:
 
 def _info(doc: dict[str, Any]) -> DocumentInfo:
     return DocumentInfo(**{k: v for k, v in doc.items() if k in _INFO_FIELDS})
+
+
+def _aql(db: Any, query: str, **bind: Any) -> list[Any]:
+    cursor = db.aql.execute(query, bind_vars=bind)
+    if not isinstance(cursor, Cursor):  # python-arango's async and batch modes are not used
+        raise TypeError(f"expected a cursor, got {type(cursor).__name__}")
+    return list(cursor)
+
+
+def _get(db: Any, collection: str, key: str) -> dict[str, Any] | None:
+    row = db.collection(collection).get(key)
+    return row if isinstance(row, dict) else None
+
+
+def _remove_chunks(db: Any, tenant: str, doc_id: str) -> None:
+    """A document's chunks and every edge touching them."""
+    _aql(
+        db,
+        "FOR c IN chunks FILTER c.tenant == @t AND c.doc_id == @d "
+        "  FOR e IN edges FILTER e._from == c._id OR e._to == c._id REMOVE e IN edges "
+        "OPTIONS { ignoreErrors: true }",
+        t=tenant,
+        d=doc_id,
+    )
+    _aql(
+        db,
+        "FOR c IN chunks FILTER c.tenant == @t AND c.doc_id == @d REMOVE c IN chunks",
+        t=tenant,
+        d=doc_id,
+    )
 
 
 class ArangoDocumentGraph:
@@ -57,11 +88,8 @@ class ArangoDocumentGraph:
         self.db.collection("sessions").add_persistent_index(["tenant", "session_id", "seq"])
         self.db.collection("turns").add_persistent_index(["tenant", "session_id", "seq"])
 
-    def _aql(self, query: str, **bind: Any) -> list[Any]:
-        return list(self.db.aql.execute(query, bind_vars=bind))
-
     def _deleted_at(self, tenant: str, doc_id: str) -> int:
-        row = self.db.collection("deletions").get(_key(tenant, doc_id))
+        row = _get(self.db, "deletions", _key(tenant, doc_id))
         return int(row["version"]) if row else -1
 
     def accepts(self, tenant: str, doc_id: str, version: int, status: DocumentStatus) -> bool:
@@ -70,71 +98,67 @@ class ArangoDocumentGraph:
         current = self.get_document(tenant, doc_id)
         return current is None or newer(version, status, current.version, current.status)
 
-    def _remove_chunks(self, tenant: str, doc_id: str) -> None:
-        self._aql(
-            "FOR c IN chunks FILTER c.tenant == @t AND c.doc_id == @d "
-            "  FOR e IN edges FILTER e._from == c._id OR e._to == c._id REMOVE e IN edges "
-            "OPTIONS { ignoreErrors: true }",
-            t=tenant,
-            d=doc_id,
-        )
-        self._aql(
-            "FOR c IN chunks FILTER c.tenant == @t AND c.doc_id == @d REMOVE c IN chunks",
-            t=tenant,
-            d=doc_id,
-        )
-
     def put_documents(self, writes: Sequence[DocumentWrite]) -> None:
-        for write in writes:
-            tenant, doc = write.tenant, write.document
-            key = _key(tenant, doc.doc_id)
-            self._remove_chunks(tenant, doc.doc_id)
-            current = self.db.collection("documents").get(key)
-            body = doc.model_dump() | {"_key": key, "tenant": tenant}
-            if current:
-                body["created_at"] = current["created_at"]
-            self.db.collection("documents").insert(body, overwrite=True)
-            ordered = sorted(write.chunks, key=lambda c: c.position)
-            self.db.collection("chunks").insert_many(
-                [
-                    {
-                        "_key": _key(tenant, c.chunk_id),
-                        "tenant": tenant,
-                        "doc_id": c.doc_id,
-                        "chunk_id": c.chunk_id,
-                        "position": c.position,
-                        "text": c.text,
-                    }
-                    for c in ordered
-                ],
-                overwrite=True,
-            )
-            edges = [
+        # One stream transaction: all the writes, or (on any error) none of them.
+        txn = self.db.begin_transaction(write=["documents", "chunks", "edges"])
+        try:
+            for write in writes:
+                self._put(txn, write)
+        except BaseException:
+            txn.abort_transaction()
+            raise
+        txn.commit_transaction()
+
+    def _put(self, db: Any, write: DocumentWrite) -> None:
+        tenant, doc = write.tenant, write.document
+        key = _key(tenant, doc.doc_id)
+        _remove_chunks(db, tenant, doc.doc_id)
+        current = _get(db, "documents", key)
+        body = doc.model_dump() | {"_key": key, "tenant": tenant}
+        if current:
+            body["created_at"] = current["created_at"]
+        db.collection("documents").insert(body, overwrite=True)
+        ordered = sorted(write.chunks, key=lambda c: c.position)
+        db.collection("chunks").insert_many(
+            [
                 {
-                    "_from": f"documents/{key}",
-                    "_to": f"chunks/{_key(tenant, c.chunk_id)}",
-                    "kind": "has_chunk",
+                    "_key": _key(tenant, c.chunk_id),
                     "tenant": tenant,
+                    "doc_id": c.doc_id,
+                    "chunk_id": c.chunk_id,
+                    "position": c.position,
+                    "text": c.text,
                 }
                 for c in ordered
-            ] + [
-                {
-                    "_from": f"chunks/{_key(tenant, a.chunk_id)}",
-                    "_to": f"chunks/{_key(tenant, b.chunk_id)}",
-                    "kind": "next",
-                    "tenant": tenant,
-                }
-                for a, b in itertools.pairwise(ordered)
-            ]
-            self._aql("FOR e IN edges FILTER e._from == @d REMOVE e IN edges", d=f"documents/{key}")
-            if edges:
-                self.db.collection("edges").insert_many(edges)
+            ],
+            overwrite=True,
+        )
+        edges = [
+            {
+                "_from": f"documents/{key}",
+                "_to": f"chunks/{_key(tenant, c.chunk_id)}",
+                "kind": "has_chunk",
+                "tenant": tenant,
+            }
+            for c in ordered
+        ] + [
+            {
+                "_from": f"chunks/{_key(tenant, a.chunk_id)}",
+                "_to": f"chunks/{_key(tenant, b.chunk_id)}",
+                "kind": "next",
+                "tenant": tenant,
+            }
+            for a, b in itertools.pairwise(ordered)
+        ]
+        _aql(db, "FOR e IN edges FILTER e._from == @d REMOVE e IN edges", d=f"documents/{key}")
+        if edges:
+            db.collection("edges").insert_many(edges)
 
     def set_status(self, tenant: str, document: DocumentInfo) -> DocumentInfo | None:
         if not self.accepts(tenant, document.doc_id, document.version, document.status):
             return None
         key = _key(tenant, document.doc_id)
-        current = self.db.collection("documents").get(key)
+        current = _get(self.db, "documents", key)
         body = document.model_dump() | {"_key": key, "tenant": tenant}
         if current:
             body["created_at"] = current["created_at"]
@@ -150,9 +174,9 @@ class ArangoDocumentGraph:
             return None
         if current is not None and current.version > version:
             return None
-        self._remove_chunks(tenant, doc_id)
+        _remove_chunks(self.db, tenant, doc_id)
         key = _key(tenant, doc_id)
-        self._aql("FOR e IN edges FILTER e._from == @d REMOVE e IN edges", d=f"documents/{key}")
+        _aql(self.db, "FOR e IN edges FILTER e._from == @d REMOVE e IN edges", d=f"documents/{key}")
         self.db.collection("documents").delete(key, ignore_missing=True)
         self.db.collection("deletions").insert(
             {"_key": key, "tenant": tenant, "doc_id": doc_id, "version": version}, overwrite=True
@@ -160,11 +184,12 @@ class ArangoDocumentGraph:
         return current
 
     def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None:
-        row = self.db.collection("documents").get(_key(tenant, doc_id))
+        row = _get(self.db, "documents", _key(tenant, doc_id))
         return _info(row) if row else None
 
     def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]:
-        rows = self._aql(
+        rows = _aql(
+            self.db,
             "FOR d IN documents FILTER d._key IN @keys RETURN d",
             keys=[_key(tenant, d) for d in doc_ids],
         )
@@ -182,13 +207,15 @@ class ArangoDocumentGraph:
             "FILTER d.tenant == @t AND (@c == null OR d.collection == @c) "
             "AND (@s == null OR d.status == @s)"
         )
-        total = self._aql(
+        total = _aql(
+            self.db,
             f"RETURN LENGTH(FOR d IN documents {filters} RETURN 1)",
             t=tenant,
             c=collection,
             s=status,
         )[0]
-        rows = self._aql(
+        rows = _aql(
+            self.db,
             f"FOR d IN documents {filters} SORT d.updated_at DESC, d.doc_id LIMIT @o, @l RETURN d",
             t=tenant,
             c=collection,
@@ -199,14 +226,16 @@ class ArangoDocumentGraph:
         return [_info(r) for r in rows], int(total)
 
     def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
-        return self._aql(
+        return _aql(
+            self.db,
             "FOR v, e IN 1..1 OUTBOUND @start edges FILTER e.kind == 'has_chunk' "
             "SORT v.position RETURN v.chunk_id",
             start=f"documents/{_key(tenant, doc_id)}",
         )
 
     def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
-        rows = self._aql(
+        rows = _aql(
+            self.db,
             "FOR v, e IN 1..1 OUTBOUND @start edges FILTER e.kind == 'has_chunk' "
             "SORT v.position RETURN {chunk_id: v.chunk_id, position: v.position, text: v.text}",
             start=f"documents/{_key(tenant, doc_id)}",
@@ -216,7 +245,8 @@ class ArangoDocumentGraph:
     def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
         if depth < 1:
             return []
-        return self._aql(
+        return _aql(
+            self.db,
             "FOR v, e, p IN 1..@n OUTBOUND @start edges "
             "PRUNE e != null AND e.kind != 'next' FILTER e.kind == 'next' "
             "SORT LENGTH(p.edges) RETURN v.chunk_id",
@@ -225,7 +255,8 @@ class ArangoDocumentGraph:
         )
 
     def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
-        rows = self._aql(
+        rows = _aql(
+            self.db,
             "FOR d IN documents FILTER @t == null OR d.tenant == @t "
             "COLLECT s = d.status WITH COUNT INTO n RETURN [s, n]",
             t=tenant,
@@ -245,7 +276,8 @@ class ArangoDocumentGraph:
         return self.get_context(tenant, session_id)
 
     def get_context(self, tenant: str, session_id: str) -> list[ContextItem]:
-        rows = self._aql(
+        rows = _aql(
+            self.db,
             "FOR s IN sessions FILTER s.tenant == @t AND s.session_id == @s SORT s.seq "
             "RETURN {content: s.content, at: s.at}",
             t=tenant,
@@ -257,7 +289,8 @@ class ArangoDocumentGraph:
         removed = 0
         for collection in ("sessions", "turns"):
             removed += len(
-                self._aql(
+                _aql(
+                    self.db,
                     f"FOR s IN {collection} FILTER s.tenant == @t AND s.session_id == @s "
                     f"REMOVE s IN {collection} RETURN 1",
                     t=tenant,
@@ -279,7 +312,8 @@ class ArangoDocumentGraph:
         )
 
     def get_turns(self, tenant: str, session_id: str, limit: int) -> list[SessionTurn]:
-        rows = self._aql(
+        rows = _aql(
+            self.db,
             "FOR s IN turns FILTER s.tenant == @t AND s.session_id == @s "
             "SORT s.seq DESC LIMIT @n RETURN s.turn",
             t=tenant,

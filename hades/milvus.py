@@ -166,8 +166,10 @@ class MilvusVectorIndex:
             for r in results
         ]
         if query.unique_documents:
-            seen: set[str] = set()
-            hits = [h for h in hits if not (h.doc_id in seen or seen.add(h.doc_id))]
+            best: dict[str, VectorHit] = {}
+            for hit in hits:  # best first: the first hit of a document is its best
+                best.setdefault(hit.doc_id, hit)
+            hits = list(best.values())
         return hits[: query.top_k]
 
     def _filter(self, query: SearchQuery) -> str:

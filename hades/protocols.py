@@ -81,12 +81,14 @@ class VectorIndex(Protocol):
     def search(self, query: SearchQuery) -> list[VectorHit]:
         """Best first. Scores grow with relevance. Only ``query.tenant``'s chunks."""
 
-    def count(self, tenant: str, doc_id: str | None = None) -> int: ...
+    def count(self, tenant: str, doc_id: str | None = None) -> int:
+        """How many chunks ``tenant`` has (in one document, if given), read consistently."""
 
     def flush(self) -> None:
         """Seal what was written so searches stay fast (Milvus: one segment per flush)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store; what was written stays written."""
 
 
 class DocumentGraph(Protocol):
@@ -112,9 +114,11 @@ class DocumentGraph(Protocol):
     def delete_document(self, tenant: str, doc_id: str, version: int) -> DocumentInfo | None:
         """Remove the document, its chunks and edges; remember the deletion's version."""
 
-    def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None: ...
+    def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None:
+        """The document of ``tenant`` with this id, None if there is none."""
 
-    def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]: ...
+    def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]:
+        """Those of the documents that exist, by id (for labelling search hits)."""
 
     def list_documents(
         self,
@@ -123,7 +127,8 @@ class DocumentGraph(Protocol):
         status: DocumentStatus | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[list[DocumentInfo], int]: ...
+    ) -> tuple[list[DocumentInfo], int]:
+        """A page of the tenant's documents, newest first, and how many match in all."""
 
     def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
         """The document's chunks in order, following ``has_chunk`` edges."""
@@ -134,11 +139,14 @@ class DocumentGraph(Protocol):
     def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
         """Up to ``depth`` chunks after this one, following ``next`` edges (a traversal)."""
 
-    def counts_by_status(self, tenant: str | None = None) -> dict[str, int]: ...
+    def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
+        """Documents per status, of one tenant or of all (for metrics and ``olympus status``)."""
 
-    def add_context(self, tenant: str, session_id: str, content: str) -> list[ContextItem]: ...
+    def add_context(self, tenant: str, session_id: str, content: str) -> list[ContextItem]:
+        """Append to the session's context; the whole context after it, oldest first."""
 
-    def get_context(self, tenant: str, session_id: str) -> list[ContextItem]: ...
+    def get_context(self, tenant: str, session_id: str) -> list[ContextItem]:
+        """The session's context, oldest first (empty for an unknown session)."""
 
     def clear_context(self, tenant: str, session_id: str) -> int:
         """Forget the session: its context and its turns."""
@@ -149,7 +157,8 @@ class DocumentGraph(Protocol):
     def get_turns(self, tenant: str, session_id: str, limit: int) -> list[SessionTurn]:
         """The session's last ``limit`` turns, oldest first."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store; what was written stays written."""
 
 
 def newer(version: int, status: str, current_version: int, current_status: str) -> bool:

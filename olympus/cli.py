@@ -98,7 +98,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 async def _status(common: CommonSettings) -> str:
     import nats
 
-    from schemas import bus
+    from olympus import health
+    from schemas import subjects
     from schemas.messages import DocumentStats, DocumentStatsReply
 
     nc = await nats.connect(
@@ -108,7 +109,7 @@ async def _status(common: CommonSettings) -> str:
     )
     js = nc.jetstream()
     lines = ["STREAMS", f"  {'name':<18}{'messages':>10}{'bytes':>14}"]
-    for spec in bus.STREAMS:
+    for spec in subjects.STREAMS:
         try:
             info = await js.stream_info(spec.name)
         except Exception:
@@ -119,7 +120,7 @@ async def _status(common: CommonSettings) -> str:
         "CONSUMERS",
         f"  {'stream/durable':<34}{'pending':>9}{'ack-pending':>13}{'redelivered':>13}",
     ]
-    for spec in bus.STREAMS:
+    for spec in subjects.STREAMS:
         for durable in spec.durables:
             try:
                 c = await js.consumer_info(spec.name, durable)
@@ -131,13 +132,13 @@ async def _status(common: CommonSettings) -> str:
                 f"{c.num_redelivered:>13}"
             )
     try:
-        dlq = (await js.stream_info(bus.DLQ_STREAM.name)).state.messages
+        dlq = (await js.stream_info(subjects.DLQ_STREAM.name)).state.messages
     except Exception:
         dlq = 0
     lines.append(f"DEAD LETTERS  {dlq}")
     try:
         reply = await nc.request(
-            bus.RPC_DOCUMENT_STATS, DocumentStats().model_dump_json().encode(), timeout=2
+            subjects.RPC_DOCUMENT_STATS, DocumentStats().model_dump_json().encode(), timeout=2
         )
         counts = DocumentStatsReply.model_validate_json(reply.data).by_status
         lines.append(
@@ -145,14 +146,10 @@ async def _status(common: CommonSettings) -> str:
         )
     except Exception:
         lines.append("DOCUMENTS     (the indexer is not answering)")
-    workers = []
-    for service in bus.WORKERS:
-        try:
-            await nc.request(bus.health_subject(service), b"{}", timeout=1)
-            workers.append(f"{service}=up")
-        except Exception:
-            workers.append(f"{service}=down")
-    lines.append("WORKERS       " + "  ".join(workers))
+    workers = await health.probe_all(nc)
+    lines.append(
+        "WORKERS       " + "  ".join(f"{s}={'up' if up else 'down'}" for s, up in workers.items())
+    )
     await nc.close()
     return "\n".join(lines)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -17,7 +19,9 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
     """
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
 
-    def add_service(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+    def add_service(
+        _: object, __: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         # A processor, not a context variable: tasks started before this call (a server's
         # request handlers) would not see one.
         event.setdefault("service", service)

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import nats
 
-from olympus import bus as olympus_bus
-from olympus import natsserver
+from olympus import delivery, health, natsserver
 from olympus.keys import KeyStore
 from olympus.settings import CommonSettings
-from schemas import bus
-from schemas.messages import HealthPing, HealthReply
+from schemas import subjects
 
 _PR_SET_PDEATHSIG = 1
 
@@ -136,7 +135,7 @@ class StackConfig:
     def worker_metrics_ports(self) -> dict[str, int]:
         if not self.metrics_port:
             return {}
-        return {name: self.metrics_port + i for i, name in enumerate(bus.WORKERS)}
+        return {name: self.metrics_port + i for i, name in enumerate(subjects.WORKERS)}
 
     @property
     def phoenix_url(self) -> str | None:
@@ -206,14 +205,14 @@ class Stack:
             Supervised("nats", nats_config.command(data / "nats-server.conf"), env)
         )
         natsserver.wait_until_listening(self.config.host, self.config.nats_port)
-        asyncio.run(olympus_bus.prepare_streams(common))
+        asyncio.run(delivery.prepare_streams(common))
         self.supervisor.say("olympus", "streams ready")
         keys = KeyStore(data / "api_keys.json")
         if keys.is_empty():
             self.api_key = keys.create("default")
         python = sys.executable
         metrics_ports = self.config.worker_metrics_ports()
-        for name in bus.WORKERS:
+        for name in subjects.WORKERS:
             worker_env = env | (
                 {"OLYMPUS_METRICS_PORT": str(metrics_ports[name])} if metrics_ports else {}
             )
@@ -269,7 +268,7 @@ class Stack:
 
     async def wait_ready(self, common: CommonSettings, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        nc = await olympus_bus.connect(common, "olympus-up")
+        nc = await delivery.connect(common, "olympus-up")
         try:
             async with httpx.AsyncClient() as http:
                 while time.monotonic() < deadline:
@@ -325,16 +324,9 @@ def _wait_http(url: str, what: str, timeout_s: float) -> None:
     raise TimeoutError(f"{what} was not ready within {timeout_s:.0f}s")
 
 
-async def _ready(nc: object, http: httpx.AsyncClient, gateway_url: str) -> bool:
-    for service in bus.WORKERS:
-        try:
-            answer = await nc.request(  # type: ignore[attr-defined]
-                bus.health_subject(service), HealthPing().model_dump_json().encode(), timeout=0.5
-            )
-        except Exception:
-            return False
-        if not HealthReply.model_validate_json(answer.data).ok:
-            return False
+async def _ready(nc: nats.NATS, http: httpx.AsyncClient, gateway_url: str) -> bool:
+    if not all((await health.probe_all(nc, timeout_s=0.5)).values()):
+        return False
     try:
         return (await http.get(f"{gateway_url}/healthz", timeout=0.5)).status_code == 200
     except httpx.HTTPError:

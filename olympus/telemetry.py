@@ -3,9 +3,9 @@
 Off, at no cost, unless ``PHOENIX_COLLECTOR_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
 Spans leave through a batch processor (export never blocks a request) and a redacting exporter:
 API keys, bearer tokens and passwords never leave the process, e-mail addresses and configured
-patterns are masked, long texts are cut. W3C trace context rides in NATS headers: FastStream's
-telemetry middleware injects and restores it in the workers (``olympus.bus.worker_broker``); the
-gateway, which speaks nats-py directly, uses ``inject_headers``.
+patterns are masked, long texts are cut. W3C trace context rides in NATS headers: the workers'
+brokers inject and restore it (``olympus.delivery.TracingMiddleware``); the gateway, which
+speaks nats-py directly, uses ``inject_headers``.
 
 The span kinds and attribute names are OpenInference's, so Phoenix shows CHAIN, EMBEDDING,
 RETRIEVER and LLM spans with their documents, prompts and token counts.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -81,7 +81,7 @@ def configure(service: str) -> Any:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     endpoint = config.endpoint.rstrip("/")
@@ -94,7 +94,11 @@ def configure(service: str) -> Any:
         sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
     )
     exporter = RedactingExporter(OTLPSpanExporter(endpoint=endpoint), Redactor.from_settings())
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    # RedactingExporter has SpanExporter's methods without subclassing it: the SDK stays a lazy
+    # import for processes that never trace.
+    provider.add_span_processor(
+        BatchSpanProcessor(cast(SpanExporter, exporter), schedule_delay_millis=1000)
+    )
     trace.set_tracer_provider(provider)
     _tracer_provider = provider
     return provider
@@ -219,7 +223,7 @@ def _primitive_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
 
 
-def log_fields(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def log_fields(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: the trace and span a log line was written in."""
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
@@ -228,7 +232,7 @@ def log_fields(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def redact_log(_: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_log(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: the same secrets never reach a log line either."""
     return _LOG_REDACTOR.attributes(event)
 

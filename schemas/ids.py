@@ -29,3 +29,14 @@ def content_hash(content: str | bytes) -> str:
 def ingest_msg_id(doc_id: str, op: str, content_digest: str) -> str:
     """The ``Nats-Msg-Id`` of an ingest publish: JetStream drops a repeat inside its window."""
     return f"{doc_id}:{op}:{content_digest[:32]}"
+
+
+def index_msg_id(doc_id: str, step: str, version: int) -> str:
+    """The ``Nats-Msg-Id`` of an index publish: one per document, step (``upsert``, ``delete``,
+    or a status) and ingest version, so a redelivered ingest message publishes nothing twice."""
+    return f"{doc_id}:{step}:{version}"
+
+
+def turn_msg_id(request_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a finished question and answer: each answer is remembered once."""
+    return f"turn:{request_id}"

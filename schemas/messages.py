@@ -1,4 +1,4 @@
-"""Message contracts: one pydantic model per subject (see ``schemas.bus``).
+"""Message contracts: one pydantic model per subject (see ``schemas.subjects``).
 
 Every model forbids unknown fields and carries ``schema_version``; every message carries the
 ``tenant`` it belongs to. Other systems may publish ``IngestDocument`` to
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from schemas.ids import document_id
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 """A tenant or collection name: it becomes a NATS subject token, so no dots or spaces."""
@@ -40,10 +40,14 @@ class Message(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
+ErrorCode = Literal["bad_request", "not_found", "expired", "unavailable", "internal"]
+"""What went wrong, as a worker says it; ``gateway.errors.TABLE`` gives each its HTTP status."""
+
+
 class ErrorInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    code: Literal["bad_request", "not_found", "expired", "unavailable", "internal"]
+    code: ErrorCode
     message: str
 
 

@@ -1,63 +1,40 @@
-"""Fixtures that start real things: nats-server on a free port, the whole embedded stack."""
+"""Fixtures that start real things: a nats-server on a free port per test, a stack's client.
+
+Helpers the tests import live in ``tests/support``: ``stack`` (start the embedded stack, wait
+for a document), ``samples`` (documents of every format), ``hades_contract`` (the store
+contract every backend passes), ``store_audit`` (what a stopped stack's stores hold).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from olympus import natsserver
-from olympus.stack import Stack, StackConfig
+from tests.support.stack import RunningStack
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output"
-# The packaged generator model is converted from GGUF once per checkout, not once per stack.
-MODELS = ROOT / ".olympus" / "models"
 
+@pytest.fixture
+def nats_url(tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """A real nats-server with JetStream of the test's own (it starts in milliseconds): a test
+    that creates streams or consumers changes no other test's bus."""
+    from pathlib import Path
 
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real nats-server with JetStream for the in-process wiring tests.
-
-    The worker apps read ``OLYMPUS_NATS_URL`` when first imported, so it is set here, before
-    any test imports them.
-    """
-    folder = tmp_path_factory.mktemp("nats")
+    folder = Path(tmp_path) / "nats"
     config = natsserver.NatsServerConfig(store_dir=folder / "js", port=natsserver.free_port())
     proc = natsserver.start(config, folder / "nats.conf", stdout=subprocess.DEVNULL)
-    os.environ["OLYMPUS_NATS_URL"] = config.url
-    os.environ["OLYMPUS_DATA_DIR"] = str(folder / "data")
     yield config.url
     proc.terminate()
     proc.wait(10)
-
-
-@dataclass
-class RunningStack:
-    stack: Stack
-    url: str
-    key: str
-    data_dir: Path
-    log: Path
-    phoenix_url: str | None = None
-    config: StackConfig | None = None
-
-    def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {key or self.key}"},
-            timeout=30,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -65,53 +42,3 @@ def http(olympus: RunningStack) -> Iterator[httpx.Client]:
     """A client of the stack the test module starts as its ``olympus`` fixture."""
     with olympus.client() as client:
         yield client
-
-
-def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
-    """The document once its status is one of ``statuses``; fails the test after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = http.get(f"/rag/documents/{doc_id}")
-        if r.status_code == 200 and r.json()["status"] in statuses:
-            return r.json()
-        time.sleep(0.1)
-    raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports on loopback."""
-    while True:
-        first = natsserver.free_port()
-        if not any(natsserver.port_open("127.0.0.1", first + i) for i in range(1, count)):
-            return first
-
-
-def start_stack(
-    name: str,
-    data_dir: Path,
-    env: dict[str, str] | None = None,
-    phoenix: bool = False,
-    metrics: bool = False,
-    athena: bool = False,
-) -> RunningStack:
-    OUTPUT.mkdir(exist_ok=True)
-    log = OUTPUT / f"{name}.log"
-    config = StackConfig(
-        data_dir=data_dir,
-        nats_port=natsserver.free_port(),
-        gateway_port=natsserver.free_port(),
-        env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
-        phoenix_port=natsserver.free_port() if phoenix else None,
-        metrics_port=free_ports(3) if metrics else None,
-        athena_port=natsserver.free_port() if athena else None,
-    )
-    stack = Stack(config, sink=log.open("a"))
-    try:
-        stack.start(timeout_s=240)
-    except BaseException:
-        stack.stop()
-        raise
-    from olympus.keys import KeyStore
-
-    key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
-    return RunningStack(stack, config.gateway_url, key, data_dir, log, config.phoenix_url, config)

@@ -19,14 +19,15 @@ from fastapi import (
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway import chat
-from gateway.bus import BusUnavailable, GatewayBus
-from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from gateway import conversation
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
+from gateway.errors import OlympusError
 from gateway.models import ChatAnswer, ChatRequest, HistoryResponse, Problem
-from gateway.routes.mcp import SessionId
+from gateway.nats_client import NatsClient
+from gateway.routes.sessions import SessionId
 from gateway.settings import GatewaySettings
 from olympus.keys import KeyStore
-from schemas import bus
+from schemas import subjects
 from schemas.messages import HistoryGet, HistoryReply, Identifier
 
 LastEventId = Annotated[
@@ -55,7 +56,7 @@ _CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def chat_in_session(
     body: ChatRequest,
     key: ApiKeyDep,
-    bus_: BusDep,
+    nats_client: NatsDep,
     settings: SettingsDep,
     session_id: SessionId,
     last_event_id: LastEventId = None,
@@ -64,20 +65,20 @@ async def chat_in_session(
     them as [n]. The session remembers the conversation. Send `Last-Event-ID` to resume an
     answer after a dropped connection: the rest of the same answer, not a new one."""
     if last_event_id:
-        request_id, after = chat.parse_event_id(last_event_id)
-        await chat.resume(bus_, key.tenant, request_id)
-        return _sse(bus_, settings, request_id, after)
-    request_id = await chat.ask(bus_, settings, key.tenant, session_id, body)
+        request_id, after = conversation.parse_event_id(last_event_id)
+        await conversation.resume(nats_client, key.tenant, request_id)
+        return _sse(nats_client, settings, request_id, after)
+    request_id = await conversation.ask(nats_client, settings, key.tenant, session_id, body)
     if not body.stream:
-        return await chat.collect(bus_, settings, request_id)
-    return _sse(bus_, settings, request_id)
+        return await conversation.collect(nats_client, settings, request_id)
+    return _sse(nats_client, settings, request_id)
 
 
 @router.get("/chat/{request_id}", responses=_CHAT_RESPONSES)
 async def resume_chat(
     request_id: Identifier,
     key: ApiKeyDep,
-    bus_: BusDep,
+    nats_client: NatsDep,
     settings: SettingsDep,
     session_id: SessionId,
     last_event_id: LastEventId = None,
@@ -86,33 +87,33 @@ async def resume_chat(
     reconnecting by itself asks for."""
     after = -1
     if last_event_id:
-        named, after = chat.parse_event_id(last_event_id)
+        named, after = conversation.parse_event_id(last_event_id)
         if named != request_id:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID names another answer")
-    await chat.resume(bus_, key.tenant, request_id)
-    return _sse(bus_, settings, request_id, after)
+    await conversation.resume(nats_client, key.tenant, request_id)
+    return _sse(nats_client, settings, request_id, after)
 
 
 @router.post("/chat/{request_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel_chat(
-    request_id: Identifier, key: ApiKeyDep, bus_: BusDep, session_id: SessionId
+    request_id: Identifier, key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
 ) -> dict[str, str]:
     """Stop generating this answer (the stop button); it ends with finish_reason cancelled."""
-    await chat.resume(bus_, key.tenant, request_id)  # 404 unless it is the caller's
-    await bus_.control(request_id, "cancel")
+    await conversation.resume(nats_client, key.tenant, request_id)  # 404 unless it is the caller's
+    await nats_client.control(request_id, "cancel")
     return {"request_id": request_id, "status": "cancelling"}
 
 
 @router.get("/history", response_model=HistoryResponse)
 async def history(
     key: ApiKeyDep,
-    bus_: BusDep,
+    nats_client: NatsDep,
     session_id: SessionId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> HistoryResponse:
     """The session's questions and answers with the sources each cited, oldest first."""
-    reply = await bus_.request(
-        bus.RPC_HISTORY_GET,
+    reply = await nats_client.request(
+        subjects.RPC_HISTORY_GET,
         HistoryGet(tenant=key.tenant, session_id=session_id, limit=limit),
         HistoryReply,
     )
@@ -120,17 +121,19 @@ async def history(
 
 
 def _sse(
-    bus_: GatewayBus, settings: GatewaySettings, request_id: str, after: int = -1
+    nats_client: NatsClient, settings: GatewaySettings, request_id: str, after: int = -1
 ) -> EventSourceResponse:
     async def stream() -> Any:
-        async for event in chat.events(bus_, settings, request_id, after):
+        async for event in conversation.events(nats_client, settings, request_id, after):
             yield ServerSentEvent(
-                data=json.dumps(chat.public(event)),
+                data=json.dumps(conversation.public(event)),
                 event=event.event,
                 id=f"{request_id}:{event.seq}",
             )
 
-    return EventSourceResponse(stream(), ping=15, headers={"X-Request-Id": request_id})
+    return EventSourceResponse(
+        stream(), ping=settings.sse_ping_s, headers={"X-Request-Id": request_id}
+    )
 
 
 @ws_router.websocket("/ws/chat/{session_id}")
@@ -146,7 +149,7 @@ async def chat_socket(websocket: WebSocket, session_id: SessionId) -> None:
         # Closing before accepting refuses the handshake: the client sees HTTP 403.
         await websocket.close(code=1008, reason="a valid API key is required")
         return
-    bus_: GatewayBus = websocket.app.state.bus
+    nats_client: NatsClient = websocket.app.state.bus
     settings: GatewaySettings = websocket.app.state.settings
     await websocket.accept()
     try:
@@ -154,36 +157,35 @@ async def chat_socket(websocket: WebSocket, session_id: SessionId) -> None:
             raw = await websocket.receive_text()
             try:
                 body = ChatRequest.model_validate_json(raw)
-                request_id = await chat.ask(bus_, settings, key.tenant, session_id, body)
+                request_id = await conversation.ask(
+                    nats_client, settings, key.tenant, session_id, body
+                )
             except ValidationError as exc:
                 await _ws_error(websocket, 422, str(exc.errors(include_url=False)))
                 continue
-            except HTTPException as exc:
-                await _ws_error(websocket, exc.status_code, str(exc.detail))
+            except OlympusError as exc:
+                await _ws_error(websocket, exc.status, exc.message)
                 continue
-            except BusUnavailable as exc:
-                await _ws_error(websocket, 503, str(exc))
-                continue
-            await _stream_to_socket(websocket, bus_, settings, request_id)
+            await _stream_to_socket(websocket, nats_client, settings, request_id)
     except WebSocketDisconnect:
         return
 
 
 async def _stream_to_socket(
-    websocket: WebSocket, bus_: GatewayBus, settings: GatewaySettings, request_id: str
+    websocket: WebSocket, nats_client: NatsClient, settings: GatewaySettings, request_id: str
 ) -> None:
     async def listen_for_stop() -> None:
         while True:
             with contextlib.suppress(ValueError):
                 message = json.loads(await websocket.receive_text())
                 if isinstance(message, dict) and message.get("action") == "stop":
-                    await bus_.control(request_id, "cancel")
+                    await nats_client.control(request_id, "cancel")
 
     listener = asyncio.create_task(listen_for_stop())
     try:
         # A client that leaves makes send_json raise; events() then tells the generator.
-        async for event in chat.events(bus_, settings, request_id):
-            data = chat.public(event)
+        async for event in conversation.events(nats_client, settings, request_id):
+            data = conversation.public(event)
             await websocket.send_json(
                 {"event": event.event, "id": f"{request_id}:{event.seq}", "data": data}
             )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,13 +13,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.bus import BusUnavailable
-from gateway.deps import ApiKeyDep, BusDep
+from gateway.deps import ApiKeyDep, NatsDep
+from gateway.errors import Unavailable
 from olympus import metrics
-from schemas import bus
+from schemas import subjects
 from schemas.messages import DocumentStats, DocumentStatsReply
 
 router = APIRouter(tags=["health"])
+ASYNCAPI = Path(__file__).resolve().parent.parent / "asyncapi.json"
 
 
 @router.get("/healthz")
@@ -28,52 +30,52 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(_: ApiKeyDep, bus_: BusDep) -> JSONResponse:
+async def readyz(_: ApiKeyDep, nats_client: NatsDep) -> JSONResponse:
     """NATS connected, every stream present, every worker answering and consuming."""
-    checks: dict[str, bool] = {"nats": bus_.connected}
-    if bus_.connected:
-        for spec in bus.STREAMS:
-            checks[f"stream:{spec.name}"] = await _stream_ready(bus_, spec)
-        pings = await asyncio.gather(*(bus_.ping(s) for s in bus.WORKERS))
-        checks.update({f"worker:{s}": ok for s, ok in zip(bus.WORKERS, pings, strict=True)})
+    checks: dict[str, bool] = {"nats": nats_client.connected}
+    if nats_client.connected:
+        for spec in subjects.STREAMS:
+            checks[f"stream:{spec.name}"] = await _stream_ready(nats_client, spec)
+        workers = await nats_client.workers_up()
+        checks.update({f"worker:{s}": ok for s, ok in workers.items()})
     ready = all(checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-async def _stream_ready(bus_: BusDep, spec: bus.StreamSpec) -> bool:
+async def _stream_ready(nats_client: NatsDep, spec: subjects.StreamSpec) -> bool:
     try:
-        await bus_.js.stream_info(spec.name)
+        await nats_client.js.stream_info(spec.name)
         for durable in spec.durables:
-            await bus_.js.consumer_info(spec.name, durable)
+            await nats_client.js.consumer_info(spec.name, durable)
     except (NotFoundError, TimeoutError):
         return False
     return True
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def prometheus(bus_: BusDep) -> PlainTextResponse:
+async def prometheus(nats_client: NatsDep) -> PlainTextResponse:
     """Prometheus metrics (no authentication, like /healthz: counts, never content). Beside the
     gateway's own: every durable consumer's pending counts, the dead letters, documents by
     status, read from NATS now."""
-    if bus_.connected:
-        await _bus_gauges(bus_)
+    if nats_client.connected:
+        await _bus_gauges(nats_client)
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _bus_gauges(bus_: BusDep) -> None:
-    for spec in bus.STREAMS:
+async def _bus_gauges(nats_client: NatsDep) -> None:
+    for spec in subjects.STREAMS:
         for durable in spec.durables:
             with contextlib.suppress(NotFoundError, TimeoutError):
-                info = await bus_.js.consumer_info(spec.name, durable)
+                info = await nats_client.js.consumer_info(spec.name, durable)
                 metrics.CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
                 metrics.CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
                 metrics.CONSUMER_REDELIVERED.labels(durable).set(info.num_redelivered or 0)
     with contextlib.suppress(NotFoundError, TimeoutError):
-        dlq = await bus_.js.stream_info(bus.DLQ_STREAM.name)
+        dlq = await nats_client.js.stream_info(subjects.DLQ_STREAM.name)
         metrics.DEAD_LETTERS.set(dlq.state.messages)
-    with contextlib.suppress(BusUnavailable):
-        stats = await bus_.request(
-            bus.RPC_DOCUMENT_STATS, DocumentStats(), DocumentStatsReply, timeout_s=2
+    with contextlib.suppress(Unavailable):
+        stats = await nats_client.request(
+            subjects.RPC_DOCUMENT_STATS, DocumentStats(), DocumentStatsReply, timeout_s=2
         )
         for status in ("queued", "processing", "indexed", "failed"):
             metrics.DOCUMENTS.labels(status).set(stats.by_status.get(status, 0))
@@ -81,21 +83,9 @@ async def _bus_gauges(bus_: BusDep) -> None:
 
 @cache
 def asyncapi_document() -> dict[str, Any]:
-    from faststream.specification import AsyncAPI
-
-    from workers.embedder.app import broker as embedder
-    from workers.generator.app import broker as generator
-    from workers.indexer.app import broker as indexer
-
-    spec = AsyncAPI(
-        embedder,
-        indexer,
-        generator,
-        title="Olympus bus",
-        version="1",
-        description="Publish IngestDocument to olympus.ingest.<collection> to add documents.",
-    )
-    return spec.to_specification().to_jsonable()
+    # Generated from the worker apps by ``python -m olympus.asyncapi`` (checked by a test):
+    # the gateway imports no worker module and so no model library.
+    return dict(json.loads(ASYNCAPI.read_text()))
 
 
 @router.get("/asyncapi.json")

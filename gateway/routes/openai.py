@@ -11,14 +11,14 @@ import json
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway import chat
-from gateway.deps import ApiKeyDep, BusDep, SettingsDep
-from schemas import bus
+from gateway import conversation
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
+from gateway.errors import BadRequest, NotFound, openai_body
+from schemas import subjects
 from schemas.messages import (
     MAX_HISTORY_TURNS,
     MAX_NEW_TOKENS,
@@ -26,6 +26,7 @@ from schemas.messages import (
     ChatTurn,
     EmbedReply,
     EmbedRequest,
+    ErrorInfo,
     GenerationOptions,
 )
 
@@ -33,16 +34,6 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 RAG, CHAT, EMBED = "olympus-rag", "olympus-chat", "olympus-embed"
 CHAT_MODELS = {RAG: "answers from your documents, citing them", CHAT: "the model alone"}
 CREATED = 1_764_000_000
-
-
-class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, type_: str, code: str | None = None) -> None:
-        self.status, self.message, self.type, self.code = status, message, type_, code
-
-
-def error_response(exc: OpenAIError) -> JSONResponse:
-    body = {"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.code}}
-    return JSONResponse(body, status_code=exc.status)
 
 
 class Lenient(BaseModel):
@@ -99,28 +90,22 @@ async def list_models(key: ApiKeyDep) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, key: ApiKeyDep, bus_: BusDep, settings: SettingsDep
+    body: ChatCompletionRequest, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
 ) -> Any:
     if body.model not in CHAT_MODELS:
-        raise OpenAIError(
-            404,
+        raise NotFound(
             f"The model `{body.model}` does not exist; use one of {', '.join(CHAT_MODELS)}",
-            "invalid_request_error",
-            "model_not_found",
+            openai_code="model_not_found",
         )
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is not None and max_tokens > MAX_NEW_TOKENS:
-        raise OpenAIError(
-            400,
+        raise BadRequest(
             f"max_tokens is {max_tokens}, more than the limit of {MAX_NEW_TOKENS}",
-            "invalid_request_error",
-            "max_tokens_too_large",
+            openai_code="max_tokens_too_large",
         )
     *earlier, last = body.messages
     if last.role != "user" or not last.text.strip():
-        raise OpenAIError(
-            400, "the last message must be a non-empty user message", "invalid_request_error"
-        )
+        raise BadRequest("the last message must be a non-empty user message")
     instructions = "\n".join(m.text for m in earlier if m.role in ("system", "developer"))
     history = [
         ChatTurn(role=m.role, content=m.text)  # type: ignore[arg-type]
@@ -134,25 +119,19 @@ async def chat_completions(
         ),
         instructions=instructions or None,
     )
-    try:
-        request_id = await chat.start(
-            bus_,
-            settings,
-            key.tenant,
-            last.text,
-            spec,
-            retrieval=body.model == RAG,
-            history=history,
-        )
-    except HTTPException as exc:
-        raise _as_openai(exc) from exc
+    request_id = await conversation.start(
+        nats_client,
+        settings,
+        key.tenant,
+        last.text,
+        spec,
+        retrieval=body.model == RAG,
+        history=history,
+    )
     completion_id = f"chatcmpl-{request_id}"
     created = int(time.time())
     if not body.stream:
-        try:
-            answer = await chat.collect(bus_, settings, request_id)
-        except HTTPException as exc:
-            raise _as_openai(exc) from exc
+        answer = await conversation.collect(nats_client, settings, request_id)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -186,39 +165,38 @@ async def chat_completions(
 
     async def stream() -> Any:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in chat.events(bus_, settings, request_id):
+        async for event in conversation.events(nats_client, settings, request_id):
             if event.event == "sources":
                 continue
             if event.event == "token":
                 yield chunk({"content": event.text})
             elif event.event == "error":
-                message = event.error.message if event.error else "the answer failed"
-                error = {"message": message, "type": "server_error", "code": "generation_failed"}
-                yield ServerSentEvent(data=json.dumps({"error": error}))
+                error = event.error or ErrorInfo(code="internal", message="the answer failed")
+                body = openai_body(error.code, error.message, "generation_failed")
+                yield ServerSentEvent(data=json.dumps(body))
             else:
                 yield chunk({}, _finish(event.finish_reason), olympus={"cited": event.cited})
                 if include_usage and event.usage:
                     yield envelope([], usage=event.usage.model_dump())
         yield ServerSentEvent(data="[DONE]")
 
-    return EventSourceResponse(stream(), ping=15)
+    return EventSourceResponse(stream(), ping=settings.sse_ping_s)
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, key: ApiKeyDep, bus_: BusDep) -> dict[str, Any]:
+async def embeddings(
+    body: EmbeddingRequest, key: ApiKeyDep, nats_client: NatsDep
+) -> dict[str, Any]:
     if body.model != EMBED:
-        raise OpenAIError(
-            404,
-            f"The model `{body.model}` does not exist; use {EMBED}",
-            "invalid_request_error",
-            "model_not_found",
+        raise NotFound(
+            f"The model `{body.model}` does not exist; use {EMBED}", openai_code="model_not_found"
         )
     inputs = [body.input] if isinstance(body.input, str) else body.input
     try:
         request = EmbedRequest(tenant=key.tenant, inputs=inputs)
     except ValueError as exc:
-        raise OpenAIError(400, f"input: {exc}", "invalid_request_error") from exc
-    reply = await bus_.request(bus.RPC_EMBED, request, EmbedReply)
+        raise BadRequest(f"input: {exc}") from exc
+    reply = await nats_client.request(subjects.RPC_EMBED, request, EmbedReply)
     return {
         "object": "list",
         "model": EMBED,
@@ -232,12 +210,3 @@ async def embeddings(body: EmbeddingRequest, key: ApiKeyDep, bus_: BusDep) -> di
 
 def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
-
-
-def _as_openai(exc: HTTPException) -> OpenAIError:
-    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return OpenAIError(exc.status_code, str(exc.detail), kind)
-
-
-def is_openai_path(request: Request) -> bool:
-    return request.url.path.startswith(router.prefix + "/")

@@ -7,12 +7,12 @@ import base64
 import binascii
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway.deps import ApiKeyDep, BusDep, SettingsDep
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
 from gateway.models import (
     AcceptedDocument,
     AddDocumentRequest,
@@ -22,9 +22,9 @@ from gateway.models import (
     UploadResponse,
 )
 from olympus import telemetry
-from schemas import bus
+from schemas import subjects
 from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, media_type_of
-from schemas.ids import content_hash, document_id, ingest_msg_id
+from schemas.ids import content_hash, document_id, index_msg_id, ingest_msg_id
 from schemas.messages import (
     DocumentChunks,
     DocumentChunksGet,
@@ -45,7 +45,7 @@ router = APIRouter(prefix="/rag", tags=["documents"])
 TERMINAL = {"indexed", "failed", "deleted"}
 JUST_ACCEPTED_S = 3.0  # how long a document the gateway just accepted may take to be recorded
 MAX_FILENAME = 255
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "larger than the upload limit"},
     415: {"model": Problem, "description": "a file type Olympus cannot read"},
 }
@@ -59,15 +59,15 @@ def _unsupported(filename: str) -> HTTPException:
     )
 
 
-async def _current(bus_: BusDep, tenant: str, doc_id: str) -> DocumentInfo | None:
-    reply = await bus_.request(
-        bus.RPC_DOCUMENT_GET, DocumentGet(tenant=tenant, doc_id=doc_id), DocumentReply
+async def _current(nats_client: NatsDep, tenant: str, doc_id: str) -> DocumentInfo | None:
+    reply = await nats_client.request(
+        subjects.RPC_DOCUMENT_GET, DocumentGet(tenant=tenant, doc_id=doc_id), DocumentReply
     )
     return reply.document
 
 
 async def _ingest(
-    bus_: BusDep,
+    nats_client: NatsDep,
     tenant: str,
     collection: str,
     filename: str,
@@ -98,22 +98,27 @@ async def _ingest(
             "olympus.bytes": len(data),
         },
     ):
-        return await _publish(bus_, doc, digest, tenant, collection, filename)
+        return await _publish(nats_client, doc, digest, tenant, collection, filename)
 
 
 async def _publish(
-    bus_: BusDep, doc: IngestDocument, digest: str, tenant: str, collection: str, filename: str
+    nats_client: NatsDep,
+    doc: IngestDocument,
+    digest: str,
+    tenant: str,
+    collection: str,
+    filename: str,
 ) -> AcceptedDocument:
-    ack = await bus_.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", digest))
+    ack = await nats_client.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", digest))
     accepted = AcceptedDocument(
         doc_id=doc.doc_id, filename=filename, collection=collection, status="queued"
     )
     if ack.duplicate:
         # Same content inside the dedupe window: nothing new happens; say where it stands.
-        current = await _current(bus_, tenant, doc.doc_id)
+        current = await _current(nats_client, tenant, doc.doc_id)
         return accepted.model_copy(update={"status": current.status if current else "queued"})
-    await bus_.publish_index(
-        bus.INDEX_STATUS,
+    await nats_client.publish_index(
+        subjects.INDEX_STATUS,
         IndexStatus(
             tenant=tenant,
             collection=collection,
@@ -123,7 +128,7 @@ async def _publish(
             status="queued",
             content_hash=digest,
         ),
-        msg_id=f"{doc.doc_id}:queued:{ack.seq}",
+        msg_id=index_msg_id(doc.doc_id, "queued", ack.seq),
     )
     return accepted
 
@@ -159,7 +164,7 @@ def _check(filename: str, data: bytes, limit: int) -> None:
     responses=_ERRORS,
 )
 async def add_document(
-    body: AddDocumentRequest, key: ApiKeyDep, bus_: BusDep, settings: SettingsDep
+    body: AddDocumentRequest, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
 ) -> AcceptedDocument:
     """Queue one document given as JSON. Same filename in the same collection replaces it."""
     if body.encoding == "base64":
@@ -172,7 +177,9 @@ async def add_document(
     else:
         data = body.content.encode()
     _check(body.filename, data, settings.max_upload_bytes)
-    return await _ingest(bus_, key.tenant, body.collection, body.filename, data, body.metadata)
+    return await _ingest(
+        nats_client, key.tenant, body.collection, body.filename, data, body.metadata
+    )
 
 
 @router.post(
@@ -184,7 +191,7 @@ async def add_document(
 async def upload_documents(
     files: Annotated[list[UploadFile], File(description="one or more files")],
     key: ApiKeyDep,
-    bus_: BusDep,
+    nats_client: NatsDep,
     settings: SettingsDep,
     collection: Annotated[Name, Query()] = "default",
 ) -> UploadResponse:
@@ -200,7 +207,7 @@ async def upload_documents(
         _check(filename, data, settings.max_upload_bytes)
         loaded.append((filename, data))
     accepted = [
-        await _ingest(bus_, key.tenant, collection, filename, data, None)
+        await _ingest(nats_client, key.tenant, collection, filename, data, None)
         for filename, data in loaded
     ]
     return UploadResponse(documents=accepted)
@@ -209,15 +216,15 @@ async def upload_documents(
 @router.get("/documents", response_model=DocumentListResponse)
 async def list_documents(
     key: ApiKeyDep,
-    bus_: BusDep,
+    nats_client: NatsDep,
     collection: Name | None = None,
     status_: Annotated[DocumentStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DocumentListResponse:
     """The tenant's documents, newest first, filtered by collection and status."""
-    page = await bus_.request(
-        bus.RPC_DOCUMENT_LIST,
+    page = await nats_client.request(
+        subjects.RPC_DOCUMENT_LIST,
         DocumentList(
             tenant=key.tenant, collection=collection, status=status_, limit=limit, offset=offset
         ),
@@ -226,17 +233,17 @@ async def list_documents(
     return DocumentListResponse(items=page.items, total=page.total, limit=limit, offset=offset)
 
 
-async def _require(bus_: BusDep, tenant: str, doc_id: str) -> DocumentInfo:
-    current = await _current(bus_, tenant, doc_id)
+async def _require(nats_client: NatsDep, tenant: str, doc_id: str) -> DocumentInfo:
+    current = await _current(nats_client, tenant, doc_id)
     if current is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id!r}")
     return current
 
 
 @router.get("/documents/{doc_id}", response_model=DocumentInfo, responses={404: {"model": Problem}})
-async def get_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DocumentInfo:
+async def get_document(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> DocumentInfo:
     """Status (queued, processing, indexed, failed), chunk count and error of one document."""
-    return await _require(bus_, key.tenant, doc_id)
+    return await _require(nats_client, key.tenant, doc_id)
 
 
 @router.delete(
@@ -245,9 +252,9 @@ async def get_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DocumentInf
     response_model=DeleteResponse,
     responses={404: {"model": Problem}},
 )
-async def delete_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DeleteResponse:
+async def delete_document(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> DeleteResponse:
     """Remove the document with its chunks and vectors (in order with its ingests)."""
-    current = await _require(bus_, key.tenant, doc_id)
+    current = await _require(nats_client, key.tenant, doc_id)
     doc = IngestDocument(
         tenant=key.tenant,
         collection=current.collection,
@@ -255,36 +262,40 @@ async def delete_document(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DeleteRe
         op="delete",
         filename=current.filename,
     )
-    await bus_.publish_ingest(doc, ingest_msg_id(doc_id, "delete", str(time.time_ns())))
+    await nats_client.publish_ingest(doc, ingest_msg_id(doc_id, "delete", str(time.time_ns())))
     return DeleteResponse(doc_id=doc_id)
 
 
 @router.get(
     "/documents/{doc_id}/chunks", response_model=DocumentChunks, responses={404: {"model": Problem}}
 )
-async def document_chunks(doc_id: str, key: ApiKeyDep, bus_: BusDep) -> DocumentChunks:
+async def document_chunks(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> DocumentChunks:
     """The document's chunks as indexed, in order, with their text."""
-    await _require(bus_, key.tenant, doc_id)
-    return await bus_.request(
-        bus.RPC_DOCUMENT_CHUNKS, DocumentChunksGet(tenant=key.tenant, doc_id=doc_id), DocumentChunks
+    await _require(nats_client, key.tenant, doc_id)
+    return await nats_client.request(
+        subjects.RPC_DOCUMENT_CHUNKS,
+        DocumentChunksGet(tenant=key.tenant, doc_id=doc_id),
+        DocumentChunks,
     )
 
 
 @router.get("/documents/{doc_id}/events", responses={404: {"model": Problem}})
 async def document_events(
-    doc_id: str, key: ApiKeyDep, bus_: BusDep, settings: SettingsDep
+    doc_id: str, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
 ) -> EventSourceResponse:
     """Server-sent ``status`` events until the document is indexed, failed or deleted."""
-    queue = bus_.listen(key.tenant, doc_id)  # listen before reading the state: nothing slips by
+    queue = nats_client.listen(
+        key.tenant, doc_id
+    )  # listen before reading the state: nothing slips by
     try:
-        stored = await _current(bus_, key.tenant, doc_id)
+        stored = await _current(nats_client, key.tenant, doc_id)
         if stored is not None:
             current = DocumentEvent.of(key.tenant, stored)
         else:
             # Just uploaded: H.A.D.E.S. may not have recorded it yet. Its first event says so.
             current = await _first_event(queue, doc_id, JUST_ACCEPTED_S)
     except BaseException:
-        bus_.unlisten(key.tenant, doc_id, queue)
+        nats_client.unlisten(key.tenant, doc_id, queue)
         raise
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
@@ -304,9 +315,9 @@ async def document_events(
                 if event.status in TERMINAL:
                     return
         finally:
-            bus_.unlisten(key.tenant, doc_id, queue)
+            nats_client.unlisten(key.tenant, doc_id, queue)
 
-    return EventSourceResponse(stream(), ping=15)
+    return EventSourceResponse(stream(), ping=settings.sse_ping_s)
 
 
 async def _first_event(

@@ -1,6 +1,5 @@
-import uvloop
-
-from workers.embedder.app import app
+from olympus.worker import run
+from workers.embedder.app import create_app
 
 if __name__ == "__main__":
-    uvloop.run(app.run())
+    run(create_app())

@@ -18,6 +18,13 @@ import numpy as np
 from olympus import metrics
 
 
+def length_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Indices of ``texts`` grouped into batches of similar length, longest first: a batch pads
+    to its longest text, so sorting keeps padding (wasted compute) small."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @dataclass
 class _Request:
     texts: Sequence[str]
@@ -75,15 +82,10 @@ class EmbeddingBatcher:
             pool = self._take_documents()
             if not pool:
                 continue
-            # (request, index) pairs sorted by text length: batches pad to similar lengths.
-            items = sorted(
-                ((r, i) for r in pool for i in range(len(r.texts))),
-                key=lambda ri: len(ri[0].texts[ri[1]]),
-                reverse=True,
-            )
-            for start in range(0, len(items), self._batch_size):
+            items = [(r, i) for r in pool for i in range(len(r.texts))]
+            for positions in length_batches([r.texts[i] for r, i in items], self._batch_size):
                 await self._drain_queries()
-                batch = items[start : start + self._batch_size]
+                batch = [items[p] for p in positions]
                 vectors = await self._encode([r.texts[i] for r, i in batch], [r for r, _ in batch])
                 if vectors is None:
                     continue

@@ -13,9 +13,9 @@ import structlog
 
 from olympus import telemetry
 from olympus.logging import get_logger
-from schemas import bus
+from schemas import subjects
 from schemas.formats import media_type_of
-from schemas.ids import chunk_id, content_hash
+from schemas.ids import chunk_id, content_hash, index_msg_id
 from schemas.messages import (
     ChunkPayload,
     EmbedReply,
@@ -76,11 +76,11 @@ class IngestHandler:
         structlog.contextvars.bind_contextvars(doc_id=doc.doc_id, collection=doc.collection)
         if doc.op == "delete":
             await self.publish(
-                bus.INDEX_DELETE,
+                subjects.INDEX_DELETE,
                 IndexDelete(
                     tenant=doc.tenant, collection=doc.collection, doc_id=doc.doc_id, version=version
                 ),
-                msg_id=f"{doc.doc_id}:delete:{version}",
+                msg_id=index_msg_id(doc.doc_id, "delete", version),
             )
             return "deleted"
         await self._status(doc, version, "processing")
@@ -107,7 +107,7 @@ class IngestHandler:
             for i, (ident, text, vector) in enumerate(zip(ids, texts, vectors, strict=True))
         ]
         await self.publish(
-            bus.INDEX_UPSERT,
+            subjects.INDEX_UPSERT,
             IndexUpsert(
                 tenant=doc.tenant,
                 collection=doc.collection,
@@ -120,7 +120,7 @@ class IngestHandler:
                 model=self.model_name,
                 chunks=chunks,
             ),
-            msg_id=f"{doc.doc_id}:upsert:{version}",
+            msg_id=index_msg_id(doc.doc_id, "upsert", version),
         )
         return "embedded"
 
@@ -139,7 +139,7 @@ class IngestHandler:
         self, doc: IngestDocument, version: int, status: str, error: str | None = None
     ) -> None:
         await self.publish(
-            bus.INDEX_STATUS,
+            subjects.INDEX_STATUS,
             IndexStatus(
                 tenant=doc.tenant,
                 collection=doc.collection,
@@ -149,7 +149,7 @@ class IngestHandler:
                 status=status,  # type: ignore[arg-type]
                 error=error,
             ),
-            msg_id=f"{doc.doc_id}:{status}:{version}",
+            msg_id=index_msg_id(doc.doc_id, status, version),
         )
 
 
@@ -205,7 +205,7 @@ class QueryHandler:
             request_id=query.request_id, session_id=query.session_id
         )
         vector = None
-        if query.mode != "bm25":
+        if query.mode not in subjects.VECTORLESS_MODES:
             try:
                 with telemetry.span("olympus.embed_query", "EMBEDDING") as span:
                     vectors = await self.batcher.embed([query.input], query=True)

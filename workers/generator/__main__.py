@@ -1,6 +1,5 @@
-import uvloop
-
-from workers.generator.app import app
+from olympus.worker import run
+from workers.generator.app import create_app
 
 if __name__ == "__main__":
-    uvloop.run(app.run())
+    run(create_app())

@@ -1,129 +1,103 @@
-"""Wiring only: the generator's broker, subscribers and publishers. The work is in handlers.py."""
+"""Wiring only: the generator's subscribers and publishers. The work is in handlers.py."""
 
 from __future__ import annotations
 
 from faststream import FastStream
-from faststream.nats import NatsMessage
+from faststream.nats import NatsMessage, NatsRouter
 
-from olympus import bus as olympus_bus
-from olympus import metrics
-from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
-from schemas import bus
-from schemas.messages import (
-    Accepted,
-    ChatControl,
-    ChatEvent,
-    HealthPing,
-    HealthReply,
-    IndexTurn,
-    QueryGenerate,
-)
+from olympus.worker import Worker
+from schemas import ids, subjects
+from schemas.messages import Accepted, ChatControl, ChatEvent, IndexTurn, QueryGenerate
 from workers.generator.handlers import ChatHandler
 from workers.generator.settings import GeneratorSettings
 
-common = CommonSettings()
-settings = GeneratorSettings()
-policy = olympus_bus.DeliveryPolicy.from_settings(common)
-broker = olympus_bus.worker_broker(common, policy)
-app = FastStream(broker)
-log = get_logger("olympus.generator")
-handler: ChatHandler | None = None
 
+def create_app(
+    common: CommonSettings | None = None, settings: GeneratorSettings | None = None
+) -> FastStream:
+    common = common or CommonSettings()
+    settings = settings or GeneratorSettings()
 
-async def send_event(event: ChatEvent) -> None:
-    # Core publish on the raw connection: the OLYMPUS_REPLY stream captures it without a round
-    # trip per token, and no span is made per token (the LLM span covers them all).
-    await broker.connection.publish(
-        bus.reply_subject(event.request_id), event.model_dump_json().encode()
-    )
+    async def start(worker: Worker[ChatHandler]) -> ChatHandler:
+        # Heavy imports here: building the app (for AsyncAPI, or a wiring test) loads no model.
+        from workers.generator.engine import Engine
+        from workers.generator.handlers import Defaults
+        from workers.generator.weights import load
 
+        async def send_event(event: ChatEvent) -> None:
+            # Core publish on the raw connection: the OLYMPUS_REPLY stream captures it without a
+            # round trip per token, and no span is made per token (the LLM span covers them).
+            await worker.broker.connection.publish(
+                subjects.reply_subject(event.request_id), event.model_dump_json().encode()
+            )
 
-async def keep_turn(turn: IndexTurn) -> None:
-    await broker.publish(
-        turn,
-        bus.INDEX_TURN,
-        headers={bus.HEADER_MSG_ID: f"turn:{turn.turn.request_id}"},
-        stream=bus.INDEX_STREAM.name,
-    )
+        async def keep_turn(turn: IndexTurn) -> None:
+            await worker.broker.publish(
+                turn,
+                subjects.INDEX_TURN,
+                headers={subjects.HEADER_MSG_ID: ids.turn_msg_id(turn.turn.request_id)},
+                stream=subjects.INDEX_STREAM.name,
+            )
 
+        model, tokenizer, device, name = load(
+            settings.model,
+            settings.models_dir or common.data_dir / "models",
+            device=settings.device,
+            dtype=settings.dtype,
+            quantization=settings.quantization,
+            threads=settings.threads,
+        )
+        window = getattr(model.config, "max_position_embeddings", settings.context_tokens)
+        context_tokens = min(settings.context_tokens, window)
+        engine = Engine(model, tokenizer, device, settings.max_batch)
+        engine.start()
+        worker.log.info(
+            "generator ready",
+            model=name,
+            device=device,
+            dtype=str(model.dtype),
+            context_tokens=context_tokens,
+            max_batch=settings.max_batch,
+        )
+        return ChatHandler(
+            engine,
+            Defaults(
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                context_tokens=context_tokens,
+                cancel_grace_s=settings.cancel_grace_s,
+            ),
+            send_event,
+            keep_turn,
+            name,
+        )
 
-@app.on_startup
-async def start() -> None:
-    global handler
-    configure(bus.GENERATOR, common.log_level, common.log_format)
-    metrics.serve(common.metrics_port, common.metrics_host)
-    # Heavy imports here, not at module level: the gateway imports this module for AsyncAPI.
-    from workers.generator.engine import Engine
-    from workers.generator.handlers import Defaults
-    from workers.generator.model import load
-
-    await olympus_bus.prepare_streams(common)
-    model, tokenizer, device, name = load(
-        settings.model,
-        settings.models_dir or common.data_dir / "models",
-        device=settings.device,
-        dtype=settings.dtype,
-        quantization=settings.quantization,
-        threads=settings.threads,
-    )
-    window = getattr(model.config, "max_position_embeddings", settings.context_tokens)
-    engine = Engine(model, tokenizer, device, settings.max_batch)
-    engine.start()
-    handler = ChatHandler(
-        engine,
-        Defaults(
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            context_tokens=min(settings.context_tokens, window),
-            cancel_grace_s=settings.cancel_grace_s,
-        ),
-        send_event,
-        keep_turn,
-        name,
-    )
-    log.info(
-        "generator ready",
-        model=name,
-        device=device,
-        dtype=str(model.dtype),
-        context_tokens=min(settings.context_tokens, window),
-        max_batch=settings.max_batch,
-    )
-
-
-@app.after_shutdown
-async def stop() -> None:
-    if handler is not None:
+    async def stop(handler: ChatHandler) -> None:
         await handler.stop()
         handler.engine.stop()
 
-
-def _handler() -> ChatHandler:
-    if handler is None:
-        raise RuntimeError("the generator has not started")
-    return handler
+    worker = Worker(subjects.GENERATOR, common, start, stop)
+    worker.broker.include_router(router(worker))
+    return worker.app()
 
 
-@broker.subscriber(bus.QUERY_GENERATE, queue=bus.GENERATOR, max_workers=64)
-async def on_generate(body: QueryGenerate) -> Accepted:
-    return await _handler().accept(body)
+def router(worker: Worker[ChatHandler]) -> NatsRouter:
+    r = NatsRouter()
 
+    @r.subscriber(subjects.QUERY_GENERATE, queue=subjects.GENERATOR, max_workers=64)
+    async def on_generate(body: QueryGenerate) -> Accepted:
+        return await worker.runtime.accept(body)
 
-# No queue group: every generator hears every control. No automatic reply either: to a probe
-# only the generator holding the answer replies, so the others must stay silent.
-@broker.subscriber(bus.QUERY_CONTROL, no_reply=True)
-async def on_control(body: ChatControl, msg: NatsMessage) -> None:
-    if _handler().control(body) and msg.reply_to:
-        await msg.raw_message.respond(b"")
+    # No queue group: every generator hears every control. No automatic reply either: to a
+    # probe only the generator holding the answer replies, so the others must stay silent.
+    @r.subscriber(subjects.QUERY_CONTROL, no_reply=True)
+    async def on_control(body: ChatControl, msg: NatsMessage) -> None:
+        if worker.runtime.control(body) and msg.reply_to:
+            await msg.raw_message.respond(b"")
 
-
-@broker.subscriber(bus.health_subject(bus.GENERATOR))
-async def on_health(body: HealthPing) -> HealthReply:
-    return HealthReply(service=bus.GENERATOR, ok=handler is not None)
-
-
-# What the generator publishes, declared for the AsyncAPI document.
-broker.publisher(bus.REPLY_ALL, schema=ChatEvent, title="olympus.reply.<request_id>")
-broker.publisher(bus.INDEX_TURN, schema=IndexTurn, title=bus.INDEX_TURN)
+    # What the generator publishes, declared for the AsyncAPI document.
+    r.publisher(subjects.REPLY_ALL, schema=ChatEvent, title="olympus.reply.<request_id>")
+    r.publisher(subjects.INDEX_TURN, schema=IndexTurn, title=subjects.INDEX_TURN)
+    return r

@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from olympus import metrics
 from olympus.logging import get_logger
@@ -41,7 +43,7 @@ class Job:
     request_id: str
     prompt_ids: list[int]
     max_new_tokens: int
-    emit: Callable[[Piece], None]
+    emit: Callable[[Piece], object]
     temperature: float = 0.0
     top_p: float = 1.0
     deadline: float | None = None  # unix time; a request still waiting then is dropped
@@ -152,8 +154,7 @@ class Engine:
             logits_to_keep=1,  # only the last position's: the vocabulary projection is costly
         )
         tokens = self._sample(out.logits[:, -1, :], jobs)
-        fresh = _Batch(jobs, out.cache, mask, tokens)
-        fresh = self._emit(fresh)
+        fresh = self._emit(_Batch(jobs, out.cache, mask, tokens))
         if batch is None:
             return fresh
         if fresh is None:
@@ -217,6 +218,7 @@ class Engine:
 
     def _send(self, job: Job, finish_reason: str | None = None, error: str | None = None) -> None:
         text = self.tokenizer.decode(job.generated, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence decodes to one string
         if text.endswith("\ufffd") and finish_reason is None:
             return  # half a character: wait for the rest of its bytes
         piece, job.sent = text[len(job.sent) :], text
@@ -227,6 +229,22 @@ class Engine:
         self._jobs.pop(job.request_id, None)
         metrics.ANSWERS.labels(reason).inc()
         self._send(job, reason, error)
+
+
+def _filled(cache: DynamicCache) -> list[DynamicLayer]:
+    """The cache's layers, each holding keys and values (a model whose cache layers are of
+    another kind, linear attention say, cannot be batched this way: say so)."""
+    layers = list(cache.layers)
+    for layer in layers:
+        if not isinstance(layer, DynamicLayer):
+            raise TypeError(f"cannot batch a {type(layer).__name__} cache layer")
+    return cast(list[DynamicLayer], layers)
+
+
+def _tensor(value: torch.Tensor | None) -> torch.Tensor:
+    if value is None:
+        raise ValueError("an empty cache layer: the prefill has not run")
+    return value
 
 
 @dataclass
@@ -249,17 +267,19 @@ class _Batch:
         mask = self.mask.index_select(0, index)
         # columns that are padding in every remaining row need no attention at all
         start = int((mask.sum(0) > 0).long().argmax())
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        for layer in _filled(self.cache):
+            layer.keys = _tensor(layer.keys).index_select(0, index)[:, :, start:]
+            layer.values = _tensor(layer.values).index_select(0, index)[:, :, start:]
         return _Batch([self.jobs[r] for r in rows], self.cache, mask[:, start:], self.last[index])
 
     def merge(self, other: _Batch) -> _Batch:
         width = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
+        for mine, theirs in zip(_filled(self.cache), _filled(other.cache), strict=True):
+            mine.keys = torch.cat(
+                [_pad_left(_tensor(mine.keys), width), _pad_left(_tensor(theirs.keys), width)]
+            )
             mine.values = torch.cat(
-                [_pad_left(mine.values, width), _pad_left(theirs.values, width)]
+                [_pad_left(_tensor(mine.values), width), _pad_left(_tensor(theirs.values), width)]
             )
         mask = torch.cat([_pad_left(self.mask, width), _pad_left(other.mask, width)])
         return _Batch(self.jobs + other.jobs, self.cache, mask, torch.cat([self.last, other.last]))

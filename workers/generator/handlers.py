@@ -16,6 +16,7 @@ from schemas.messages import (
     Accepted,
     ChatControl,
     ChatEvent,
+    ErrorCode,
     ErrorInfo,
     IndexTurn,
     QueryGenerate,
@@ -179,9 +180,8 @@ class ChatHandler:
                     break
             answer = "".join(parts)
             if piece.finish_reason == "error":
-                code = (
-                    "expired" if piece.error and piece.error.startswith("expired") else "internal"
-                )
+                expired = bool(piece.error and piece.error.startswith("expired"))
+                code: ErrorCode = "expired" if expired else "internal"
                 await send(
                     "error",
                     error=ErrorInfo(code=code, message=piece.error or "failed"),
@@ -266,5 +266,5 @@ def _timings(request: QueryGenerate, job: Job) -> dict[str, float]:
     return {k: round(v, 2) for k, v in timings.items()}
 
 
-def _refused(code: str, message: str) -> Accepted:
-    return Accepted(error=ErrorInfo(code=code, message=message))  # type: ignore[arg-type]
+def _refused(code: ErrorCode, message: str) -> Accepted:
+    return Accepted(error=ErrorInfo(code=code, message=message))

@@ -7,6 +7,7 @@ passages, then the oldest turns. Citation markers in the answer map back to the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -134,4 +135,6 @@ def _encode(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) 
     encoded = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True
     )
+    if not isinstance(encoded, Mapping):  # return_dict=True gives a BatchEncoding
+        raise TypeError(f"the chat template returned {type(encoded).__name__}, not ids")
     return list(encoded["input_ids"])

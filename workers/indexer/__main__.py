@@ -1,6 +1,5 @@
-import uvloop
-
-from workers.indexer.app import app
+from olympus.worker import run
+from workers.indexer.app import create_app
 
 if __name__ == "__main__":
-    uvloop.run(app.run())
+    run(create_app())

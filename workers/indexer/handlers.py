@@ -18,7 +18,7 @@ import structlog
 
 from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
 from olympus import telemetry
-from olympus.bus import PermanentError
+from olympus.delivery import PermanentError
 from olympus.logging import get_logger
 from schemas.messages import (
     ContextAdd,

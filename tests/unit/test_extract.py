@@ -1,7 +1,7 @@
 import pytest
 
 from schemas.formats import media_type_of
-from tests.documents import TOPICS, render
+from tests.support.samples import TOPICS, render
 from workers.embedder.extract import ExtractionError, extract_text
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,8 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, RunningStack, start_stack
-from tests.documents import ZEPHYR as DOC
+from tests.support.samples import ZEPHYR as DOC
+from tests.support.stack import ROOT, RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PAGES = ROOT / "athena" / "views"

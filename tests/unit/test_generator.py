@@ -14,10 +14,10 @@ from schemas.messages import (
     RetrievedChunk,
     SessionTurn,
 )
-from tests.conftest import MODELS
+from tests.support.stack import MODELS
 from workers.generator import prompt as prompting
 from workers.generator.engine import Engine, Job, Piece
-from workers.generator.model import GeneratorConfigError, load
+from workers.generator.weights import GeneratorConfigError, load
 
 pytestmark = pytest.mark.slow
 

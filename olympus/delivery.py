@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -22,9 +23,11 @@ from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from prometheus_client import REGISTRY
@@ -32,17 +35,16 @@ from pydantic import ValidationError
 
 from olympus import metrics, telemetry
 from olympus.logging import get_logger
-from schemas import bus
+from schemas import subjects
 from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message, Reply
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
-    from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
     from olympus.settings import CommonSettings
 
-log = get_logger("olympus.bus")
+log = get_logger("olympus.delivery")
 
 
 class PermanentError(Exception):
@@ -65,7 +67,7 @@ class DeliveryPolicy:
         return self.backoff_s[min(attempt, len(self.backoff_s)) - 1]
 
     def durable(
-        self, stream: bus.StreamSpec, durable: str, concurrency: int, fetch: int = 32
+        self, stream: subjects.StreamSpec, durable: str, concurrency: int, fetch: int = 32
     ) -> dict[str, Any]:
         """Subscriber options for a durable pull consumer that follows these rules."""
         return {
@@ -90,7 +92,7 @@ class DeliveryPolicy:
 
 
 def stream_config(
-    spec: bus.StreamSpec, max_message_bytes: int, replicas: int = 1
+    spec: subjects.StreamSpec, max_message_bytes: int, replicas: int = 1
 ) -> api.StreamConfig:
     return api.StreamConfig(
         name=spec.name,
@@ -111,7 +113,7 @@ async def ensure_streams(
 ) -> list[str]:
     """Create every stream, or update it to the current configuration. Safe to repeat."""
     changed = []
-    for spec in bus.STREAMS:
+    for spec in subjects.STREAMS:
         config = stream_config(spec, max_message_bytes, replicas)
         try:
             await js.stream_info(spec.name)
@@ -133,8 +135,39 @@ async def prepare_streams(settings: CommonSettings) -> None:
         await nc.close()
 
 
+def fetch_times_out_as_nats_says() -> None:
+    """Make a pull fetch that times out raise ``nats.errors.TimeoutError``, always.
+
+    nats-py 2.16 raises a plain ``asyncio.TimeoutError`` from ``PullSubscription.fetch`` when
+    the deadline has passed by the time the server's 408 arrives (``js/client.py``,
+    ``_fetch_n``), while FastStream 0.7.8's pull loop suppresses only the nats error, its
+    subclass. An idle worker then logged "Task-N raised an exception, retrying..." with a
+    traceback every so often. Where that happens nothing is wrong: the fetch found no message.
+    Safe to call more than once; remove when nats-py raises its own error there.
+    """
+    cls = JetStreamContext.PullSubscription
+    if getattr(cls.fetch, "_olympus_timeouts", False):
+        return
+    original = cls.fetch
+
+    @functools.wraps(original)
+    async def fetch(
+        self: JetStreamContext.PullSubscription, *args: Any, **kwargs: Any
+    ) -> list[Msg]:
+        try:
+            return await original(self, *args, **kwargs)
+        except NatsTimeoutError:
+            raise
+        except TimeoutError as exc:
+            raise NatsTimeoutError from exc
+
+    fetch._olympus_timeouts = True  # type: ignore[attr-defined]
+    cls.fetch = fetch  # type: ignore[method-assign]
+
+
 def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroker:
     """A FastStream broker with Olympus' delivery rules on every JetStream subscriber."""
+    fetch_times_out_as_nats_says()
     middlewares: list[Any] = [
         NatsPrometheusMiddleware(registry=REGISTRY, app_name="olympus"),
         delivery_middleware(policy),
@@ -172,7 +205,7 @@ async def hand_on(broker: NatsBroker, subject: str, message: Message) -> Accepte
         problem = "did not accept the request in time"
     else:
         return Accepted.model_validate_json(response.body)
-    service = bus.SERVED_BY.get(subject, "worker")
+    service = subjects.SERVED_BY.get(subject, "worker")
     return Accepted(
         error=ErrorInfo(code="unavailable", message=f"the {service} {problem} ({subject})")
     )
@@ -197,7 +230,7 @@ def dead_letter(raw: Msg, stage: str, error: BaseException | str, deliveries: in
         deliveries=deliveries,
         original=original,
         original_encoding=encoding,  # type: ignore[arg-type]
-        headers={k: v for k, v in (raw.headers or {}).items() if k != bus.HEADER_MSG_ID},
+        headers={k: v for k, v in (raw.headers or {}).items() if k != subjects.HEADER_MSG_ID},
     )
 
 
@@ -237,10 +270,10 @@ class TracingMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
         raw = msg.raw_message
         subject = raw.subject
-        if subject.startswith("_INBOX.") or subject.startswith(bus.HEALTH_PREFIX):
+        if subject.startswith("_INBOX.") or subject.startswith(subjects.HEALTH_PREFIX):
             return await call_next(msg)
         parent = propagate.extract(raw.headers or {})
-        with telemetry.tracer("olympus.bus").start_as_current_span(
+        with telemetry.tracer("olympus.delivery").start_as_current_span(
             f"{subject} process", context=parent, kind=trace.SpanKind.CONSUMER
         ) as span:
             span.set_attribute("messaging.system", "nats")
@@ -313,7 +346,7 @@ class DeliveryMiddleware(BaseMiddleware):
         metrics.DEAD_LETTERED.labels(stage).inc()
         log.error("dead-lettered", stage=stage, subject=raw.subject, error=letter.error)
         js = raw._client.jetstream()
-        await js.publish(bus.dlq_subject(stage), letter.model_dump_json().encode())
+        await js.publish(subjects.dlq_subject(stage), letter.model_dump_json().encode())
 
 
 def delivery_middleware(policy: DeliveryPolicy) -> type[DeliveryMiddleware]:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from olympus import bus as olympus_bus
+from olympus import delivery
 from olympus.settings import CommonSettings
-from schemas import bus
+from schemas import subjects
 from schemas.ids import chunk_id
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ async def _true_when(condition: bool) -> bool:
 
 
 async def _dead_letters(js, subject: str) -> list[dict]:
-    sub = await js.pull_subscribe(bus.DLQ_ALL, stream=bus.DLQ_STREAM.name)
+    sub = await js.pull_subscribe(subjects.DLQ_ALL, stream=subjects.DLQ_STREAM.name)
     letters = []
     try:
         while True:
@@ -55,20 +55,20 @@ async def _dead_letters(js, subject: str) -> list[dict]:
 @pytest.fixture
 async def js(nats_url):
     nc = await nats.connect(nats_url)
-    await olympus_bus.ensure_streams(nc.jetstream(), 16 * 1024 * 1024)
+    await delivery.ensure_streams(nc.jetstream(), 16 * 1024 * 1024)
     yield nc.jetstream()
     await nc.close()
 
 
 def _broker(nats_url: str, ack_wait_s: float = 30.0):
     common = CommonSettings(nats_url=nats_url)
-    policy = olympus_bus.DeliveryPolicy(max_deliver=3, backoff_s=(0.1, 0.2), ack_wait_s=ack_wait_s)
-    return olympus_bus.worker_broker(common, policy), policy
+    policy = delivery.DeliveryPolicy(max_deliver=3, backoff_s=(0.1, 0.2), ack_wait_s=ack_wait_s)
+    return delivery.worker_broker(common, policy), policy
 
 
 def _subscribe(broker, policy, subject: str):
     durable = f"test-{uuid.uuid4().hex[:8]}"
-    return broker.subscriber(subject, **policy.durable(bus.INGEST_STREAM, durable, 4, fetch=4))
+    return broker.subscriber(subject, **policy.durable(subjects.INGEST_STREAM, durable, 4, fetch=4))
 
 
 async def test_a_failure_is_retried_then_acknowledged(nats_url, js):
@@ -183,12 +183,16 @@ async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js
     from hades.milvus import MilvusVectorIndex
     from hades.sqlite import SqliteDocumentGraph
     from schemas.messages import IndexUpsert
-    from workers.indexer import app as indexer_app
-    from workers.indexer.handlers import Indexer
+    from workers.indexer.app import create_app
+    from workers.indexer.settings import IndexerSettings
 
     vectors = _FailsOnce(MilvusVectorIndex(str(tmp_path / "m.db"), 384))
     graph = SqliteDocumentGraph(tmp_path / "g.sqlite3")
-    indexer_app.indexer = Indexer(vectors, graph, indexer_app.emit, flush_idle_s=0.1)
+    app = create_app(
+        CommonSettings(nats_url=nats_url, data_dir=tmp_path, retry_backoff_s=(0.1,)),
+        IndexerSettings(flush_idle_s=0.1),
+        stores=lambda: (vectors, graph),
+    )
     texts = ["first chunk of the document", "second chunk", "third chunk"]
     rng = np.random.default_rng(0)
     upsert = IndexUpsert(
@@ -217,19 +221,18 @@ async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js
             indexed.set()
 
     nc = await nats.connect(nats_url)
-    await nc.subscribe(bus.event_subject("indexed"), cb=on_event)
-    indexer_app.indexer.start()
-    async with indexer_app.broker:
-        await indexer_app.broker.start()
-        await js.publish(bus.INDEX_UPSERT, upsert.model_dump_json().encode())
+    await nc.subscribe(subjects.event_subject("indexed"), cb=on_event)
+    async with app:
+        await js.publish(subjects.INDEX_UPSERT, upsert.model_dump_json().encode())
         await asyncio.wait_for(indexed.wait(), 20)
 
         async def settled():
-            info = await js.consumer_info(bus.INDEX_STREAM.name, bus.DURABLE_INDEXER_UPSERT)
+            info = await js.consumer_info(
+                subjects.INDEX_STREAM.name, subjects.DURABLE_INDEXER_UPSERT
+            )
             return info if info.num_ack_pending == 0 else None
 
         consumer = await _eventually(settled)
-    await indexer_app.indexer.stop()
     await nc.close()
     assert vectors.failed
     assert consumer.delivered.consumer_seq == 2  # delivered twice: the failure, then the write

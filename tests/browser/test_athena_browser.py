@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OUTPUT, ROOT, RunningStack, start_stack
-from tests.documents import ZEPHYR as DOC
+from tests.support.samples import ZEPHYR as DOC
+from tests.support.stack import OUTPUT, ROOT, RunningStack, start_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -136,14 +136,14 @@ async def _cancelled_answers(nats_url: str, within_s: float) -> int:
     """How many answers in OLYMPUS_REPLY ended cancelled, waiting up to ``within_s`` for one."""
     import nats
 
-    from schemas import bus
+    from schemas import subjects
 
     nc = await nats.connect(nats_url)
     try:
         deadline = time.monotonic() + within_s
         while True:
             sub = await nc.jetstream().subscribe(
-                bus.REPLY_ALL, stream=bus.REPLY_STREAM.name, ordered_consumer=True
+                subjects.REPLY_ALL, stream=subjects.REPLY_STREAM.name, ordered_consumer=True
             )
             cancelled = 0
             try:

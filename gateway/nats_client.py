@@ -10,26 +10,25 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import nats
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy, PubAck
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
-from olympus import bus as olympus_bus
-from olympus import telemetry
+from gateway.errors import Unavailable
+from olympus import delivery, health, telemetry
 from olympus.logging import get_logger
 from olympus.settings import CommonSettings
-from schemas import bus
+from schemas import subjects
 from schemas.messages import (
     Accepted,
     ChatControl,
     ChatEvent,
     DocumentEvent,
     ErrorInfo,
-    HealthPing,
-    HealthReply,
     IngestDocument,
     Message,
 )
@@ -40,11 +39,7 @@ PROBE_REPLY_S = 2.0  # a generator's event loop answers a probe in well under th
 log = get_logger("olympus.gateway")
 
 
-class BusUnavailable(Exception):
-    """Nobody answered in time: the caller gets a 503, not a hang."""
-
-
-class GatewayBus:
+class NatsClient:
     def __init__(self, common: CommonSettings, timeout_s: float) -> None:
         self.common = common
         self.timeout_s = timeout_s
@@ -54,13 +49,18 @@ class GatewayBus:
         self._background: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
-        self.nc = await olympus_bus.connect(self.common, "gateway")
+        self.nc = await delivery.connect(self.common, "gateway")
         self.js = self.nc.jetstream()
-        await self.nc.subscribe(bus.EVENTS_ALL, cb=self._on_event)
+        await self.nc.subscribe(subjects.EVENTS_ALL, cb=self._on_event)
 
     async def close(self) -> None:
-        if self.nc is not None:
+        if self.nc is None:
+            return
+        try:
             await self.nc.drain()
+        except (ConnectionReconnectingError, ConnectionClosedError):
+            # NATS went first (a whole stack stopping at once): nothing is left to drain.
+            await self.nc.close()
 
     @property
     def connected(self) -> bool:
@@ -69,13 +69,13 @@ class GatewayBus:
     async def publish_ingest(self, doc: IngestDocument, msg_id: str) -> PubAck:
         try:
             return await self.js.publish(
-                bus.ingest_subject(doc.collection),
+                subjects.ingest_subject(doc.collection),
                 doc.model_dump_json().encode(),
                 timeout=self.timeout_s,
-                headers=telemetry.inject_headers({bus.HEADER_MSG_ID: msg_id}),
+                headers=telemetry.inject_headers({subjects.HEADER_MSG_ID: msg_id}),
             )
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
-            raise BusUnavailable("the ingest stream did not acknowledge the document") from exc
+            raise Unavailable("the ingest stream did not acknowledge the document") from exc
 
     async def publish_index(self, subject: str, message: Message, msg_id: str) -> None:
         try:
@@ -83,10 +83,10 @@ class GatewayBus:
                 subject,
                 message.model_dump_json().encode(),
                 timeout=self.timeout_s,
-                headers=telemetry.inject_headers({bus.HEADER_MSG_ID: msg_id}),
+                headers=telemetry.inject_headers({subjects.HEADER_MSG_ID: msg_id}),
             )
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
-            raise BusUnavailable("the index stream did not acknowledge the message") from exc
+            raise Unavailable("the index stream did not acknowledge the message") from exc
 
     async def request(
         self, subject: str, message: Message, reply: type[R], timeout_s: float | None = None
@@ -100,10 +100,10 @@ class GatewayBus:
                 headers=telemetry.inject_headers(),
             )
         except NoRespondersError as exc:
-            service = bus.SERVED_BY.get(subject, "worker")
-            raise BusUnavailable(f"the {service} is not running ({subject})") from exc
+            service = subjects.SERVED_BY.get(subject, "worker")
+            raise Unavailable(f"the {service} is not running ({subject})") from exc
         except (TimeoutError, NatsTimeout) as exc:
-            raise BusUnavailable(f"no answer on {subject} in time") from exc
+            raise Unavailable(f"no answer on {subject} in time") from exc
         return reply.model_validate_json(answer.data)
 
     # --- chat: start an answer, follow its events, steer it ---------------------------------
@@ -116,7 +116,7 @@ class GatewayBus:
         """
         assert self.nc is not None
         self._sweep_live()
-        live = await self.nc.subscribe(bus.reply_subject(request_id))
+        live = await self.nc.subscribe(subjects.reply_subject(request_id))
         self._live[request_id] = (live, time.monotonic())
         try:
             accepted = await self.request(subject, message, Accepted)
@@ -142,8 +142,8 @@ class GatewayBus:
             subscription = live[0]
         else:
             subscription = await self.js.subscribe(
-                bus.reply_subject(request_id),
-                stream=bus.REPLY_STREAM.name,
+                subjects.reply_subject(request_id),
+                stream=subjects.REPLY_STREAM.name,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
             )
@@ -191,7 +191,7 @@ class GatewayBus:
         """The newest stored event of an answer, None once the stream has let it go."""
         try:
             stored = await self.js.get_last_msg(
-                bus.REPLY_STREAM.name, bus.reply_subject(request_id)
+                subjects.REPLY_STREAM.name, subjects.reply_subject(request_id)
             )
         except NotFoundError:
             return None
@@ -200,7 +200,7 @@ class GatewayBus:
     async def control(self, request_id: str, action: str) -> None:
         assert self.nc is not None
         message = ChatControl(request_id=request_id, action=action)  # type: ignore[arg-type]
-        await self.nc.publish(bus.QUERY_CONTROL, message.model_dump_json().encode())
+        await self.nc.publish(subjects.QUERY_CONTROL, message.model_dump_json().encode())
 
     async def _held(self, request_id: str) -> bool:
         """Whether a generator answers that it is working on the answer."""
@@ -208,23 +208,18 @@ class GatewayBus:
         probe = ChatControl(request_id=request_id, action="probe")
         try:
             await self.nc.request(
-                bus.QUERY_CONTROL, probe.model_dump_json().encode(), timeout=PROBE_REPLY_S
+                subjects.QUERY_CONTROL, probe.model_dump_json().encode(), timeout=PROBE_REPLY_S
             )
         except (TimeoutError, NatsTimeout, NoRespondersError):
             return False
         return True
 
-    async def ping(self, service: str, timeout_s: float = 1.0) -> bool:
-        try:
-            reply = await self.request(
-                bus.health_subject(service), HealthPing(), HealthReply, timeout_s
-            )
-        except BusUnavailable:
-            return False
-        return reply.ok
+    async def workers_up(self, timeout_s: float = 1.0) -> dict[str, bool]:
+        assert self.nc is not None
+        return await health.probe_all(self.nc, timeout_s)
 
     # --- document events, fanned out to whoever follows a document ---------------------------
-    async def _on_event(self, msg: nats.aio.msg.Msg) -> None:
+    async def _on_event(self, msg: Msg) -> None:
         try:
             event = DocumentEvent.model_validate_json(msg.data)
         except ValueError:

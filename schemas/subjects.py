@@ -57,6 +57,18 @@ QUERY_RETRIEVE = f"{PREFIX}.query.retrieve"
 QUERY_GENERATE = f"{PREFIX}.query.generate"
 QUERY_CONTROL = f"{PREFIX}.query.control"
 
+VECTORLESS_MODES = frozenset({"bm25"})
+"""Search modes that need no query vector: such a query skips the embedder."""
+
+
+def first_stage(mode: str, retrieval: bool = True) -> str:
+    """Where a query or chat enters the pipeline: the generator when nothing is retrieved,
+    H.A.D.E.S. when its mode needs no vector (one hop fewer), else the embedder."""
+    if not retrieval:
+        return QUERY_GENERATE
+    return QUERY_RETRIEVE if mode in VECTORLESS_MODES else QUERY_EMBED
+
+
 # --- answers, token by token ------------------------------------------------------------------
 REPLY_PREFIX = f"{PREFIX}.reply"
 REPLY_ALL = f"{REPLY_PREFIX}.>"

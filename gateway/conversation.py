@@ -8,16 +8,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import HTTPException, status
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from gateway.bus import GatewayBus
-from gateway.deps import check_input
+from gateway.errors import BadRequest, Invalid, NotFound, TooLarge, Unavailable, from_info
 from gateway.models import ChatAnswer, ChatRequest
+from gateway.nats_client import NatsClient
 from gateway.settings import GatewaySettings
 from olympus import telemetry
-from schemas import bus
+from schemas import subjects
 from schemas.messages import (
     ChatEvent,
     ChatSpec,
@@ -27,8 +26,15 @@ from schemas.messages import (
     QueryGenerate,
 )
 
-_STATUS = {"bad_request": 400, "not_found": 404, "expired": 504}
 TERMINAL = ("done", "error")
+
+
+def check_input(text: str, settings: GatewaySettings) -> None:
+    """A question or search text: not blank, not over the limit (every route taking one)."""
+    if len(text) > settings.max_query_chars:
+        raise TooLarge(f"input is longer than the limit of {settings.max_query_chars} characters")
+    if not text.strip():
+        raise Invalid("input is empty")
 
 
 def spec_of(body: ChatRequest, remember: bool) -> ChatSpec:
@@ -41,7 +47,7 @@ def spec_of(body: ChatRequest, remember: bool) -> ChatSpec:
 
 
 async def start(
-    bus_: GatewayBus,
+    nats_client: NatsClient,
     settings: GatewaySettings,
     tenant: str,
     text: str,
@@ -57,16 +63,16 @@ async def start(
 ) -> str:
     """Hand the question to the pipeline; its request id once the generator has accepted it.
 
-    Raises an HTTPException (4xx/503/504) when a stage refuses it or is down.
+    Raises a domain error (``gateway.errors``) when a stage refuses it or is down.
     """
     check_input(text, settings)
     request_id = uuid.uuid4().hex
     deadline = time.time() + settings.request_timeout_s
     if history:
         chat = chat.model_copy(update={"history": history})
+    subject = subjects.first_stage(mode, retrieval)
     message: QueryGenerate | QueryEmbed
-    if not retrieval:  # no passages to find: straight to the generator
-        subject = bus.QUERY_GENERATE
+    if not retrieval:
         message = QueryGenerate(
             request_id=request_id,
             tenant=tenant,
@@ -77,8 +83,6 @@ async def start(
             deadline=deadline,
         )
     else:
-        # bm25 needs no vector: straight to H.A.D.E.S., one hop fewer.
-        subject = bus.QUERY_RETRIEVE if mode == "bm25" else bus.QUERY_EMBED
         message = QueryEmbed(
             request_id=request_id,
             tenant=tenant,
@@ -96,23 +100,26 @@ async def start(
     span = _open_span(request_id, text, session_id, retrieval)
     try:
         with trace.use_span(span, end_on_exit=False):
-            accepted = await bus_.start_chat(subject, message, request_id)
+            accepted = await nats_client.start_chat(subject, message, request_id)
     except BaseException as exc:
         _close_span(request_id, error=str(exc))
         raise
     if accepted.error is not None:
         _close_span(request_id, error=accepted.error.message)
-        code = _STATUS.get(accepted.error.code, status.HTTP_503_SERVICE_UNAVAILABLE)
-        raise HTTPException(code, accepted.error.message)
+        raise from_info(accepted.error)
     return request_id
 
 
 async def ask(
-    bus_: GatewayBus, settings: GatewaySettings, tenant: str, session_id: str, body: ChatRequest
+    nats_client: NatsClient,
+    settings: GatewaySettings,
+    tenant: str,
+    session_id: str,
+    body: ChatRequest,
 ) -> str:
     """A chat in a session (SSE or WebSocket): remembered, with the caller's retrieval choices."""
     return await start(
-        bus_,
+        nats_client,
         settings,
         tenant,
         body.input,
@@ -162,13 +169,13 @@ def _close_span(request_id: str, output: str | None = None, error: str | None = 
 
 
 async def events(
-    bus_: GatewayBus, settings: GatewaySettings, request_id: str, after: int = -1
+    nats_client: NatsClient, settings: GatewaySettings, request_id: str, after: int = -1
 ) -> AsyncIterator[ChatEvent]:
     """The answer's events after ``after``; if the client leaves before the end, the generator
     is told, and cancels unless someone resumes within its grace period."""
     finished: ChatEvent | None = None
     try:
-        async for event in bus_.follow(
+        async for event in nats_client.follow(
             request_id,
             first_timeout_s=settings.request_timeout_s + settings.chat_idle_timeout_s,
             idle_timeout_s=settings.chat_idle_timeout_s,
@@ -181,7 +188,7 @@ async def events(
     finally:
         if finished is None:
             _close_span(request_id, error="the client left before the end")
-            await bus_.control(request_id, "detach")
+            await nats_client.control(request_id, "detach")
         elif finished.event == "error":
             _close_span(request_id, error=finished.error.message if finished.error else "failed")
         else:
@@ -192,29 +199,31 @@ def parse_event_id(last_event_id: str) -> tuple[str, int]:
     """``<request_id>:<seq>`` -> (request_id, seq)."""
     request_id, _, seq = last_event_id.rpartition(":")
     if not _plausible(request_id) or not seq.isdigit():
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Last-Event-ID is not <request_id>:<n>")
+        raise BadRequest("Last-Event-ID is not <request_id>:<n>")
     return request_id, int(seq)
 
 
-async def resume(bus_: GatewayBus, tenant: str, request_id: str) -> None:
+async def resume(nats_client: NatsClient, tenant: str, request_id: str) -> None:
     """Check the answer is kept and the tenant's, and keep the generator going for it."""
-    last = await bus_.last_event(request_id) if _plausible(request_id) else None
+    last = await nats_client.last_event(request_id) if _plausible(request_id) else None
     if last is None or last.tenant != tenant:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no answer to resume under that id")
-    await bus_.control(request_id, "attach")
+        raise NotFound("no answer to resume under that id")
+    await nats_client.control(request_id, "attach")
 
 
-async def collect(bus_: GatewayBus, settings: GatewaySettings, request_id: str) -> ChatAnswer:
+async def collect(
+    nats_client: NatsClient, settings: GatewaySettings, request_id: str
+) -> ChatAnswer:
     """The whole answer, for clients that do not stream."""
     sources, dropped, last = [], 0, None
-    async for event in events(bus_, settings, request_id):
+    async for event in events(nats_client, settings, request_id):
         if event.event == "sources":
             sources, dropped = event.sources, event.dropped_passages
         last = event
     if last is None or last.event == "error":
-        message = last.error.message if last and last.error else "the answer failed"
-        code = _STATUS.get(last.error.code, 503) if last and last.error else 503
-        raise HTTPException(code, message)
+        if last is not None and last.error is not None:
+            raise from_info(last.error)
+        raise Unavailable("the answer failed")
     return ChatAnswer(
         request_id=request_id,
         answer=last.text,

@@ -18,7 +18,7 @@ from workers.generator.settings import GeneratorSettings
 from workers.indexer.settings import IndexerSettings
 
 pytestmark = pytest.mark.unit
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _variables(cls: type) -> set[str]:

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import RunningStack, start_stack, wait_for
+from tests.support.stack import RunningStack, start_stack, wait_for
 
 pytestmark = [
     pytest.mark.e2e,

@@ -18,9 +18,9 @@ import pytest
 from httpx_sse import connect_sse
 
 from olympus.keys import KeyStore
-from schemas import bus
-from tests.conftest import RunningStack, start_stack, wait_for
-from tests.documents import TOPICS, render
+from schemas import subjects
+from tests.support.samples import TOPICS, render
+from tests.support.stack import RunningStack, start_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UPLOAD_LIMIT = 64 * 1024
@@ -291,7 +291,7 @@ def test_a_malformed_bus_message_is_dead_lettered_and_workers_stay_up(olympus, h
         nc = await nats.connect(olympus.stack.config.nats_url)
         js = nc.jetstream()
         await js.publish("olympus.ingest.x", b'{"tenant": "default", "content": 42}')
-        sub = await js.pull_subscribe(bus.DLQ_ALL, stream=bus.DLQ_STREAM.name)
+        sub = await js.pull_subscribe(subjects.DLQ_ALL, stream=subjects.DLQ_STREAM.name)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -436,7 +436,7 @@ def test_after_a_restart_nothing_is_orphaned_and_context_is_kept(olympus):
     olympus.stack.stop()
     audit = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "tests.store_audit", str(olympus.data_dir)],
+            [sys.executable, "-m", "tests.support.store_audit", str(olympus.data_dir)],
             capture_output=True,
             text=True,
             timeout=120,

@@ -6,9 +6,11 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 
-from gateway.deps import ApiKeyDep, BusDep, SettingsDep, check_input
+from gateway.conversation import check_input
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
+from gateway.errors import from_info
 from gateway.models import (
     ContextRequest,
     ContextResponse,
@@ -18,7 +20,7 @@ from gateway.models import (
     RetrievedDocument,
 )
 from olympus import telemetry
-from schemas import bus
+from schemas import subjects
 from schemas.messages import (
     ContextAdd,
     ContextClear,
@@ -41,11 +43,11 @@ def _context(session_id: str, reply: ContextReply) -> ContextResponse:
 
 @router.post("/add_context", response_model=ContextResponse)
 async def add_context(
-    body: ContextRequest, key: ApiKeyDep, bus_: BusDep, session_id: SessionId
+    body: ContextRequest, key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
 ) -> ContextResponse:
     """Remember a piece of context for this session (kept across restarts)."""
-    reply = await bus_.request(
-        bus.RPC_CONTEXT_ADD,
+    reply = await nats_client.request(
+        subjects.RPC_CONTEXT_ADD,
         ContextAdd(tenant=key.tenant, session_id=session_id, content=body.content),
         ContextReply,
     )
@@ -53,19 +55,25 @@ async def add_context(
 
 
 @router.get("/get_context", response_model=ContextResponse)
-async def get_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> ContextResponse:
+async def get_context(
+    key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
+) -> ContextResponse:
     """The session's context, oldest first."""
-    reply = await bus_.request(
-        bus.RPC_CONTEXT_GET, ContextGet(tenant=key.tenant, session_id=session_id), ContextReply
+    reply = await nats_client.request(
+        subjects.RPC_CONTEXT_GET, ContextGet(tenant=key.tenant, session_id=session_id), ContextReply
     )
     return _context(session_id, reply)
 
 
 @router.delete("/clear_context", response_model=ContextResponse)
-async def clear_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> ContextResponse:
+async def clear_context(
+    key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
+) -> ContextResponse:
     """Forget the session: its context and its conversation history."""
-    reply = await bus_.request(
-        bus.RPC_CONTEXT_CLEAR, ContextClear(tenant=key.tenant, session_id=session_id), ContextReply
+    reply = await nats_client.request(
+        subjects.RPC_CONTEXT_CLEAR,
+        ContextClear(tenant=key.tenant, session_id=session_id),
+        ContextReply,
     )
     return _context(session_id, reply)
 
@@ -78,7 +86,7 @@ async def clear_context(key: ApiKeyDep, bus_: BusDep, session_id: SessionId) -> 
 async def query(
     body: QueryRequest,
     key: ApiKeyDep,
-    bus_: BusDep,
+    nats_client: NatsDep,
     settings: SettingsDep,
     session_id: SessionId,
 ) -> QueryResponse:
@@ -101,15 +109,16 @@ async def query(
         "CHAIN",
         **{"input.value": telemetry.cut(body.input), "session.id": session_id},
     ) as span:
-        if body.mode == "bm25":  # nothing to embed: straight to H.A.D.E.S., one hop fewer
-            reply = await bus_.request(bus.QUERY_RETRIEVE, request, RetrieveReply)
-        else:
-            embed = QueryEmbed(**request.model_dump(exclude={"vector"}))
-            reply = await bus_.request(bus.QUERY_EMBED, embed, RetrieveReply)
+        stage = subjects.first_stage(body.mode)
+        message = (
+            request
+            if stage == subjects.QUERY_RETRIEVE
+            else QueryEmbed(**request.model_dump(exclude={"vector"}))
+        )
+        reply = await nats_client.request(stage, message, RetrieveReply)
         telemetry.set_attributes(span, {"output.value": f"{len(reply.hits)} passages"})
     if reply.error is not None:
-        code = 400 if reply.error.code == "bad_request" else 503
-        raise HTTPException(code, reply.error.message)
+        raise from_info(reply.error)
     return QueryResponse(
         session_context=[i.content for i in reply.session_context],
         retrieved_documents=[RetrievedDocument(**h.model_dump()) for h in reply.hits],

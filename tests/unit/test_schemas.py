@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from schemas import bus
+from schemas import subjects
 from schemas.formats import media_type_of
 from schemas.ids import chunk_id, document_id, ingest_msg_id
 from schemas.messages import IngestDocument, QueryEmbed
@@ -48,19 +48,19 @@ def test_query_bounds():
 
 
 def test_subjects_are_built_in_one_place():
-    assert bus.ingest_subject("docs") == "olympus.ingest.docs"
-    assert bus.event_subject("indexed") == "olympus.events.document.indexed"
-    assert bus.dlq_subject("ingest") == "olympus.dlq.ingest"
-    assert bus.reply_subject("r1") == "olympus.reply.r1"
-    assert {s.name for s in bus.STREAMS} == {
+    assert subjects.ingest_subject("docs") == "olympus.ingest.docs"
+    assert subjects.event_subject("indexed") == "olympus.events.document.indexed"
+    assert subjects.dlq_subject("ingest") == "olympus.dlq.ingest"
+    assert subjects.reply_subject("r1") == "olympus.reply.r1"
+    assert {s.name for s in subjects.STREAMS} == {
         "OLYMPUS_INGEST",
         "OLYMPUS_INDEX",
         "OLYMPUS_EVENTS",
         "OLYMPUS_DLQ",
         "OLYMPUS_REPLY",
     }
-    assert bus.REPLY_STREAM.memory
-    assert bus.REPLY_STREAM.max_age_s > 0
+    assert subjects.REPLY_STREAM.memory
+    assert subjects.REPLY_STREAM.max_age_s > 0
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from olympus import natsserver
-from tests.conftest import MODELS
+from tests.support.stack import MODELS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.conftest import RunningStack, start_stack, wait_for
-from tests.documents import ZEPHYR as DOC
+from tests.support.samples import ZEPHYR as DOC
+from tests.support.stack import RunningStack, start_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GRACE_S = 2

@@ -7,7 +7,7 @@ import pytest
 
 from workers.embedder.batching import EmbeddingBatcher
 from workers.embedder.chunking import Chunker
-from workers.embedder.model import Encoder
+from workers.embedder.encoder import Encoder
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +32,7 @@ def bf16():
 def test_matches_sentence_transformers(fp32):
     from sentence_transformers import SentenceTransformer
 
-    from workers.embedder.model import default_model_path
+    from workers.embedder.encoder import default_model_path
 
     reference = SentenceTransformer(default_model_path(), device="cpu").encode(SENTENCES)
     ours = fp32.embed(SENTENCES)

@@ -19,6 +19,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from workers.embedder.batching import length_batches
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -100,8 +102,7 @@ class Encoder:
 
     def batches(self, texts: Sequence[str]) -> list[list[int]]:
         """Indices of ``texts`` grouped into batches of similar length, longest first."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return length_batches(texts, self.batch_size)
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         return self._forward(texts)

@@ -1,0 +1,83 @@
+"""What every worker does the same way, in one place: settings, broker, logging, metrics,
+streams, the health responder and the lifespan.
+
+A worker's ``app.py`` only says what is its own: a ``start`` that builds its runtime (the model,
+the stores) and the subscribers that hand messages to that runtime. Nothing is built at import:
+
+    def create_app(common=None, settings=None) -> FastStream:
+        worker = Worker(subjects.EMBEDDER, common or CommonSettings(), start=...)
+        worker.broker.include_router(router(worker, settings))
+        return worker.app()
+
+The runtime is not a module global: subscribers reach it through the ``Worker`` they were built
+with (``worker.runtime``), set once ``start`` has returned — before any subscriber consumes, since
+FastStream starts the broker after the startup hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import uvloop
+from faststream import FastStream
+from faststream.nats import NatsBroker
+
+from olympus import delivery, metrics
+from olympus.logging import configure, get_logger
+from olympus.settings import CommonSettings
+from schemas import subjects
+from schemas.messages import HealthPing, HealthReply
+
+R = TypeVar("R")
+
+
+class Worker(Generic[R]):
+    """One worker process: its broker (with the delivery rules) and, once started, its runtime."""
+
+    def __init__(
+        self,
+        service: str,
+        common: CommonSettings,
+        start: Callable[[Worker[R]], Awaitable[R]],
+        stop: Callable[[R], Awaitable[None]] | None = None,
+    ) -> None:
+        self.service = service
+        self.common = common
+        self.policy = delivery.DeliveryPolicy.from_settings(common)
+        self.broker: NatsBroker = delivery.worker_broker(common, self.policy)
+        self.log = get_logger(f"olympus.{service}")
+        self._start = start
+        self._stop = stop
+        self._runtime: R | None = None
+        self.broker.subscriber(subjects.health_subject(service))(self.on_health)
+
+    @property
+    def runtime(self) -> R:
+        if self._runtime is None:
+            raise RuntimeError(f"the {self.service} has not started")
+        return self._runtime
+
+    async def on_health(self, body: HealthPing) -> HealthReply:
+        return HealthReply(service=self.service, ok=self._runtime is not None)
+
+    async def _started(self) -> None:
+        configure(self.service, self.common.log_level, self.common.log_format)
+        metrics.serve(self.common.metrics_port, self.common.metrics_host)
+        await delivery.prepare_streams(self.common)
+        self._runtime = await self._start(self)
+
+    async def _stopped(self) -> None:
+        # After the broker has closed: nothing hands the runtime work any more.
+        runtime, self._runtime = self._runtime, None
+        if self._stop is not None and runtime is not None:
+            await self._stop(runtime)
+
+    def app(self) -> FastStream:
+        """The app to run (``run``) or, in a test, to enter (``async with app:``): both start
+        the runtime before the subscribers consume and stop it after they have stopped."""
+        return FastStream(self.broker, on_startup=[self._started], after_shutdown=[self._stopped])
+
+def run(app: FastStream) -> None:
+    """``python -m workers.<name>``: run the app on uvloop until SIGTERM/SIGINT."""
+    uvloop.run(app.run())

@@ -1,0 +1,84 @@
+"""Starting the real embedded stack for a test module, and waiting on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from olympus import natsserver
+from olympus.keys import KeyStore
+from olympus.stack import Stack, StackConfig
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+OUTPUT = ROOT / "test-output"
+# The packaged generator model is converted from GGUF once per checkout, not once per stack.
+MODELS = ROOT / ".olympus" / "models"
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    url: str
+    key: str
+    data_dir: Path
+    log: Path
+    phoenix_url: str | None = None
+    config: StackConfig | None = None
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+            timeout=30,
+        )
+
+
+def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
+    """The document once its status is one of ``statuses``; fails the test after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = http.get(f"/rag/documents/{doc_id}")
+        if r.status_code == 200 and r.json()["status"] in statuses:
+            return r.json()
+        time.sleep(0.1)
+    raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on loopback."""
+    while True:
+        first = natsserver.free_port()
+        if not any(natsserver.port_open("127.0.0.1", first + i) for i in range(1, count)):
+            return first
+
+
+def start_stack(
+    name: str,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    phoenix: bool = False,
+    metrics: bool = False,
+    athena: bool = False,
+) -> RunningStack:
+    OUTPUT.mkdir(exist_ok=True)
+    log = OUTPUT / f"{name}.log"
+    config = StackConfig(
+        data_dir=data_dir,
+        nats_port=natsserver.free_port(),
+        gateway_port=natsserver.free_port(),
+        env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
+        phoenix_port=natsserver.free_port() if phoenix else None,
+        metrics_port=free_ports(3) if metrics else None,
+        athena_port=natsserver.free_port() if athena else None,
+    )
+    stack = Stack(config, sink=log.open("a"))
+    try:
+        stack.start(timeout_s=240)
+    except BaseException:
+        stack.stop()
+        raise
+    key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
+    return RunningStack(stack, config.gateway_url, key, data_dir, log, config.phoenix_url, config)
