@@ -1,7 +1,8 @@
 """H.A.D.E.S., the data layer: the store interfaces and their backends.
 
 Only the indexer worker opens the stores. ``VectorIndex`` and ``DocumentGraph`` are the two
-contracts; every backend passes the one contract suite in ``tests/test_hades_contract.py``.
+contracts; every backend subclasses the contract test classes in
+``tests/support/hades_contract.py``.
 """
 
 from hades.protocols import (

@@ -27,7 +27,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def nats_url(tmp_path: os.PathLike[str]) -> Iterator[str]:
     """A real nats-server with JetStream of the test's own (it starts in milliseconds): a test
     that creates streams or consumers changes no other test's bus."""
-    from pathlib import Path
 
     folder = Path(tmp_path) / "nats"
     config = natsserver.NatsServerConfig(store_dir=folder / "js", port=natsserver.free_port())

@@ -14,11 +14,13 @@ from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from athena.client import Gateway
 from tests.support.samples import ZEPHYR as DOC
 from tests.support.stack import RunningStack, start_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GRACE_S = 2
+PING_S = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,8 @@ def olympus(tmp_path_factory) -> RunningStack:
             "OLYMPUS_GENERATOR_CANCEL_GRACE_S": str(GRACE_S),
             # Probed often, so every answer here also shows a live generator is never cut off.
             "OLYMPUS_GATEWAY_CHAT_PROBE_S": "0.3",
+            # Keep-alive comments many times per answer: every client here must skip them.
+            "OLYMPUS_GATEWAY_SSE_PING_S": str(PING_S),
         },
     )
     yield running
@@ -51,6 +55,8 @@ def stream(http, path: str, body: dict, headers=None, stop_after: int | None = N
     with connect_sse(http, "POST", path, json=body, headers=headers or {}) as source:
         assert source.response.status_code == 200, source.response.read()
         for sse in source.iter_sse():
+            if not sse.data:  # after a keep-alive comment httpx-sse yields an empty event
+                continue
             events.append((sse.event, sse.id, json.loads(sse.data)))
             if stop_after is not None and len(events) >= stop_after:
                 break
@@ -61,7 +67,7 @@ def resume(http, session: str, request_id: str, last_event_id: str | None = None
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     with connect_sse(http, "GET", f"/mcp/{session}/chat/{request_id}", headers=headers) as src:
         assert src.response.status_code == 200, src.response.read()
-        return [(s.event, s.id, json.loads(s.data)) for s in src.iter_sse()]
+        return [(s.event, s.id, json.loads(s.data)) for s in src.iter_sse() if s.data]
 
 
 def test_streamed_answer_cites_real_chunks_and_is_remembered(http, doc):
@@ -257,6 +263,25 @@ def test_websocket_chat_streams_and_reports_bad_input(olympus, doc):
         ws_connect(f"{url}?api_key=wrong")
 
 
+def test_athena_reads_an_answer_slower_than_the_keep_alive(olympus, doc):
+    """Issue 10: every answer slower than the ping interval crashed Athena's chat page."""
+    with olympus.client() as http:
+        raw = http.post(
+            "/mcp/athena-ping/chat", json={"input": "What does the Zephyr valve do?"}
+        ).text
+    comments = raw.count(": ping")
+    assert comments >= 3, f"the answer came too fast to show anything ({comments} pings)"
+    gateway = Gateway(olympus.url, olympus.key)
+    try:
+        events = list(gateway.chat("athena-ping", "And when does it open?"))
+    finally:
+        gateway.close()
+    kinds = [e.event for e in events]
+    assert kinds[0] == "sources"
+    assert kinds[-1] == "done"
+    assert set(kinds) == {"sources", "token", "done"}
+
+
 def test_a_generator_killed_mid_answer_ends_the_stream_with_an_error(http, olympus, doc):
     """Last on purpose: it kills the generator (the supervisor restarts it)."""
     generator = next(c for c in olympus.stack.supervisor._children if c.name == "generator")
@@ -264,6 +289,8 @@ def test_a_generator_killed_mid_answer_ends_the_stream_with_an_error(http, olymp
     with connect_sse(http, "POST", "/mcp/killed/chat", json=body) as source:
         events = []
         for sse in source.iter_sse():
+            if not sse.data:  # a keep-alive
+                continue
             events.append(sse)
             if len(events) == 2:
                 generator.proc.send_signal(signal.SIGKILL)

@@ -1,22 +1,26 @@
-"""One contract suite for every H.A.D.E.S. backend (after Haystack's DocumentStore tests)."""
+"""Every H.A.D.E.S. backend against the one contract (``tests/support/hades_contract.py``)."""
 
 from __future__ import annotations
 
 import os
-import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from hades import ChunkRecord, DocumentWrite, SearchQuery
+from hades import DocumentGraph, SearchQuery, VectorIndex
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
-from schemas.ids import chunk_id
-from schemas.messages import Citation, DocumentInfo, SessionTurn
+from tests.support.hades_contract import (
+    DIMS,
+    DocumentGraphContract,
+    VectorIndexContract,
+    chunks_of,
+)
 
-DIMS = 8
+pytestmark = pytest.mark.integration
 
 
 def _arango_url() -> str | None:
@@ -37,235 +41,54 @@ ARANGO_SKIP = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("arango", marks=ARANGO_SKIP)])
-def graph(request, tmp_path):
-    if request.param == "sqlite":
+class TestMilvusLite(VectorIndexContract):
+    @pytest.fixture
+    def vectors(self, tmp_path: Path) -> Iterator[VectorIndex]:
+        index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS)
+        yield index
+        index.close()
+
+    def test_vectors_survive_reopening(self, tmp_path: Path) -> None:
+        path = str(tmp_path / "reopen.db")
+        index = MilvusVectorIndex(path, DIMS)
+        index.upsert(chunks_of("t", "d", ["persisted text"]))
+        index.flush()
+        index.close()
+        index = MilvusVectorIndex(path, DIMS)
+        assert index.search(SearchQuery("t", "bm25", 1, text="persisted"))[0].doc_id == "d"
+        index.close()
+
+
+class TestSqliteGraph(DocumentGraphContract):
+    @pytest.fixture
+    def graph(self, tmp_path: Path) -> Iterator[DocumentGraph]:
         store = SqliteDocumentGraph(tmp_path / "graph.sqlite3")
-    else:
+        yield store
+        store.close()
+
+    def test_sqlite_graph_survives_reopening(self, tmp_path: Path) -> None:
+        path = tmp_path / "g.sqlite3"
+        graph = SqliteDocumentGraph(path)
+        graph.add_context("t", "s", "remember me")
+        graph.close()
+        graph = SqliteDocumentGraph(path)
+        assert [i.content for i in graph.get_context("t", "s")] == ["remember me"]
+        graph.close()
+
+
+@ARANGO_SKIP
+class TestArangoGraph(DocumentGraphContract):
+    @pytest.fixture
+    def graph(self) -> Iterator[DocumentGraph]:
         from hades.arango import ArangoDocumentGraph
 
+        url = _arango_url()
+        assert url is not None
         store = ArangoDocumentGraph(
-            _arango_url(),
+            url,
             f"olympus_test_{uuid.uuid4().hex[:8]}",
             os.environ.get("OLYMPUS_ARANGO_USER", "root"),
             os.environ.get("OLYMPUS_ARANGO_PASSWORD", ""),
         )
-    yield store
-    store.close()
-
-
-@pytest.fixture(params=["milvus-lite"])
-def vectors(request, tmp_path):
-    index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS)
-    yield index
-    index.close()
-
-
-def _vec(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).standard_normal(DIMS)
-    return (v / np.linalg.norm(v)).tolist()
-
-
-def _chunks(tenant: str, doc_id: str, texts: list[str], collection: str = "c") -> list[ChunkRecord]:
-    return [
-        ChunkRecord(chunk_id(doc_id, i, t), tenant, collection, doc_id, i, t, _vec(hash(t) % 997))
-        for i, t in enumerate(texts)
-    ]
-
-
-def _info(doc_id: str, version: int, status: str = "indexed", chunks: int = 0) -> DocumentInfo:
-    now = time.time()
-    return DocumentInfo(
-        doc_id=doc_id,
-        collection="c",
-        filename=f"{doc_id}.txt",
-        status=status,
-        chunk_count=chunks,
-        version=version,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-# --- VectorIndex ------------------------------------------------------------------------------
-pytestmark = pytest.mark.integration
-
-
-def test_upsert_twice_keeps_one_row(vectors):
-    chunks = _chunks("t1", "d1", ["alpha beta", "gamma delta"])
-    vectors.upsert(chunks)
-    vectors.upsert(chunks)
-    assert vectors.count("t1") == 2
-
-
-def test_written_chunks_are_searchable_at_once(vectors):
-    vectors.upsert(_chunks("t1", "d1", ["the quick brown fox", "lazy dogs sleep"]))
-    target = _chunks("t1", "d1", ["the quick brown fox"])[0]
-    for mode in ("dense", "bm25", "hybrid"):
-        hits = vectors.search(SearchQuery("t1", mode, 1, text="quick foxes", vector=target.vector))
-        assert [h.chunk_id for h in hits] == [target.chunk_id], mode
-        assert hits[0].doc_id == "d1"
-        assert hits[0].text == "the quick brown fox"
-
-
-def test_search_never_crosses_tenants(vectors):
-    vectors.upsert(_chunks("t1", "d1", ["secret plans of tenant one"]))
-    vectors.upsert(_chunks("t2", "d2", ["public notes of tenant two"]))
-    for mode in ("dense", "bm25", "hybrid"):
-        hits = vectors.search(
-            SearchQuery("t2", mode, 10, text="secret plans tenant", vector=_vec(1))
-        )
-        assert {h.doc_id for h in hits} <= {"d2"}, mode
-
-
-def test_filters_by_collection_and_document(vectors):
-    vectors.upsert(_chunks("t", "a", ["solar panels on roofs"], collection="energy"))
-    vectors.upsert(_chunks("t", "b", ["solar eclipses in history"], collection="space"))
-    hits = vectors.search(SearchQuery("t", "bm25", 10, text="solar", collection="space"))
-    assert [h.doc_id for h in hits] == ["b"]
-    hits = vectors.search(SearchQuery("t", "dense", 10, vector=_vec(3), doc_ids=["a"]))
-    assert [h.doc_id for h in hits] == ["a"]
-
-
-def test_bm25_stems_and_ranks(vectors):
-    vectors.upsert(_chunks("t", "d", ["running shoes for marathons", "a recipe for lemon cake"]))
-    hits = vectors.search(SearchQuery("t", "bm25", 2, text="runner who runs a marathon"))
-    assert hits[0].text == "running shoes for marathons"
-    assert hits[0].score > 0
-    assert vectors.search(SearchQuery("t", "bm25", 2, text="the of and")) == []
-
-
-def test_unique_documents_keeps_each_documents_best_chunk(vectors):
-    vectors.upsert(_chunks("t", "d1", ["apple pie", "apple tart", "apple crumble"]))
-    vectors.upsert(_chunks("t", "d2", ["apple juice"]))
-    hits = vectors.search(SearchQuery("t", "bm25", 5, text="apple", unique_documents=True))
-    assert sorted(h.doc_id for h in hits) == ["d1", "d2"]
-
-
-def test_delete_document_and_chunks(vectors):
-    chunks = _chunks("t", "d", ["one", "two", "three"])
-    vectors.upsert(chunks + _chunks("t", "other", ["four"]))
-    vectors.delete_chunks("t", {chunks[0].chunk_id, "not-there"})
-    vectors.delete_chunks("other-tenant", {chunks[1].chunk_id})
-    assert vectors.count("t", "d") == 2
-    vectors.delete_document("t", "d")
-    assert vectors.count("t", "d") == 0
-    assert vectors.count("t", "other") == 1
-
-
-def test_vectors_survive_reopening(tmp_path):
-    path = str(tmp_path / "reopen.db")
-    index = MilvusVectorIndex(path, DIMS)
-    index.upsert(_chunks("t", "d", ["persisted text"]))
-    index.flush()
-    index.close()
-    index = MilvusVectorIndex(path, DIMS)
-    assert index.search(SearchQuery("t", "bm25", 1, text="persisted"))[0].doc_id == "d"
-    index.close()
-
-
-# --- DocumentGraph ----------------------------------------------------------------------------
-def test_put_document_with_chunks_and_edges(graph):
-    chunks = _chunks("t", "d", ["first", "second", "third"])
-    graph.put_documents([DocumentWrite("t", _info("d", 3, chunks=3), chunks)])
-    assert graph.get_document("t", "d").status == "indexed"
-    assert graph.chunk_ids("t", "d") == [c.chunk_id for c in chunks]
-    assert [(c.position, c.text) for c in graph.chunks("t", "d")] == [
-        (c.position, c.text) for c in chunks
-    ]
-    assert graph.following_chunks("t", chunks[0].chunk_id, 5) == [
-        chunks[1].chunk_id,
-        chunks[2].chunk_id,
-    ]
-    assert graph.following_chunks("t", chunks[0].chunk_id, 1) == [chunks[1].chunk_id]
-    assert graph.get_document("other-tenant", "d") is None
-
-
-def test_new_version_replaces_chunks(graph):
-    old = _chunks("t", "d", ["old one", "old two"])
-    graph.put_documents([DocumentWrite("t", _info("d", 1, chunks=2), old)])
-    new = _chunks("t", "d", ["new"])
-    graph.put_documents([DocumentWrite("t", _info("d", 2, chunks=1), new)])
-    assert graph.chunk_ids("t", "d") == [new[0].chunk_id]
-    assert graph.following_chunks("t", old[0].chunk_id, 3) == []
-
-
-def test_versions_order_status_changes(graph):
-    assert graph.set_status("t", _info("d", 5, "queued")) is not None
-    assert graph.set_status("t", _info("d", 5, "processing")).status == "processing"
-    assert graph.set_status("t", _info("d", 5, "queued")) is None  # stale: same version, earlier
-    assert graph.set_status("t", _info("d", 4, "processing")) is None  # stale: older version
-    assert graph.accepts("t", "d", 5, "indexed")
-    assert not graph.accepts("t", "d", 4, "indexed")
-
-
-def test_delete_removes_everything_and_blocks_older_writes(graph):
-    chunks = _chunks("t", "d", ["a", "b"])
-    graph.put_documents([DocumentWrite("t", _info("d", 1, chunks=2), chunks)])
-    deleted = graph.delete_document("t", "d", 2)
-    assert deleted is not None
-    assert deleted.doc_id == "d"
-    assert graph.get_document("t", "d") is None
-    assert graph.chunk_ids("t", "d") == []
-    assert graph.following_chunks("t", chunks[0].chunk_id, 2) == []
-    assert not graph.accepts("t", "d", 1, "indexed")
-    assert graph.accepts("t", "d", 3, "queued")
-    assert graph.delete_document("t", "d", 2) is None
-
-
-def test_list_and_count_documents(graph):
-    for i, status in enumerate(["queued", "processing", "failed"]):
-        graph.set_status("t", _info(f"d{i}", 1, status))
-    graph.set_status("u", _info("x", 1, "queued"))
-    items, total = graph.list_documents("t", limit=2)
-    assert total == 3
-    assert len(items) == 2
-    items, total = graph.list_documents("t", status="failed")
-    assert [d.doc_id for d in items] == ["d2"]
-    assert total == 1
-    assert graph.counts_by_status("t") == {"queued": 1, "processing": 1, "failed": 1}
-    assert graph.counts_by_status()["queued"] == 2
-    assert set(graph.get_documents("t", ["d0", "d1", "x"])) == {"d0", "d1"}
-
-
-def test_session_context(graph):
-    graph.add_context("t", "s1", "I prefer short answers")
-    items = graph.add_context("t", "s1", "My name is Ada")
-    assert [i.content for i in items] == ["I prefer short answers", "My name is Ada"]
-    assert graph.get_context("u", "s1") == []
-    assert graph.clear_context("t", "s1") == 2
-    assert graph.get_context("t", "s1") == []
-
-
-def test_session_turns_keep_order_dedupe_and_clear_with_context(graph):
-    source = Citation(
-        n=1,
-        doc_id="d",
-        filename="f.txt",
-        collection="c",
-        chunk_id="d:0",
-        position=0,
-        score=0.5,
-        text="passage",
-    )
-    for i in range(3):
-        turn = SessionTurn(request_id=f"r{i}", question=f"q{i}", answer=f"a{i}", sources=[source])
-        graph.add_turn("t", "s1", turn)
-    graph.add_turn("t", "s1", SessionTurn(request_id="r1", question="again", answer="again"))
-    assert [t.question for t in graph.get_turns("t", "s1", 10)] == ["q0", "q1", "q2"]
-    assert [t.question for t in graph.get_turns("t", "s1", 2)] == ["q1", "q2"]
-    assert graph.get_turns("t", "s1", 1)[0].sources == [source]
-    assert graph.get_turns("u", "s1", 10) == []
-    graph.add_context("t", "s1", "a note")
-    assert graph.clear_context("t", "s1") == 4
-    assert graph.get_turns("t", "s1", 10) == []
-
-
-def test_sqlite_graph_survives_reopening(tmp_path):
-    path = tmp_path / "g.sqlite3"
-    graph = SqliteDocumentGraph(path)
-    graph.add_context("t", "s", "remember me")
-    graph.close()
-    graph = SqliteDocumentGraph(path)
-    assert [i.content for i in graph.get_context("t", "s")] == ["remember me"]
-    graph.close()
+        yield store
+        store.close()

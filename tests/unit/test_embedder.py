@@ -151,3 +151,34 @@ async def test_the_last_failed_try_marks_the_document_failed(fp32):
         await handler.handle(doc, version=3, last_try=True)
     statuses = [(m.status, m.error) for _, m in publish.sent[1:]]
     assert statuses == [("processing", None), ("failed", "RuntimeError: the encoder crashed")]
+
+
+# --- the query handler, called directly -------------------------------------------------------
+async def test_a_query_gets_its_vector_or_skips_the_model_for_bm25(fp32):
+    import time
+
+    from schemas.messages import QueryEmbed
+    from workers.embedder.handlers import QueryHandler
+
+    batcher = EmbeddingBatcher(fp32.embed_batch, fp32.dims, fp32.batch_size)
+    batcher.start()
+    try:
+        handler = QueryHandler(batcher, fp32.name, fp32.tokenizer)
+
+        def query(mode: str, deadline_s: float = 10.0) -> QueryEmbed:
+            return QueryEmbed(
+                request_id=f"r-{mode}",
+                tenant="t",
+                input=SENTENCES[1],
+                top_k=3,
+                mode=mode,
+                deadline=time.time() + deadline_s,
+            )
+
+        dense = await handler.handle(query("hybrid"))
+        assert dense.request_id == "r-hybrid"
+        assert np.allclose(dense.vector, fp32.embed([SENTENCES[1]])[0], atol=1e-5)
+        assert (await handler.handle(query("bm25"))).vector is None
+        assert await handler.handle(query("dense", deadline_s=-1)) is None
+    finally:
+        await batcher.stop()

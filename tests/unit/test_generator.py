@@ -19,7 +19,7 @@ from workers.generator import prompt as prompting
 from workers.generator.engine import Engine, Job, Piece
 from workers.generator.weights import GeneratorConfigError, load
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +82,22 @@ async def test_concurrent_requests_decode_as_one_batch(engine):
 async def test_cancel_stops_between_tokens_and_leaves_the_others(engine):
     ids = chat_ids(engine.tokenizer, "Count from one to one hundred.")
 
-    async def cancel_soon():
-        await asyncio.sleep(1.0)
-        assert engine.cancel("doomed")
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[Piece] = asyncio.Queue()
+    doomed_job = Job("doomed", ids, 200, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
 
-    (_, doomed, _job), (_, other, _), _ = await asyncio.gather(
-        run(engine, "doomed", ids, 200), run(engine, "other", ids, 30), cancel_soon()
-    )
+    async def doomed_run() -> Piece:
+        engine.submit(doomed_job)
+        cancelled = False
+        while True:
+            piece = await pieces.get()
+            if piece.completion_tokens >= 3 and not cancelled:  # under way, however busy
+                assert engine.cancel("doomed")
+                cancelled = True
+            if piece.finish_reason:
+                return piece
+
+    doomed, (_, other, _) = await asyncio.gather(doomed_run(), run(engine, "other", ids, 30))
     assert doomed.finish_reason == "cancelled"
     assert 0 < doomed.completion_tokens < 200
     assert other.finish_reason in ("length", "stop")
@@ -200,3 +209,90 @@ def test_citations_map_to_existing_passages_in_order_of_use():
 def test_quantization_without_a_gpu_is_a_clear_error():
     with pytest.raises(GeneratorConfigError, match="needs a CUDA GPU"):
         load("", MODELS, device="cpu", quantization="4bit")
+
+
+# --- the chat handler, called directly: events out, the turn kept, refusals ------------------
+@pytest.fixture
+async def chat(engine):
+    from workers.generator.handlers import ChatHandler, Defaults
+
+    events, turns = [], []
+
+    async def send(event):
+        events.append(event)
+
+    async def keep(turn):
+        turns.append(turn)
+
+    defaults = Defaults(
+        max_new_tokens=12, temperature=0.0, top_p=1.0, context_tokens=2048, cancel_grace_s=1.0
+    )
+    handler = ChatHandler(engine, defaults, send, keep, "smollm2")
+    yield handler, events, turns
+    await handler.stop()
+
+
+def _question(request_id: str, deadline_s: float = 30.0, **chat) -> QueryGenerate:
+    passage = RetrievedChunk(
+        doc_id="d1",
+        filename="zephyr.md",
+        collection="c",
+        chunk_id="d1:0",
+        position=0,
+        text="The Zephyr valve was invented by Ada Quill in 1931.",
+        score=0.9,
+    )
+    return QueryGenerate(
+        request_id=request_id,
+        tenant="t",
+        session_id="s",
+        input="Who invented the Zephyr valve?",
+        chat=ChatSpec(remember=True, **chat),
+        passages=[passage],
+        deadline=time.time() + deadline_s,
+    )
+
+
+async def _finished(events, request_id: str) -> list:
+    for _ in range(600):
+        mine = [e for e in events if e.request_id == request_id]
+        if mine and mine[-1].event in ("done", "error"):
+            return mine
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{request_id} never finished")
+
+
+async def test_a_chat_streams_sources_tokens_done_in_order_and_keeps_the_turn(chat):
+    handler, events, turns = chat
+    accepted = await handler.accept(_question("q1"))
+    assert accepted.error is None
+    mine = await _finished(events, "q1")
+    assert mine[0].event == "sources"
+    assert mine[-1].event == "done"
+    assert {e.event for e in mine[1:-1]} == {"token"}
+    assert [e.seq for e in mine] == list(range(len(mine)))
+    assert mine[0].sources[0].doc_id == "d1"
+    assert mine[-1].text == "".join(e.text for e in mine if e.event == "token")
+    for _ in range(40):  # the turn is handed over after the done event
+        if turns:
+            break
+        await asyncio.sleep(0.05)
+    (turn,) = turns
+    assert turn.turn.request_id == "q1"
+    assert turn.turn.answer == mine[-1].text
+
+
+async def test_an_expired_or_oversized_request_is_refused_at_once(chat):
+    handler, events, _ = chat
+    expired = await handler.accept(_question("q2", deadline_s=-1))
+    assert expired.error.code == "expired"
+    import dataclasses
+
+    from schemas.messages import GenerationOptions
+
+    handler.defaults = dataclasses.replace(handler.defaults, context_tokens=1000)
+    huge = _question("q3", options=GenerationOptions(max_tokens=1000))
+    refused = await handler.accept(huge)
+    assert refused.error.code == "bad_request"
+    assert "no room for a prompt" in refused.error.message
+    assert [e for e in events if e.request_id in ("q2", "q3")] == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see workers/embedder/model.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see workers/embedder/encoder.py
 
 import importlib.util
 import shutil

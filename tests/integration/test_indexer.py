@@ -1,0 +1,138 @@
+"""The indexer's write and read paths called directly, on real Milvus Lite and SQLite: what a
+redelivered, stale or concurrent message does to the stores, and what a query gets back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from hades.milvus import MilvusVectorIndex
+from hades.sqlite import SqliteDocumentGraph
+from olympus.delivery import PermanentError
+from schemas.ids import chunk_id
+from schemas.messages import DocumentEvent, IndexDelete, IndexUpsert, QueryRetrieve
+from workers.indexer.handlers import Indexer
+
+pytestmark = pytest.mark.integration
+DIMS = 16
+
+
+def _vector(seed: int) -> list[float]:
+    v = np.random.default_rng(seed).standard_normal(DIMS)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def _upsert(doc_id: str, texts: list[str], version: int, tenant: str = "t") -> IndexUpsert:
+    return IndexUpsert(
+        tenant=tenant,
+        collection="c",
+        doc_id=doc_id,
+        filename=f"{doc_id}.txt",
+        media_type="text/plain",
+        version=version,
+        content_hash=f"h{version}",
+        model="m",
+        chunks=[
+            {
+                "chunk_id": chunk_id(doc_id, i, text),
+                "position": i,
+                "text": text,
+                "vector": _vector(hash(text) % 1000),
+            }
+            for i, text in enumerate(texts)
+        ],
+    )
+
+
+@pytest.fixture
+async def indexer(tmp_path):
+    events: list[DocumentEvent] = []
+
+    async def emit(event: DocumentEvent) -> None:
+        events.append(event)
+
+    running = Indexer(
+        MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS),
+        SqliteDocumentGraph(tmp_path / "graph.sqlite3"),
+        emit,
+        flush_idle_s=0.05,
+    )
+    running.start()
+    running.events = events  # type: ignore[attr-defined]
+    yield running
+    await running.stop()
+
+
+async def test_a_redelivered_upsert_rewrites_the_same_rows(indexer):
+    first = await indexer.upsert(_upsert("d", ["alpha one", "beta two", "gamma three"], 1))
+    again = await indexer.upsert(_upsert("d", ["alpha one", "beta two", "gamma three"], 1))
+    assert first is not None
+    assert first.status == "indexed"
+    assert again is None or again.status == "indexed"
+    assert indexer.vectors.count("t", "d") == 3
+    assert indexer.graph.get_document("t", "d").chunk_count == 3
+
+
+async def test_a_new_version_replaces_and_a_stale_one_is_ignored(indexer):
+    await indexer.upsert(_upsert("d", ["old one", "old two", "old three"], 1))
+    await indexer.upsert(_upsert("d", ["new text"], 2))
+    stale = await indexer.upsert(_upsert("d", ["older than new"], 1))
+    assert stale is None
+    assert indexer.vectors.count("t", "d") == 1
+    assert [c.text for c in indexer.graph.chunks("t", "d")] == ["new text"]
+
+
+async def test_documents_written_together_are_each_complete(indexer):
+    ops = [_upsert(f"d{i}", [f"text {i} a", f"text {i} b"], 1) for i in range(12)]
+    done = await asyncio.gather(*(indexer.upsert(op) for op in ops))
+    assert all(e is not None and e.status == "indexed" for e in done)
+    assert indexer.vectors.count("t") == 24
+    assert {indexer.graph.get_document("t", f"d{i}").chunk_count for i in range(12)} == {2}
+
+
+async def test_delete_leaves_no_vector_no_chunk_and_blocks_a_late_write(indexer):
+    await indexer.upsert(_upsert("d", ["to be removed", "also removed"], 1))
+    deleted = await indexer.delete(IndexDelete(tenant="t", collection="c", doc_id="d", version=2))
+    assert deleted is not None
+    assert deleted.status == "deleted"
+    late = await indexer.upsert(_upsert("d", ["to be removed", "also removed"], 1))
+    assert late is None
+    assert indexer.vectors.count("t", "d") == 0
+    assert indexer.graph.get_document("t", "d") is None
+
+
+async def test_vectors_of_the_wrong_size_are_refused_for_good(indexer):
+    body = _upsert("d", ["x"], 1).model_dump()
+    body["chunks"][0]["vector"] = [0.1, 0.2]
+    with pytest.raises(PermanentError, match="OLYMPUS_INDEXER_DIMS"):
+        await indexer.upsert(IndexUpsert.model_validate(body))
+
+
+async def test_retrieval_finds_what_was_written_and_only_the_tenants(indexer):
+    await indexer.upsert(_upsert("mine", ["the zephyr valve opens at dawn"], 1, tenant="a"))
+    await indexer.upsert(_upsert("theirs", ["the zephyr valve of tenant b"], 1, tenant="b"))
+    reply = await indexer.retrieve(
+        QueryRetrieve(
+            request_id="r1",
+            tenant="a",
+            input="zephyr valve",
+            top_k=5,
+            mode="bm25",
+            deadline=time.time() + 10,
+        )
+    )
+    assert reply is not None
+    assert reply.error is None
+    assert [h.doc_id for h in reply.hits] == ["mine"]
+    assert reply.hits[0].filename == "mine.txt"
+
+
+async def test_an_expired_query_is_dropped(indexer):
+    query = QueryRetrieve(
+        request_id="r2", tenant="a", input="anything", top_k=5, mode="bm25", deadline=time.time()
+    )
+    await asyncio.sleep(0.01)
+    assert await indexer.retrieve(query) is None

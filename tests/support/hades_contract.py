@@ -1,0 +1,218 @@
+"""The H.A.D.E.S. store contracts as test classes every backend subclasses (after Haystack 2's
+``haystack/testing/document_store.py``).
+
+A backend's test module subclasses ``VectorIndexContract`` or ``DocumentGraphContract`` with a
+``Test`` name and overrides the ``vectors`` or ``graph`` fixture to yield an empty store of its
+own; it inherits every test, so all backends are held to the same behaviour. Tests only a
+backend can run (reopening its files, say) live in its subclass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
+from schemas.ids import chunk_id
+from schemas.messages import Citation, DocumentInfo, SessionTurn
+
+DIMS = 8
+
+
+def vec(seed: int) -> list[float]:
+    v = np.random.default_rng(seed).standard_normal(DIMS)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def chunks_of(
+    tenant: str, doc_id: str, texts: list[str], collection: str = "c"
+) -> list[ChunkRecord]:
+    return [
+        ChunkRecord(chunk_id(doc_id, i, t), tenant, collection, doc_id, i, t, vec(hash(t) % 997))
+        for i, t in enumerate(texts)
+    ]
+
+
+def info(doc_id: str, version: int, status: str = "indexed", chunks: int = 0) -> DocumentInfo:
+    now = time.time()
+    return DocumentInfo(
+        doc_id=doc_id,
+        collection="c",
+        filename=f"{doc_id}.txt",
+        status=status,
+        chunk_count=chunks,
+        version=version,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class VectorIndexContract:
+    """What every ``VectorIndex`` does. Override ``vectors`` with an empty index of ``DIMS``."""
+
+    @pytest.fixture
+    def vectors(self) -> Iterator[VectorIndex]:
+        raise NotImplementedError("a backend's subclass yields its empty index here")
+
+    def test_upsert_twice_keeps_one_row(self, vectors: VectorIndex) -> None:
+        chunks = chunks_of("t1", "d1", ["alpha beta", "gamma delta"])
+        vectors.upsert(chunks)
+        vectors.upsert(chunks)
+        assert vectors.count("t1") == 2
+
+    def test_written_chunks_are_searchable_at_once(self, vectors: VectorIndex) -> None:
+        vectors.upsert(chunks_of("t1", "d1", ["the quick brown fox", "lazy dogs sleep"]))
+        target = chunks_of("t1", "d1", ["the quick brown fox"])[0]
+        for mode in ("dense", "bm25", "hybrid"):
+            hits = vectors.search(
+                SearchQuery("t1", mode, 1, text="quick foxes", vector=target.vector)
+            )
+            assert [h.chunk_id for h in hits] == [target.chunk_id], mode
+            assert hits[0].doc_id == "d1"
+            assert hits[0].text == "the quick brown fox"
+
+    def test_search_never_crosses_tenants(self, vectors: VectorIndex) -> None:
+        vectors.upsert(chunks_of("t1", "d1", ["secret plans of tenant one"]))
+        vectors.upsert(chunks_of("t2", "d2", ["public notes of tenant two"]))
+        for mode in ("dense", "bm25", "hybrid"):
+            hits = vectors.search(
+                SearchQuery("t2", mode, 10, text="secret plans tenant", vector=vec(1))
+            )
+            assert {h.doc_id for h in hits} <= {"d2"}, mode
+
+    def test_filters_by_collection_and_document(self, vectors: VectorIndex) -> None:
+        vectors.upsert(chunks_of("t", "a", ["solar panels on roofs"], collection="energy"))
+        vectors.upsert(chunks_of("t", "b", ["solar eclipses in history"], collection="space"))
+        hits = vectors.search(SearchQuery("t", "bm25", 10, text="solar", collection="space"))
+        assert [h.doc_id for h in hits] == ["b"]
+        hits = vectors.search(SearchQuery("t", "dense", 10, vector=vec(3), doc_ids=["a"]))
+        assert [h.doc_id for h in hits] == ["a"]
+
+    def test_bm25_stems_and_ranks(self, vectors: VectorIndex) -> None:
+        vectors.upsert(
+            chunks_of("t", "d", ["running shoes for marathons", "a recipe for lemon cake"])
+        )
+        hits = vectors.search(SearchQuery("t", "bm25", 2, text="runner who runs a marathon"))
+        assert hits[0].text == "running shoes for marathons"
+        assert hits[0].score > 0
+        assert vectors.search(SearchQuery("t", "bm25", 2, text="the of and")) == []
+
+    def test_unique_documents_keeps_each_documents_best_chunk(self, vectors: VectorIndex) -> None:
+        vectors.upsert(chunks_of("t", "d1", ["apple pie", "apple tart", "apple crumble"]))
+        vectors.upsert(chunks_of("t", "d2", ["apple juice"]))
+        hits = vectors.search(SearchQuery("t", "bm25", 5, text="apple", unique_documents=True))
+        assert sorted(h.doc_id for h in hits) == ["d1", "d2"]
+
+    def test_delete_document_and_chunks(self, vectors: VectorIndex) -> None:
+        chunks = chunks_of("t", "d", ["one", "two", "three"])
+        vectors.upsert(chunks + chunks_of("t", "other", ["four"]))
+        vectors.delete_chunks("t", {chunks[0].chunk_id, "not-there"})
+        vectors.delete_chunks("other-tenant", {chunks[1].chunk_id})
+        assert vectors.count("t", "d") == 2
+        vectors.delete_document("t", "d")
+        assert vectors.count("t", "d") == 0
+        assert vectors.count("t", "other") == 1
+
+
+class DocumentGraphContract:
+    """What every ``DocumentGraph`` does. Override ``graph`` with an empty graph."""
+
+    @pytest.fixture
+    def graph(self) -> Iterator[DocumentGraph]:
+        raise NotImplementedError("a backend's subclass yields its empty graph here")
+
+    def test_put_document_with_chunks_and_edges(self, graph: DocumentGraph) -> None:
+        chunks = chunks_of("t", "d", ["first", "second", "third"])
+        graph.put_documents([DocumentWrite("t", info("d", 3, chunks=3), chunks)])
+        assert graph.get_document("t", "d").status == "indexed"
+        assert graph.chunk_ids("t", "d") == [c.chunk_id for c in chunks]
+        assert [(c.position, c.text) for c in graph.chunks("t", "d")] == [
+            (c.position, c.text) for c in chunks
+        ]
+        assert graph.following_chunks("t", chunks[0].chunk_id, 5) == [
+            chunks[1].chunk_id,
+            chunks[2].chunk_id,
+        ]
+        assert graph.following_chunks("t", chunks[0].chunk_id, 1) == [chunks[1].chunk_id]
+        assert graph.get_document("other-tenant", "d") is None
+
+    def test_new_version_replaces_chunks(self, graph: DocumentGraph) -> None:
+        old = chunks_of("t", "d", ["old one", "old two"])
+        graph.put_documents([DocumentWrite("t", info("d", 1, chunks=2), old)])
+        new = chunks_of("t", "d", ["new"])
+        graph.put_documents([DocumentWrite("t", info("d", 2, chunks=1), new)])
+        assert graph.chunk_ids("t", "d") == [new[0].chunk_id]
+        assert graph.following_chunks("t", old[0].chunk_id, 3) == []
+
+    def test_versions_order_status_changes(self, graph: DocumentGraph) -> None:
+        assert graph.set_status("t", info("d", 5, "queued")) is not None
+        assert graph.set_status("t", info("d", 5, "processing")).status == "processing"
+        assert graph.set_status("t", info("d", 5, "queued")) is None  # stale: same version, earlier
+        assert graph.set_status("t", info("d", 4, "processing")) is None  # stale: older version
+        assert graph.accepts("t", "d", 5, "indexed")
+        assert not graph.accepts("t", "d", 4, "indexed")
+
+    def test_delete_removes_everything_and_blocks_older_writes(self, graph: DocumentGraph) -> None:
+        chunks = chunks_of("t", "d", ["a", "b"])
+        graph.put_documents([DocumentWrite("t", info("d", 1, chunks=2), chunks)])
+        deleted = graph.delete_document("t", "d", 2)
+        assert deleted is not None
+        assert deleted.doc_id == "d"
+        assert graph.get_document("t", "d") is None
+        assert graph.chunk_ids("t", "d") == []
+        assert graph.following_chunks("t", chunks[0].chunk_id, 2) == []
+        assert not graph.accepts("t", "d", 1, "indexed")
+        assert graph.accepts("t", "d", 3, "queued")
+        assert graph.delete_document("t", "d", 2) is None
+
+    def test_list_and_count_documents(self, graph: DocumentGraph) -> None:
+        for i, status in enumerate(["queued", "processing", "failed"]):
+            graph.set_status("t", info(f"d{i}", 1, status))
+        graph.set_status("u", info("x", 1, "queued"))
+        items, total = graph.list_documents("t", limit=2)
+        assert total == 3
+        assert len(items) == 2
+        items, total = graph.list_documents("t", status="failed")
+        assert [d.doc_id for d in items] == ["d2"]
+        assert total == 1
+        assert graph.counts_by_status("t") == {"queued": 1, "processing": 1, "failed": 1}
+        assert graph.counts_by_status()["queued"] == 2
+        assert set(graph.get_documents("t", ["d0", "d1", "x"])) == {"d0", "d1"}
+
+    def test_session_context(self, graph: DocumentGraph) -> None:
+        graph.add_context("t", "s1", "I prefer short answers")
+        items = graph.add_context("t", "s1", "My name is Ada")
+        assert [i.content for i in items] == ["I prefer short answers", "My name is Ada"]
+        assert graph.get_context("u", "s1") == []
+        assert graph.clear_context("t", "s1") == 2
+        assert graph.get_context("t", "s1") == []
+
+    def test_session_turns_keep_order_dedupe_and_clear_with_context(
+        self, graph: DocumentGraph
+    ) -> None:
+        source = Citation(
+            n=1,
+            doc_id="d",
+            filename="f.txt",
+            collection="c",
+            chunk_id="d:0",
+            position=0,
+            score=0.5,
+            text="passage",
+        )
+        for i in range(3):
+            turn = SessionTurn(
+                request_id=f"r{i}", question=f"q{i}", answer=f"a{i}", sources=[source]
+            )
+            graph.add_turn("t", "s1", turn)
+        graph.add_turn("t", "s1", SessionTurn(request_id="r1", question="again", answer="again"))
+        assert [t.question for t in graph.get_turns("t", "s1", 10)] == ["q0", "q1", "q2"]
+        assert [t.question for t in graph.get_turns("t", "s1", 2)] == ["q1", "q2"]
+        assert graph.get_turns("t", "s1", 1)[0].sources == [source]
+        assert graph.get_turns("u", "s1", 10) == []
+        graph.add_context("t", "s1", "a note")
+        assert graph.clear_context("t", "s1") == 4
+        assert graph.get_turns("t", "s1", 10) == []
