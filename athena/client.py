@@ -7,7 +7,7 @@ never a traceback. Streams (chat, document progress) use httpx-sse.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,12 @@ class Gateway:
         return response.json() if response.content else None
 
     def _stream(
-        self, method: str, path: str, events: frozenset[str], **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        events: frozenset[str],
+        on_open: Callable[[httpx.Response], None] | None = None,
+        **kwargs: Any,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """The stream's ``events`` with their JSON data. Anything else is skipped: keep-alive
         comments (after which httpx-sse yields an empty event, keeping the last id as the SSE
@@ -105,6 +110,8 @@ class Gateway:
                 if source.response.status_code >= 400:
                     source.response.read()
                     raise GatewayError(source.response.status_code, _detail(source.response))
+                if on_open is not None:
+                    on_open(source.response)
                 for sse in source.iter_sse():
                     if sse.event not in events or not sse.data.strip():
                         continue
@@ -188,10 +195,23 @@ class Gateway:
         ]
 
     def chat(
-        self, session: str, text: str, mode: str = "hybrid", collection: str | None = None
+        self,
+        session: str,
+        text: str,
+        mode: str = "hybrid",
+        collection: str | None = None,
+        on_start: Callable[[str], None] | None = None,
     ) -> Iterator[ChatEvent]:
+        """The answer's events. ``on_start`` gets the answer's request id as soon as the
+        pipeline has accepted the question, before any event: a stop pressed then works."""
         body = {"input": text, "mode": mode, "collection": collection or None}
-        for event, data in self._stream("POST", f"/mcp/{session}/chat", CHAT_EVENTS, json=body):
+
+        def opened(response: httpx.Response) -> None:
+            if on_start is not None and response.headers.get("x-request-id"):
+                on_start(response.headers["x-request-id"])
+
+        path = f"/mcp/{session}/chat"
+        for event, data in self._stream("POST", path, CHAT_EVENTS, opened, json=body):
             yield ChatEvent(event, data)
 
     def cancel(self, session: str, request_id: str) -> None:

@@ -50,11 +50,15 @@ if question:
         stop_slot.button("Stop", icon=":material/stop_circle:", on_click=stop, key="stop")
         state: dict = {"sources": [], "cited": [], "error": None, "finish": None}
 
+        def started(request_id: str) -> None:
+            st.session_state.inflight = (session, request_id)  # Stop works from now on
+
         def tokens():
             try:
-                for event in gw.chat(session, question, collection=st.session_state.collection):
+                for event in gw.chat(
+                    session, question, collection=st.session_state.collection, on_start=started
+                ):
                     if event.event == "sources":
-                        st.session_state.inflight = (session, event.request_id)
                         state["sources"] = event.sources
                     elif event.event == "token":
                         yield event.data["text"]

@@ -90,8 +90,13 @@ def test_up_prints_where_to_go_and_stops_without_orphans(tmp_path, stop_with):
         assert any(line.startswith(f"{name:>9} | ") for line in lines), name
     children = _children(proc.pid)
     assert len(children) == 6
+    time.sleep(5)  # idle a while: nothing should look like a crash meanwhile
     proc.send_signal(stop_with)
     assert proc.wait(60) == 0
+    assert proc.stdout is not None
+    lines += proc.stdout.readlines()
+    alarming = [line for line in lines if "Traceback" in line or '"level": "error"' in line]
+    assert alarming == [], "".join(alarming)
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in children):
         assert time.monotonic() < deadline, "orphans left behind"

@@ -25,7 +25,8 @@ STREAM = (
 
 def _gateway(body: str, status: int = 200) -> Gateway:
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, text=body, headers={"content-type": "text/event-stream"})
+        headers = {"content-type": "text/event-stream", "x-request-id": "r"}
+        return httpx.Response(status, text=body, headers=headers)
 
     gateway = Gateway("http://gateway.test", "key")
     gateway.http = httpx.Client(base_url=gateway.url, transport=httpx.MockTransport(answer))
@@ -53,3 +54,12 @@ def test_progress_streams_skip_pings_too():
         'event: status\nid: 1-indexed\ndata: {"doc_id": "d", "status": "indexed"}\n\n'
     )
     assert [d.status for d in _gateway(body).follow("d")] == ["queued", "indexed"]
+
+
+def test_the_request_id_is_known_before_the_first_event():
+    """So a Stop pressed before any passage or token arrived still cancels the answer."""
+    seen: list[str] = []
+    events = _gateway(STREAM).chat("s", "hello?", on_start=seen.append)
+    first = next(events)
+    assert seen == ["r"]
+    assert first.event == "sources"
