@@ -78,6 +78,7 @@ class Worker(Generic[R]):
         the runtime before the subscribers consume and stop it after they have stopped."""
         return FastStream(self.broker, on_startup=[self._started], after_shutdown=[self._stopped])
 
+
 def run(app: FastStream) -> None:
     """``python -m workers.<name>``: run the app on uvloop until SIGTERM/SIGINT."""
     uvloop.run(app.run())
