@@ -24,6 +24,7 @@ from schemas.messages import (
     GenerationOptions,
     QueryEmbed,
     QueryGenerate,
+    SearchMode,
 )
 
 TERMINAL = ("done", "error")
@@ -56,7 +57,7 @@ async def start(
     session_id: str | None = None,
     retrieval: bool = True,
     top_k: int = 5,
-    mode: str = "hybrid",
+    mode: SearchMode = "hybrid",
     collection: str | None = None,
     doc_ids: list[str] | None = None,
     history: list[ChatTurn] | None = None,
@@ -88,7 +89,7 @@ async def start(
             tenant=tenant,
             input=text,
             top_k=top_k,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             collection=collection,
             doc_ids=doc_ids,
             session_id=session_id,

@@ -27,6 +27,7 @@ from schemas.messages import (
     Accepted,
     ChatControl,
     ChatEvent,
+    ControlAction,
     DocumentEvent,
     ErrorInfo,
     IngestDocument,
@@ -197,9 +198,9 @@ class NatsClient:
             return None
         return ChatEvent.model_validate_json(stored.data or b"")
 
-    async def control(self, request_id: str, action: str) -> None:
+    async def control(self, request_id: str, action: ControlAction) -> None:
         assert self.nc is not None
-        message = ChatControl(request_id=request_id, action=action)  # type: ignore[arg-type]
+        message = ChatControl(request_id=request_id, action=action)
         await self.nc.publish(subjects.QUERY_CONTROL, message.model_dump_json().encode())
 
     async def _held(self, request_id: str) -> bool:

@@ -103,7 +103,7 @@ async def _status(common: CommonSettings) -> str:
     from schemas.messages import DocumentStats, DocumentStatsReply
 
     nc = await nats.connect(
-        **common.nats_connect_options(),  # type: ignore[arg-type]
+        **common.nats_connect_options(),
         connect_timeout=2,
         max_reconnect_attempts=0,
     )

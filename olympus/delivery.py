@@ -16,13 +16,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import nats
 from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -174,8 +175,16 @@ def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroke
     ]
     if telemetry.settings().endpoint:
         middlewares.insert(0, TracingMiddleware)  # outermost: its span is current inside
+    options = settings.nats_connect_options()
+    # NatsBroker takes credentials as a security object, not as nats.connect's user/password.
+    security = (
+        SASLPlaintext(username=options["user"], password=options["password"])
+        if "user" in options and "password" in options
+        else None
+    )
     return NatsBroker(
-        **settings.nats_connect_options(),  # type: ignore[arg-type]
+        servers=options["servers"],
+        security=security,
         middlewares=middlewares,
         max_reconnect_attempts=-1,
         # FastStream's per-message "Received"/"Processed" lines go to debug, through our logs.
@@ -189,7 +198,7 @@ async def connect(settings: CommonSettings, name: str) -> nats.NATS:
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
-        **settings.nats_connect_options(),  # type: ignore[arg-type]
+        **settings.nats_connect_options(),
     )
 
 
@@ -217,6 +226,7 @@ def _is_jetstream(raw: object) -> bool:
 
 
 def dead_letter(raw: Msg, stage: str, error: BaseException | str, deliveries: int) -> DeadLetter:
+    encoding: Literal["utf-8", "base64"]
     try:
         original, encoding = raw.data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -229,7 +239,7 @@ def dead_letter(raw: Msg, stage: str, error: BaseException | str, deliveries: in
         error_type="WorkerLost" if isinstance(error, str) else type(error).__name__,
         deliveries=deliveries,
         original=original,
-        original_encoding=encoding,  # type: ignore[arg-type]
+        original_encoding=encoding,
         headers={k: v for k, v in (raw.headers or {}).items() if k != subjects.HEADER_MSG_ID},
     )
 

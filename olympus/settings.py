@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NatsConnectOptions(TypedDict, total=False):
+    """What ``nats.connect`` and FastStream's ``NatsBroker`` take to reach the bus."""
+
+    servers: list[str]
+    user: str
+    password: str
 
 
 class CommonSettings(BaseSettings):
@@ -37,8 +45,8 @@ class CommonSettings(BaseSettings):
             )
         return self
 
-    def nats_connect_options(self) -> dict[str, object]:
-        options: dict[str, object] = {"servers": [self.nats_url]}
+    def nats_connect_options(self) -> NatsConnectOptions:
+        options: NatsConnectOptions = {"servers": [self.nats_url]}
         if self.nats_user and self.nats_password:
             options["user"] = self.nats_user
             options["password"] = self.nats_password.get_secret_value()

@@ -26,6 +26,8 @@ MetaValue = str | int | float | bool | None
 Metadata = Annotated[dict[str, MetaValue], Field(max_length=64)]
 
 DocumentStatus = Literal["queued", "processing", "indexed", "failed", "deleted"]
+ControlAction = Literal["cancel", "detach", "attach", "probe"]
+ChatEventKind = Literal["sources", "token", "done", "error"]
 SearchMode = Literal["dense", "bm25", "hybrid"]
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8192
@@ -271,7 +273,7 @@ class ChatControl(Message):
     generator still working on the answer replies; silence means none is."""
 
     request_id: Identifier
-    action: Literal["cancel", "detach", "attach", "probe"]
+    action: ControlAction
 
 
 # --- olympus.reply.<request_id> ---------------------------------------------------------------
@@ -293,7 +295,7 @@ class ChatEvent(Message):
     request_id: Identifier
     tenant: Name
     seq: int = Field(ge=0)
-    event: Literal["sources", "token", "done", "error"]
+    event: ChatEventKind
     text: str = ""
     sources: list[Citation] = Field(default_factory=list)
     dropped_passages: int = 0

@@ -108,7 +108,7 @@ async def chat_completions(
         raise BadRequest("the last message must be a non-empty user message")
     instructions = "\n".join(m.text for m in earlier if m.role in ("system", "developer"))
     history = [
-        ChatTurn(role=m.role, content=m.text)  # type: ignore[arg-type]
+        ChatTurn(role="user" if m.role == "user" else "assistant", content=m.text)
         for m in earlier
         if m.role in ("user", "assistant") and m.text
     ][-MAX_HISTORY_TURNS:]

@@ -269,3 +269,42 @@ async def test_a_malformed_core_request_gets_a_bad_request_reply_not_silence(nat
         finally:
             await nc.close()
     assert handled == [3]
+
+
+@pytest.fixture
+def nats_with_password():
+    """A nats-server that refuses connections without user ``worker``, password ``s3cret``."""
+    import subprocess
+
+    from olympus import natsserver
+
+    port = natsserver.free_port()
+    server = subprocess.Popen(
+        [natsserver.binary(), "-a", "127.0.0.1", "-p", str(port), "--user", "worker",
+         "--pass", "s3cret"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    natsserver.wait_until_listening("127.0.0.1", port)
+    yield f"nats://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(10)
+
+
+async def test_a_worker_broker_logs_in_with_the_nats_credentials(nats_with_password):
+    """Production sets OLYMPUS_NATS_USER/PASSWORD; FastStream's broker takes them as a security
+    object, and handing it nats.connect's user=/password= made every worker crash at start."""
+    url = nats_with_password
+    common = CommonSettings(nats_url=url, nats_user="worker", nats_password="s3cret")
+    broker = delivery.worker_broker(common, delivery.DeliveryPolicy.from_settings(common))
+
+    @broker.subscriber("olympus.test.auth")
+    async def echo(body: Ping) -> dict:
+        return {"n": body.n}
+
+    async with broker:
+        await broker.start()
+        reply = await broker.request({"n": 5}, "olympus.test.auth", timeout=5)
+        assert json.loads(reply.body) == {"n": 5}
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await asyncio.wait_for(nats.connect(url, allow_reconnect=False, connect_timeout=2), 10)

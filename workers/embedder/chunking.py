@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from semantic_text_splitter import MarkdownSplitter, TextSplitter
 from tokenizers import Tokenizer
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 class Chunker:
-    def __init__(self, hf_tokenizer: object, max_tokens: int, overlap: int) -> None:
+    def __init__(
+        self, hf_tokenizer: PreTrainedTokenizerBase, max_tokens: int, overlap: int
+    ) -> None:
         # The embedder adds [CLS] and [SEP]: leave room for them.
         capacity = max(8, max_tokens - 2)
         overlap = min(overlap, capacity // 2)
-        backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # type: ignore[attr-defined]
+        fast = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if fast is None:
+            raise ValueError("the embedder counts chunk tokens with a fast (Rust) tokenizer")
+        backend = Tokenizer.from_str(fast.to_str())
         backend.no_truncation()
         backend.no_padding()
         self.capacity = capacity

@@ -7,7 +7,7 @@ import base64
 import binascii
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -136,7 +136,11 @@ class IngestHandler:
         return texts
 
     async def _status(
-        self, doc: IngestDocument, version: int, status: str, error: str | None = None
+        self,
+        doc: IngestDocument,
+        version: int,
+        status: Literal["processing", "failed"],
+        error: str | None = None,
     ) -> None:
         await self.publish(
             subjects.INDEX_STATUS,
@@ -146,7 +150,7 @@ class IngestHandler:
                 doc_id=doc.doc_id,
                 filename=doc.filename,
                 version=version,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 error=error,
             ),
             msg_id=index_msg_id(doc.doc_id, status, version),

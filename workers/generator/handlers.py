@@ -16,6 +16,7 @@ from schemas.messages import (
     Accepted,
     ChatControl,
     ChatEvent,
+    ChatEventKind,
     ErrorCode,
     ErrorInfo,
     IndexTurn,
@@ -139,16 +140,16 @@ class ChatHandler:
         """Send the answer's events; the answer and its last piece, or None if it broke."""
         seq = 0
 
-        async def send(event: str, **fields: object) -> None:
+        async def send(event: ChatEventKind, **fields: Any) -> None:
             nonlocal seq
             await self.send(
                 ChatEvent(
                     request_id=request.request_id,
                     tenant=request.tenant,
                     seq=seq,
-                    event=event,  # type: ignore[arg-type]
+                    event=event,
                     model=request.chat.model,
-                    **fields,  # type: ignore[arg-type]
+                    **fields,
                 )
             )
             seq += 1
