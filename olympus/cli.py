@@ -38,8 +38,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     stack = Stack(config)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stack.supervisor.stopping()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         stack.start()
     except (RuntimeError, TimeoutError) as exc:

@@ -78,6 +78,10 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # A session of its own: a terminal's Ctrl-C, or a signal to the whole group (docker
+            # stop, systemd), reaches only the supervisor, which stops the children in order,
+            # instead of every child exiting at once and being restarted.
+            start_new_session=True,
         )
         child.started_at = time.monotonic()
         threading.Thread(target=self._pump, args=(child, child.proc), daemon=True).start()
@@ -102,6 +106,10 @@ class Supervisor:
             backoff = min(backoff * 2, self.max_backoff_s)
             child.restarts += 1
             self._spawn(child)
+
+    def stopping(self) -> None:
+        """From now on nothing that exits is restarted (called first thing on a signal)."""
+        self._stopping.set()
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM everything, newest first; SIGKILL what has not left by the deadline."""

@@ -38,7 +38,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+def _up(data_dir: Path, session: bool = False) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -59,6 +59,7 @@ def _up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=session,  # a group of its own, as a terminal gives a foreground job
         env={
             **os.environ,
             "OLYMPUS_LOG_FORMAT": "json",
@@ -107,3 +108,27 @@ def test_up_prints_where_to_go_and_stops_without_orphans(tmp_path, stop_with):
     assert "the one printed on the first run" in "".join(lines)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
+
+
+def test_ctrl_c_to_the_whole_group_stops_everything_once(tmp_path):
+    """A terminal's Ctrl-C (and docker stop, systemd) signal the whole process group: the
+    children used to exit with it and be restarted by the supervisor before it noticed it
+    was stopping ("nats exited with 0; restarting in 1s"), and stopping took about a minute."""
+    proc, lines = _up(tmp_path, session=True)
+    children = _children(proc.pid)
+    # Each child in a session of its own: a signal to the supervisor's group reaches only it.
+    assert all(os.getsid(pid) != os.getsid(proc.pid) for pid in children)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert proc.stdout is not None
+    lines += proc.stdout.readlines()
+    alarming = [
+        line
+        for line in lines
+        if "restarting in" in line or "Traceback" in line or '"level": "error"' in line
+    ]
+    assert alarming == [], "".join(alarming)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "orphans left behind"
+        time.sleep(0.1)
