@@ -9,14 +9,13 @@ import time
 import uuid
 
 import nats
-import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 from olympus import delivery
 from olympus.settings import CommonSettings
 from schemas import subjects
-from schemas.ids import chunk_id
+from tests.support.messages import index_upsert
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +181,6 @@ class _FailsOnce:
 async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js, tmp_path):
     from hades.milvus import MilvusVectorIndex
     from hades.sqlite import SqliteDocumentGraph
-    from schemas.messages import IndexUpsert
     from workers.indexer.app import create_app
     from workers.indexer.settings import IndexerSettings
 
@@ -194,26 +192,7 @@ async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js
         stores=lambda: (vectors, graph),
     )
     texts = ["first chunk of the document", "second chunk", "third chunk"]
-    rng = np.random.default_rng(0)
-    upsert = IndexUpsert(
-        tenant="t",
-        collection="c",
-        doc_id="doc-1",
-        filename="doc.txt",
-        media_type="text/plain",
-        version=1,
-        content_hash="h",
-        model="m",
-        chunks=[
-            {
-                "chunk_id": chunk_id("doc-1", i, t),
-                "position": i,
-                "text": t,
-                "vector": rng.standard_normal(384).tolist(),
-            }
-            for i, t in enumerate(texts)
-        ],
-    )
+    upsert = index_upsert("doc-1", texts, 1, 384)
     indexed = asyncio.Event()
 
     async def on_event(msg):

@@ -6,51 +6,31 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from olympus.delivery import PermanentError
-from schemas.ids import chunk_id
 from schemas.messages import DocumentEvent, IndexDelete, IndexUpsert, QueryRetrieve
+from tests.support.messages import index_upsert
 from workers.indexer.handlers import Indexer
 
 pytestmark = pytest.mark.integration
 DIMS = 16
 
 
-def _vector(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).standard_normal(DIMS)
-    return (v / np.linalg.norm(v)).tolist()
-
-
 def _upsert(doc_id: str, texts: list[str], version: int, tenant: str = "t") -> IndexUpsert:
-    return IndexUpsert(
-        tenant=tenant,
-        collection="c",
-        doc_id=doc_id,
-        filename=f"{doc_id}.txt",
-        media_type="text/plain",
-        version=version,
-        content_hash=f"h{version}",
-        model="m",
-        chunks=[
-            {
-                "chunk_id": chunk_id(doc_id, i, text),
-                "position": i,
-                "text": text,
-                "vector": _vector(hash(text) % 1000),
-            }
-            for i, text in enumerate(texts)
-        ],
-    )
+    return index_upsert(doc_id, texts, version, DIMS, tenant)
 
 
 @pytest.fixture
-async def indexer(tmp_path):
-    events: list[DocumentEvent] = []
+def events() -> list[DocumentEvent]:
+    """What the indexer under test emitted, in order."""
+    return []
 
+
+@pytest.fixture
+async def indexer(tmp_path, events):
     async def emit(event: DocumentEvent) -> None:
         events.append(event)
 
@@ -61,12 +41,11 @@ async def indexer(tmp_path):
         flush_idle_s=0.05,
     )
     running.start()
-    running.events = events  # type: ignore[attr-defined]
     yield running
     await running.stop()
 
 
-async def test_a_redelivered_upsert_rewrites_the_same_rows(indexer):
+async def test_a_redelivered_upsert_rewrites_the_same_rows(indexer, events):
     first = await indexer.upsert(_upsert("d", ["alpha one", "beta two", "gamma three"], 1))
     again = await indexer.upsert(_upsert("d", ["alpha one", "beta two", "gamma three"], 1))
     assert first is not None
@@ -74,6 +53,7 @@ async def test_a_redelivered_upsert_rewrites_the_same_rows(indexer):
     assert again is None or again.status == "indexed"
     assert indexer.vectors.count("t", "d") == 3
     assert indexer.graph.get_document("t", "d").chunk_count == 3
+    assert [e.status for e in events if e.doc_id == "d"].count("indexed") >= 1
 
 
 async def test_a_new_version_replaces_and_a_stale_one_is_ignored(indexer):
@@ -93,13 +73,14 @@ async def test_documents_written_together_are_each_complete(indexer):
     assert {indexer.graph.get_document("t", f"d{i}").chunk_count for i in range(12)} == {2}
 
 
-async def test_delete_leaves_no_vector_no_chunk_and_blocks_a_late_write(indexer):
+async def test_delete_leaves_no_vector_no_chunk_and_blocks_a_late_write(indexer, events):
     await indexer.upsert(_upsert("d", ["to be removed", "also removed"], 1))
     deleted = await indexer.delete(IndexDelete(tenant="t", collection="c", doc_id="d", version=2))
     assert deleted is not None
     assert deleted.status == "deleted"
     late = await indexer.upsert(_upsert("d", ["to be removed", "also removed"], 1))
     assert late is None
+    assert [e.status for e in events] == ["indexed", "deleted"]  # the late write said nothing
     assert indexer.vectors.count("t", "d") == 0
     assert indexer.graph.get_document("t", "d") is None
 
