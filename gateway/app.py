@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
+from gateway.limits import Limits, StreamSlots
 from gateway.nats_client import NatsClient
-from gateway.routes import chat, health, openai, rag, sessions
+from gateway.routes import admin, chat, health, openai, rag, sessions
 from gateway.settings import GatewaySettings
 from olympus import metrics
 from olympus.keys import KeyStore
@@ -23,19 +24,22 @@ log = get_logger("olympus.gateway")
 
 
 class BodyLimit:
-    """413 for a request body over the limit, counted as it arrives (chunked bodies too)."""
+    """413 for a request body over its route's limit, counted as it arrives (chunked bodies
+    too): ``limit`` for every route but those ``larger`` names by method and path (uploads)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[tuple[str, str], int]) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get((scope["method"], scope["path"]), self.limit)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         seen = 0
 
@@ -43,20 +47,23 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(scope, send, limit)
 
-    async def _reject(self, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"request body is larger than the limit of {self.limit} bytes"}, 413
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
+        message = f"request body is larger than this route's limit of {limit} bytes"
+        body = (
+            errors.openai_body("too_large", message)
+            if scope["path"].startswith(errors.OPENAI_PREFIX)
+            else {"detail": message}
         )
-        await response({"type": "http"}, _no_receive, send)
+        await JSONResponse(body, 413)({"type": "http"}, _no_receive, send)
 
 
 class HttpMetrics:
@@ -122,15 +129,20 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keys = KeyStore(settings.api_keys_file or common.data_dir / "api_keys.json")
+    app.state.limits = Limits(settings)
     app.include_router(health.router)
     app.include_router(rag.router)
     app.include_router(sessions.router)
     app.include_router(chat.router)
     app.include_router(chat.ws_router)
     app.include_router(openai.router)
+    app.include_router(admin.router)
 
     errors.install(app)
-    # Envelope overhead: base64 and multipart framing on top of the largest allowed file.
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    # Envelope overhead: base64 and multipart framing on top of the largest allowed file(s).
+    upload = settings.max_upload_bytes * 4 // 3 + 64 * 1024
+    uploads = {("POST", "/rag/documents"): upload, ("POST", "/rag/add_document"): upload}
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, larger=uploads)
+    app.add_middleware(StreamSlots, per_key=settings.max_streams_per_key)
     app.add_middleware(HttpMetrics)
     return app

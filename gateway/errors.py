@@ -66,6 +66,10 @@ class OlympusError(Exception):
     def status(self) -> int:
         return TABLE[self.code].status
 
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None
+
 
 class BadRequest(OlympusError):
     code = "bad_request"
@@ -91,6 +95,30 @@ class Unavailable(OlympusError):
 
 class Expired(OlympusError):
     code = "expired"
+
+
+class Unauthorized(OlympusError):
+    code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(OlympusError):
+    code = "forbidden"
+
+
+class RateLimited(OlympusError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, openai_code="rate_limit_exceeded")
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class Internal(OlympusError):
@@ -139,7 +167,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OlympusError)
     async def domain(request: Request, exc: OlympusError) -> JSONResponse:
-        return _respond(request, exc.status, exc.message, exc.code, exc.openai_code)
+        return _respond(
+            request, exc.status, exc.message, exc.code, exc.openai_code, headers=exc.headers
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -70,7 +70,7 @@ class NatsClient:
     async def publish_ingest(self, doc: IngestDocument, msg_id: str) -> PubAck:
         try:
             return await self.js.publish(
-                subjects.ingest_subject(doc.collection),
+                subjects.ingest_subject(doc.tenant, doc.collection),
                 doc.model_dump_json().encode(),
                 timeout=self.timeout_s,
                 headers=telemetry.inject_headers({subjects.HEADER_MSG_ID: msg_id}),

@@ -15,9 +15,26 @@ class GatewaySettings(BaseSettings):
     port: int = 8000
     api_keys_file: Path | None = Field(default=None, description="empty: <data>/api_keys.json")
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=16 * 1024, description="largest body of any route but uploads"
+    )
     max_query_chars: int = Field(default=2000, ge=1, le=8192)
     request_timeout_s: float = Field(default=10.0, gt=0)
     access_log: bool = Field(default=False, description="one log line per HTTP request")
+    rate_limit: str = Field(
+        default="50/second;1000/minute",
+        description="requests per API key (the limits library's syntax; empty: no limit)",
+    )
+    auth_failure_limit: str = Field(
+        default="20/minute", description="failed authentications per client address"
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="where the counts live: memory:// per gateway, redis://… shared by replicas",
+    )
+    max_streams_per_key: int = Field(
+        default=8, ge=1, description="answers streaming at once per API key (per gateway)"
+    )
     sse_max_s: float = Field(default=3600.0, gt=0, description="longest a progress stream lasts")
     chat_idle_timeout_s: float = Field(
         default=30.0, gt=0, description="a streamed answer silent this long ends with an error"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -34,6 +37,34 @@ def _quote(value: str) -> str:
     return json.dumps(value)
 
 
+class PrivateLite:
+    """Milvus Lite in this process, served on a unix socket that only this user can reach.
+
+    Given a folder, pymilvus starts Milvus Lite's gRPC server on ``127.0.0.1:<free port>``
+    without authentication: any local process could read every tenant's chunks from it. Here
+    the same server (``start_server_in_thread``) listens on a socket inside a 0700 folder. The
+    folder is in the temporary directory because a socket path has at most 107 bytes.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        from milvus_lite.adapter.grpc.server import start_server_in_thread
+
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="olympus-milvus-"))  # mode 0700
+        socket = self.folder / "milvus.sock"
+        # It binds f"{host}:{port}": with host "unix:<socket>" it listens on "<socket>:0".
+        self.server, self.db, _ = start_server_in_thread(
+            str(data_dir), host=f"unix:{socket}", port=0
+        )
+        self.uri = f"unix:{socket}:0"
+        os.chmod(data_dir, 0o700)
+
+    def close(self) -> None:
+        self.server.stop(grace=2)
+        self.db.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class MilvusVectorIndex:
     """Dense vectors (HNSW, cosine) and BM25 over stemmed text, fused with RRF for hybrid."""
 
@@ -47,13 +78,12 @@ class MilvusVectorIndex:
         hybrid_candidates: int = 100,
         rrf_k: int = 60,
     ) -> None:
-        if "://" not in uri:
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self.lite = PrivateLite(Path(uri)) if "://" not in uri else None
         self.dims = dims
         self.name = collection
         self.hybrid_candidates = hybrid_candidates
         self.rrf_k = rrf_k
-        self.client = MilvusClient(uri=uri, token=token or "")
+        self.client = MilvusClient(uri=self.lite.uri if self.lite else uri, token=token or "")
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
         self._consistency = {"consistency_level": "Strong"} if "://" in uri else {}
@@ -236,3 +266,5 @@ class MilvusVectorIndex:
 
     def close(self) -> None:
         self.client.close()
+        if self.lite is not None:
+            self.lite.close()

@@ -30,7 +30,8 @@ def document() -> dict[str, Any]:
         *(b for b in brokers if b is not None),
         title="Olympus bus",
         version="1",
-        description="Publish IngestDocument to olympus.ingest.<collection> to add documents.",
+        description="Publish IngestDocument to olympus.ingest.<tenant>.<collection> to add "
+        "documents, with a producer credential of that tenant (`olympus producers create`).",
     )
     return dict(spec.to_specification().to_jsonable())
 

@@ -1,5 +1,6 @@
-"""``olympus``: run the embedded stack (``up``), inspect it (``status``), manage API keys
-(``keys``) and measure retrieval quality on a BEIR folder (``eval``)."""
+"""``olympus``: run the embedded stack (``up``), inspect it (``status``), set up its streams
+(``streams``), manage API keys (``keys``) and producers' NATS credentials (``producers``), and
+measure retrieval quality on a BEIR folder (``eval``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from olympus.keys import KeyStore
 
 
 def _port_of(url: str, default: int) -> int:
@@ -87,12 +92,21 @@ def _run_file(data_dir: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _admin(args: argparse.Namespace) -> tuple[CommonSettings, Path]:
+    """How a command reaches the bus: the configured user, else the embedded stack's admin."""
+    from olympus import access
+
     common = CommonSettings()
     data_dir = Path(args.data_dir or common.data_dir)
     url = _run_file(data_dir).get("nats_url", common.nats_url)
+    return access.admin_settings(common.model_copy(update={"nats_url": url}), data_dir), data_dir
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    common, _ = _admin(args)
+    url = common.nats_url
     try:
-        report = asyncio.run(_status(common.model_copy(update={"nats_url": url})))
+        report = asyncio.run(_status(common))
     except Exception as exc:
         print(f"cannot reach NATS at {url}: {exc}", file=sys.stderr)
         return 1
@@ -159,13 +173,126 @@ async def _status(common: CommonSettings) -> str:
     return "\n".join(lines)
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
+def _key_store(args: argparse.Namespace) -> KeyStore:
+    from gateway.settings import GatewaySettings
     from olympus.keys import KeyStore
 
-    common = CommonSettings()
-    store = KeyStore(Path(args.data_dir or common.data_dir) / "api_keys.json")
-    print(store.create(args.tenant))
+    data_dir = Path(args.data_dir or CommonSettings().data_dir)
+    return KeyStore(GatewaySettings().api_keys_file or data_dir / "api_keys.json")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from olympus.keys import parse_duration
+
+    try:
+        lifetime = parse_duration(args.expires) if args.expires else None
+        key = _key_store(args).create(args.tenant, args.scope, args.name, lifetime)
+    except ValueError as exc:
+        print(f"olympus keys create: {exc}", file=sys.stderr)
+        return 2
+    print(key)
     return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    infos = _key_store(args).describe(tenant=args.tenant)
+    if args.json:
+        print(json.dumps([i.model_dump() for i in infos]))
+        return 0
+    print(f"{'name':<26}{'tenant':<18}{'scope':<7}{'created':<18}{'expires':<18}last used")
+    for i in infos:
+        print(
+            f"{i.name:<26}{i.tenant:<18}{i.scope:<7}{_when(i.created_at):<18}"
+            f"{_when(i.expires_at):<18}{_when(i.last_used_at)}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    if not _key_store(args).revoke(args.name):
+        print(f"olympus keys revoke: no key named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.name}: refused from now on")
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    from olympus import delivery
+
+    common, _ = _admin(args)
+    try:
+        changes = asyncio.run(delivery.prepare_streams(common))
+    except Exception as exc:
+        print(f"cannot set the streams up on {common.nats_url}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(changes))
+    return 0
+
+
+def cmd_producers_create(args: argparse.Namespace) -> int:
+    import time
+
+    from olympus import access
+    from schemas import subjects
+    from schemas.messages import valid_name
+
+    data_dir = Path(args.data_dir or CommonSettings().data_dir)
+    try:
+        tenant = valid_name(args.tenant, "tenant")
+        password = access.create_producer(data_dir, args.name, tenant, time.time())
+    except ValueError as exc:
+        print(f"olympus producers create: {exc}", file=sys.stderr)
+        return 2
+    user = access.PRODUCER_PREFIX + args.name
+    details = {
+        "user": user,
+        "password": password,
+        "tenant": tenant,
+        "publish": subjects.ingest_subject(tenant, "<collection>"),
+        "inbox_prefix": access.inbox_prefix(user),
+    }
+    if args.json:
+        print(json.dumps(details))
+    else:
+        print("\n".join(f"{k:<13} {v}" for k, v in details.items()))
+        print("(the password is shown once; connect with that inbox prefix to get acks)")
+    return 0
+
+
+def cmd_producers_list(args: argparse.Namespace) -> int:
+    from olympus import access
+
+    data_dir = Path(args.data_dir or CommonSettings().data_dir)
+    bus = access.BusSecrets.load(data_dir)
+    found = bus.producers if bus else []
+    if args.json:
+        print(
+            json.dumps([{k: v for k, v in vars(p).items() if k != "password_hash"} for p in found])
+        )
+    else:
+        print(f"{'name':<24}{'tenant':<24}created")
+        for p in found:
+            print(f"{p.name:<24}{p.tenant:<24}{_when(p.created_at)}")
+    return 0
+
+
+def cmd_producers_revoke(args: argparse.Namespace) -> int:
+    from olympus import access
+
+    data_dir = Path(args.data_dir or CommonSettings().data_dir)
+    if not access.revoke_producer(data_dir, args.name):
+        print(f"olympus producers revoke: no producer named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.name}")
+    return 0
+
+
+def _when(timestamp: float | None) -> str:
+    import datetime
+
+    if not timestamp:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -208,8 +335,49 @@ def main(argv: list[str] | None = None) -> int:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key for a tenant and print it once")
     create.add_argument("--tenant", default="default")
+    create.add_argument(
+        "--scope",
+        choices=["read", "write", "admin"],
+        default="write",
+        help="read: search and ask; write: also change documents and context; admin: also keys",
+    )
+    create.add_argument("--name", help="how `keys list` and `keys revoke` call it")
+    create.add_argument("--expires", help="lifetime, e.g. 30d, 12h (default: none)")
     create.add_argument("--data-dir")
     create.set_defaults(func=cmd_keys_create)
+    k_list = keys.add_parser("list", help="the keys: name, tenant, scope, dates (no secrets)")
+    k_list.add_argument("--tenant")
+    k_list.add_argument("--data-dir")
+    k_list.add_argument("--json", action="store_true")
+    k_list.set_defaults(func=cmd_keys_list)
+    k_revoke = keys.add_parser("revoke", help="refuse a key from now on, on every gateway")
+    k_revoke.add_argument("name")
+    k_revoke.add_argument("--data-dir")
+    k_revoke.set_defaults(func=cmd_keys_revoke)
+
+    streams = sub.add_parser("streams", help="create or update the JetStream streams (admin)")
+    streams.add_argument("--data-dir")
+    streams.set_defaults(func=cmd_streams)
+
+    producers = sub.add_parser(
+        "producers", help="NATS credentials for other systems, each bound to one tenant"
+    ).add_subparsers(dest="producers", required=True)
+    p_create = producers.add_parser(
+        "create", help="a credential that may publish only TENANT's ingest subjects"
+    )
+    p_create.add_argument("--tenant", required=True)
+    p_create.add_argument("--name", required=True, help="e.g. erp-feed")
+    p_create.add_argument("--data-dir")
+    p_create.add_argument("--json", action="store_true")
+    p_create.set_defaults(func=cmd_producers_create)
+    p_list = producers.add_parser("list", help="the producers (never their passwords)")
+    p_list.add_argument("--data-dir")
+    p_list.add_argument("--json", action="store_true")
+    p_list.set_defaults(func=cmd_producers_list)
+    p_revoke = producers.add_parser("revoke", help="refuse a producer from now on")
+    p_revoke.add_argument("name")
+    p_revoke.add_argument("--data-dir")
+    p_revoke.set_defaults(func=cmd_producers_revoke)
 
     ev = sub.add_parser("eval", help="retrieval quality on a BEIR-layout folder")
     ev.add_argument("folder", type=Path)

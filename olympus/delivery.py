@@ -57,10 +57,12 @@ class DeliveryPolicy:
     max_deliver: int
     backoff_s: tuple[float, ...]
     ack_wait_s: float
+    inbox_prefix: str = "_INBOX"  # a pull consumer fetches into the worker's own inboxes
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> DeliveryPolicy:
-        return cls(settings.max_deliver, settings.retry_backoff_s, settings.ack_wait_s)
+        inbox = settings.nats_connect_options().get("inbox_prefix", cls.inbox_prefix)
+        return cls(settings.max_deliver, settings.retry_backoff_s, settings.ack_wait_s, inbox)
 
     def delay(self, attempt: int) -> float:
         if not self.backoff_s:
@@ -78,6 +80,8 @@ class DeliveryPolicy:
             "pull_sub": PullSub(batch_size=fetch, timeout=1.0),
             "max_workers": concurrency,
             "ack_policy": AckPolicy.NACK_ON_ERROR,
+            # FastStream passes its own "_INBOX." to pull_subscribe, not the connection's prefix.
+            "inbox_prefix": f"{self.inbox_prefix}.".encode(),
         }
 
     def consumer_config(self, durable: str) -> api.ConsumerConfig:
@@ -127,11 +131,36 @@ async def ensure_streams(
     return changed
 
 
-async def prepare_streams(settings: CommonSettings) -> None:
-    """Workers make sure the streams exist before their durable consumers are created."""
+async def prepare_streams(settings: CommonSettings) -> list[str]:
+    """Create or update the streams: the admin's job (``olympus up``, ``olympus streams``)."""
     nc = await connect(settings, "stream-setup")
     try:
-        await ensure_streams(nc.jetstream(), settings.max_message_bytes, settings.stream_replicas)
+        js = nc.jetstream()
+        return await ensure_streams(js, settings.max_message_bytes, settings.stream_replicas)
+    finally:
+        await nc.close()
+
+
+async def await_streams(settings: CommonSettings, timeout_s: float = 60.0) -> None:
+    """Wait until every stream exists. Workers may look at streams, never make or change them
+    (``olympus.access``): a worker started before the setup waits for it, then says what is
+    missing."""
+    nc = await connect(settings, "stream-check")
+    deadline = time.monotonic() + timeout_s
+    try:
+        js = nc.jetstream()
+        for spec in subjects.STREAMS:
+            while True:
+                try:
+                    await js.stream_info(spec.name)
+                    break
+                except NotFoundError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the stream {spec.name} does not exist: set the streams up with "
+                            "`olympus streams` (`olympus up` does it by itself)"
+                        ) from None
+                    await asyncio.sleep(0.5)
     finally:
         await nc.close()
 
@@ -185,6 +214,7 @@ def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroke
     return NatsBroker(
         servers=options["servers"],
         security=security,
+        inbox_prefix=options.get("inbox_prefix", "_INBOX"),
         middlewares=middlewares,
         max_reconnect_attempts=-1,
         # FastStream's per-message "Received"/"Processed" lines go to debug, through our logs.

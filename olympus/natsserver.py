@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -45,6 +46,8 @@ class NatsServerConfig:
     port: int
     host: str = "127.0.0.1"
     max_payload_bytes: int = 16 * 1024 * 1024
+    include: str | None = None  # a file beside the config, e.g. the users (olympus.access)
+    pid_file: Path | None = None  # where nats-server writes its pid (config reloads use it)
 
     @property
     def url(self) -> str:
@@ -52,15 +55,26 @@ class NatsServerConfig:
 
     def render(self) -> str:
         # max_payload above 1 MB must be set in a file: there is no command-line flag for it.
-        return (
-            f"listen: {self.host}:{self.port}\n"
-            f"max_payload: {self.max_payload_bytes}\n"
-            f"jetstream {{\n  store_dir: {str(self.store_dir)!r}\n}}\n"
-        ).replace("'", '"')
+        lines = [
+            f"listen: {self.host}:{self.port}",
+            f"max_payload: {self.max_payload_bytes}",
+            f"jetstream {{\n  store_dir: {json.dumps(str(self.store_dir))}\n}}",
+        ]
+        if self.pid_file:
+            lines.append(f"pid_file: {json.dumps(str(self.pid_file))}")
+        if self.include:
+            lines.append(f"include {json.dumps(self.include)}")
+        return "\n".join(lines) + "\n"
 
     def command(self, config_path: Path) -> list[str]:
         config_path.write_text(self.render())
+        os.chmod(config_path, 0o600)
         return [binary(), "-c", str(config_path)]
+
+
+def reload(pid_file: Path) -> None:
+    """Have a running nats-server read its configuration again (new or removed users)."""
+    subprocess.run([binary(), "--signal", f"reload={pid_file}"], check=True, capture_output=True)
 
 
 def wait_until_listening(host: str, port: int, timeout_s: float = 15) -> None:

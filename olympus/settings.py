@@ -15,6 +15,7 @@ class NatsConnectOptions(TypedDict, total=False):
     servers: list[str]
     user: str
     password: str
+    inbox_prefix: str
 
 
 class CommonSettings(BaseSettings):
@@ -50,4 +51,6 @@ class CommonSettings(BaseSettings):
         if self.nats_user and self.nats_password:
             options["user"] = self.nats_user
             options["password"] = self.nats_password.get_secret_value()
+            # Each user may read its own inboxes only (olympus.access): no one overhears replies.
+            options["inbox_prefix"] = f"_INBOX_{self.nats_user}"
         return options

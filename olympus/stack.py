@@ -25,10 +25,14 @@ from typing import IO
 import httpx
 import nats
 
-from olympus import delivery, health, natsserver
+from olympus import access, delivery, health, natsserver
 from olympus.keys import KeyStore
+from olympus.private import private_folder, write_private
 from olympus.settings import CommonSettings
 from schemas import subjects
+
+_OWN_CREDENTIALS = frozenset({"OLYMPUS_NATS_USER", "OLYMPUS_NATS_PASSWORD"})
+"""Set per child from the stack's secrets, never inherited: Athena and Phoenix get none."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -82,6 +86,8 @@ class Supervisor:
             # stop, systemd), reaches only the supervisor, which stops the children in order,
             # instead of every child exiting at once and being restarted.
             start_new_session=True,
+            # What the stack writes (stores, streams, logs of Phoenix) is its owner's alone.
+            umask=0o077,
         )
         child.started_at = time.monotonic()
         threading.Thread(target=self._pump, args=(child, child.proc), daemon=True).start()
@@ -180,7 +186,7 @@ class Stack:
             }
         )
         for key, value in os.environ.items():
-            if key.startswith("OLYMPUS_") and key not in env:
+            if key.startswith("OLYMPUS_") and key not in env and key not in _OWN_CREDENTIALS:
                 env[key] = value
         if self.config.phoenix_url:
             env["PHOENIX_COLLECTOR_ENDPOINT"] = self.config.phoenix_url
@@ -189,7 +195,7 @@ class Stack:
 
     def start(self, timeout_s: float = 180.0) -> None:
         data = self.config.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        private_folder(data)
         ports = [(self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")]
         if self.config.phoenix_port:
             ports.append((self.config.phoenix_port, "Phoenix"))
@@ -202,12 +208,19 @@ class Stack:
         env = self.child_env()
         if self.config.phoenix_port:
             self._start_phoenix(env, timeout_s)
-        common = CommonSettings(data_dir=data, nats_url=self.config.nats_url)
+        # The bus refuses anyone without a password; each service gets its own user.
+        bus = access.BusSecrets.load_or_create(data)
+        access.write_embedded_users(data, bus)
+        common = access.as_user(
+            CommonSettings(data_dir=data, nats_url=self.config.nats_url), access.ADMIN, bus
+        )
         nats_config = natsserver.NatsServerConfig(
             store_dir=data / "jetstream",
             port=self.config.nats_port,
             host=self.config.host,
             max_payload_bytes=common.max_message_bytes,
+            include=access.EMBEDDED_USERS,
+            pid_file=data / access.NATS_PID_FILE,
         )
         self.supervisor.start(
             Supervised("nats", nats_config.command(data / "nats-server.conf"), env)
@@ -217,27 +230,29 @@ class Stack:
         self.supervisor.say("olympus", "streams ready")
         keys = KeyStore(data / "api_keys.json")
         if keys.is_empty():
-            self.api_key = keys.create("default")
+            self.api_key = keys.create("default", scope="admin", name="owner")
         python = sys.executable
         metrics_ports = self.config.worker_metrics_ports()
         for name in subjects.WORKERS:
-            worker_env = env | (
-                {"OLYMPUS_METRICS_PORT": str(metrics_ports[name])} if metrics_ports else {}
-            )
+            worker_env = env | access.credentials_env(name, bus)
+            if metrics_ports:
+                worker_env["OLYMPUS_METRICS_PORT"] = str(metrics_ports[name])
             command = [python, "-m", f"workers.{name}"]
             self.supervisor.start(Supervised(name, command, worker_env))
-        self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], env))
+        gateway_env = env | access.credentials_env(access.GATEWAY, bus)
+        self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], gateway_env))
         asyncio.run(self.wait_ready(common, timeout_s))
         if self.config.athena_port:
             self._start_athena(env, keys, timeout_s)
-        (data / "run.json").write_text(
+        write_private(
+            data / "run.json",
             json.dumps(
                 {
                     "nats_url": self.config.nats_url,
                     "gateway_url": self.config.gateway_url,
                     "pid": os.getpid(),
                 }
-            )
+            ),
         )
 
     def _start_athena(self, env: dict[str, str], keys: KeyStore, timeout_s: float) -> None:
@@ -246,7 +261,7 @@ class Stack:
         key_file = self.config.data_dir / "athena.key"
         if not key_file.exists() and "OLYMPUS_ATHENA_API_KEY" not in env:
             key_file.touch(mode=0o600)
-            key_file.write_text(keys.create("default"))
+            key_file.write_text(keys.create("default", scope="write", name="athena"))
         app = Path(__file__).resolve().parent.parent / "athena" / "app.py"
         command = [
             sys.executable, "-m", "streamlit", "run", str(app),

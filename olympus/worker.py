@@ -1,8 +1,9 @@
 """What every worker does the same way, in one place: settings, broker, logging, metrics,
 streams, the health responder and the lifespan.
 
-A worker's ``app.py`` only says what is its own: a ``start`` that builds its runtime (the model,
-the stores) and the subscribers that hand messages to that runtime. Nothing is built at import:
+A worker uses the streams and never sets them up (``olympus.access``). A worker's ``app.py``
+only says what is its own: a ``start`` that builds its runtime (the model, the stores) and the
+subscribers that hand messages to that runtime. Nothing is built at import:
 
     def create_app(common=None, settings=None) -> FastStream:
         worker = Worker(subjects.EMBEDDER, common or CommonSettings(), start=...)
@@ -64,7 +65,7 @@ class Worker(Generic[R]):
     async def _started(self) -> None:
         configure(self.service, self.common.log_level, self.common.log_format)
         metrics.serve(self.common.metrics_port, self.common.metrics_host)
-        await delivery.prepare_streams(self.common)
+        await delivery.await_streams(self.common)
         self._runtime = await self._start(self)
 
     async def _stopped(self) -> None:

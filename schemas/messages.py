@@ -2,12 +2,13 @@
 
 Every model forbids unknown fields and carries ``schema_version``; every message carries the
 ``tenant`` it belongs to. Other systems may publish ``IngestDocument`` to
-``olympus.ingest.<collection>`` directly; the AsyncAPI document served by the gateway at
-``/asyncapi.json`` is generated from these models.
+``olympus.ingest.<tenant>.<collection>`` directly, with a producer credential of that tenant;
+the AsyncAPI document served by the gateway at ``/asyncapi.json`` is generated from these models.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,16 @@ SCHEMA_VERSION: Literal[1] = 1
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 """A tenant or collection name: it becomes a NATS subject token, so no dots or spaces."""
+NAME_RULE = "1 to 64 letters, digits, '-' or '_'"
+
+
+def valid_name(value: str, what: str = "name") -> str:
+    """``value`` if it is a valid tenant or collection name; else a ValueError that says why."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ValueError(f"invalid {what} {value!r}: {NAME_RULE}")
+    return value
+
+
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 """A document, chunk, session or request id."""
 Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]

@@ -2,7 +2,8 @@
 
 No other module spells a subject. Read this file top to bottom and you have seen the whole bus:
 
-    olympus.ingest.<collection>        documents in (JetStream OLYMPUS_INGEST) -> embedder
+    olympus.ingest.<tenant>.<collection>  documents in (JetStream OLYMPUS_INGEST) -> embedder;
+                                       the tenant token is the producer's, checked on arrival
     olympus.index.upsert|delete|status embedder/gateway -> indexer (JetStream OLYMPUS_INDEX)
     olympus.events.document.<status>   indexer -> anyone (JetStream OLYMPUS_EVENTS, short-lived)
     olympus.query.embed                gateway -> embedder (core request/reply)
@@ -29,9 +30,18 @@ INGEST_PREFIX = f"{PREFIX}.ingest"
 INGEST_ALL = f"{INGEST_PREFIX}.>"
 
 
-def ingest_subject(collection: str) -> str:
-    """The subject a document for ``collection`` is published to."""
-    return f"{INGEST_PREFIX}.{collection}"
+def ingest_subject(tenant: str, collection: str) -> str:
+    """The subject a document of ``tenant`` for ``collection`` is published to. A producer's
+    NATS user may publish only to its own tenant's subjects (``olympus.access``)."""
+    return f"{INGEST_PREFIX}.{tenant}.{collection}"
+
+
+def ingest_owner(subject: str) -> tuple[str, str] | None:
+    """``olympus.ingest.<tenant>.<collection>`` -> (tenant, collection); None for another shape."""
+    parts = subject.split(".")
+    if len(parts) != 4 or ".".join(parts[:2]) != INGEST_PREFIX:
+        return None
+    return parts[2], parts[3]
 
 
 # --- index (H.A.D.E.S. input) -----------------------------------------------------------------
@@ -80,18 +90,30 @@ def reply_subject(request_id: str) -> str:
 
 
 # --- request/reply into H.A.D.E.S. ------------------------------------------------------------
-RPC_DOCUMENT_GET = f"{PREFIX}.rpc.documents.get"
-RPC_DOCUMENT_LIST = f"{PREFIX}.rpc.documents.list"
-RPC_DOCUMENT_CHUNKS = f"{PREFIX}.rpc.documents.chunks"
-RPC_DOCUMENT_STATS = f"{PREFIX}.rpc.documents.stats"
-RPC_CONTEXT_ADD = f"{PREFIX}.rpc.context.add"
-RPC_CONTEXT_GET = f"{PREFIX}.rpc.context.get"
-RPC_CONTEXT_CLEAR = f"{PREFIX}.rpc.context.clear"
-RPC_HISTORY_GET = f"{PREFIX}.rpc.history.get"
-RPC_EMBED = f"{PREFIX}.rpc.embed"
+RPC_PREFIX = f"{PREFIX}.rpc"
+RPC_DOCUMENT_GET = f"{RPC_PREFIX}.documents.get"
+RPC_DOCUMENT_LIST = f"{RPC_PREFIX}.documents.list"
+RPC_DOCUMENT_CHUNKS = f"{RPC_PREFIX}.documents.chunks"
+RPC_DOCUMENT_STATS = f"{RPC_PREFIX}.documents.stats"
+RPC_CONTEXT_ADD = f"{RPC_PREFIX}.context.add"
+RPC_CONTEXT_GET = f"{RPC_PREFIX}.context.get"
+RPC_CONTEXT_CLEAR = f"{RPC_PREFIX}.context.clear"
+RPC_HISTORY_GET = f"{RPC_PREFIX}.history.get"
+RPC_EMBED = f"{RPC_PREFIX}.embed"
+INDEXER_RPCS = (
+    RPC_DOCUMENT_GET,
+    RPC_DOCUMENT_LIST,
+    RPC_DOCUMENT_CHUNKS,
+    RPC_DOCUMENT_STATS,
+    RPC_CONTEXT_ADD,
+    RPC_CONTEXT_GET,
+    RPC_CONTEXT_CLEAR,
+    RPC_HISTORY_GET,
+)
+"""What H.A.D.E.S. answers over request/reply."""
 
 
-HEALTH_PREFIX = f"{PREFIX}.rpc.health."
+HEALTH_PREFIX = f"{RPC_PREFIX}.health."
 
 
 def health_subject(service: str) -> str:

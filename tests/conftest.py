@@ -7,6 +7,7 @@ contract every backend passes), ``store_audit`` (what a stopped stack's stores h
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from olympus import natsserver
+from olympus import delivery, natsserver
+from olympus.settings import CommonSettings
 from tests.support.stack import RunningStack
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,12 +27,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture
 def nats_url(tmp_path: os.PathLike[str]) -> Iterator[str]:
-    """A real nats-server with JetStream of the test's own (it starts in milliseconds): a test
-    that creates streams or consumers changes no other test's bus."""
+    """A real nats-server with JetStream of the test's own (it starts in milliseconds), its
+    streams set up as ``olympus up`` does: a test that changes streams or consumers changes no
+    other test's bus. It takes anyone (the authenticated bus is tested in test_bus_access)."""
 
     folder = Path(tmp_path) / "nats"
     config = natsserver.NatsServerConfig(store_dir=folder / "js", port=natsserver.free_port())
     proc = natsserver.start(config, folder / "nats.conf", stdout=subprocess.DEVNULL)
+    asyncio.run(delivery.prepare_streams(CommonSettings(nats_url=config.url)))
     yield config.url
     proc.terminate()
     proc.wait(10)

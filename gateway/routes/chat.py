@@ -20,13 +20,12 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway import conversation
-from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, authenticate
 from gateway.errors import OlympusError
 from gateway.models import ChatAnswer, ChatRequest, HistoryResponse, Problem
 from gateway.nats_client import NatsClient
 from gateway.routes.sessions import SessionId
 from gateway.settings import GatewaySettings
-from olympus.keys import KeyStore
 from schemas import subjects
 from schemas.messages import HistoryGet, HistoryReply, Identifier
 
@@ -141,13 +140,16 @@ async def chat_socket(websocket: WebSocket, session_id: SessionId) -> None:
     """The same chat over a WebSocket. Authenticate with `Authorization: Bearer <key>` or
     `?api_key=` (browsers cannot set headers). Send a ChatRequest as JSON; receive
     `{"event", "id", "data"}` objects; send `{"action": "stop"}` to stop the answer."""
-    keys: KeyStore = websocket.app.state.keys
     header = websocket.headers.get("authorization", "")
     secret = header.removeprefix("Bearer ").strip() or websocket.query_params.get("api_key", "")
-    key = keys.verify(secret) if secret else None
-    if key is None:
+    address = websocket.client.host if websocket.client else "unknown"
+    try:
+        key = await authenticate(
+            websocket.app.state.keys, websocket.app.state.limits, secret, address
+        )
+    except OlympusError as exc:
         # Closing before accepting refuses the handshake: the client sees HTTP 403.
-        await websocket.close(code=1008, reason="a valid API key is required")
+        await websocket.close(code=1008, reason=exc.message)
         return
     nats_client: NatsClient = websocket.app.state.bus
     settings: GatewaySettings = websocket.app.state.settings

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
 from gateway.models import (
     AcceptedDocument,
     AddDocumentRequest,
@@ -164,7 +164,7 @@ def _check(filename: str, data: bytes, limit: int) -> None:
     responses=_ERRORS,
 )
 async def add_document(
-    body: AddDocumentRequest, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
+    body: AddDocumentRequest, key: WriteKeyDep, nats_client: NatsDep, settings: SettingsDep
 ) -> AcceptedDocument:
     """Queue one document given as JSON. Same filename in the same collection replaces it."""
     if body.encoding == "base64":
@@ -190,7 +190,7 @@ async def add_document(
 )
 async def upload_documents(
     files: Annotated[list[UploadFile], File(description="one or more files")],
-    key: ApiKeyDep,
+    key: WriteKeyDep,
     nats_client: NatsDep,
     settings: SettingsDep,
     collection: Annotated[Name, Query()] = "default",
@@ -252,7 +252,7 @@ async def get_document(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> Doc
     response_model=DeleteResponse,
     responses={404: {"model": Problem}},
 )
-async def delete_document(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> DeleteResponse:
+async def delete_document(doc_id: str, key: WriteKeyDep, nats_client: NatsDep) -> DeleteResponse:
     """Remove the document with its chunks and vectors (in order with its ingests)."""
     current = await _require(nats_client, key.tenant, doc_id)
     doc = IngestDocument(

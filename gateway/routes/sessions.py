@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from gateway.conversation import check_input
-from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
+from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
 from gateway.errors import from_info
 from gateway.models import (
     ContextRequest,
@@ -43,7 +43,7 @@ def _context(session_id: str, reply: ContextReply) -> ContextResponse:
 
 @router.post("/add_context", response_model=ContextResponse)
 async def add_context(
-    body: ContextRequest, key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
+    body: ContextRequest, key: WriteKeyDep, nats_client: NatsDep, session_id: SessionId
 ) -> ContextResponse:
     """Remember a piece of context for this session (kept across restarts)."""
     reply = await nats_client.request(
@@ -67,7 +67,7 @@ async def get_context(
 
 @router.delete("/clear_context", response_model=ContextResponse)
 async def clear_context(
-    key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
+    key: WriteKeyDep, nats_client: NatsDep, session_id: SessionId
 ) -> ContextResponse:
     """Forget the session: its context and its conversation history."""
     reply = await nats_client.request(

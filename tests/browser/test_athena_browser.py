@@ -118,23 +118,23 @@ def test_the_stop_button_cancels_the_answer(olympus, browser):
     page.get_by_label("New session").fill("stopper")
     page.get_by_role("button", name="Start session").click()
     page.get_by_test_id("stChatInputTextArea").fill("Write a very long story about valves.")
-    nats_url = olympus.stack.config.nats_url
+    bus = olympus.bus()
     # (Playwright's sync API holds this thread's event loop: ask NATS from another thread.)
     with ThreadPoolExecutor(1) as other:
-        before = other.submit(asyncio.run, _reply_seq(nats_url)).result()
+        before = other.submit(asyncio.run, _reply_seq(bus)).result()
     page.keyboard.press("Enter")
     stop = page.locator(".st-key-stop").get_by_role("button", name="Stop")
     stop.wait_for()
     # Stop while tokens flow, as a person reading the answer would, however slow the machine.
     with ThreadPoolExecutor(1) as other:
-        assert other.submit(asyncio.run, _tokens_flow(nats_url, before, 120)).result()
+        assert other.submit(asyncio.run, _tokens_flow(bus, before, 120)).result()
     # While the answer streams the script runs, when Streamlit shows a "Stop" of its own: the
     # user must see one Stop button, Athena's, which also cancels the answer in the generator.
     assert page.get_by_role("button", name="Stop").count() == 1
     stop.click()
     # Cancelled at once, by the button: not after the 10 s grace a dropped client gets.
     with ThreadPoolExecutor(1) as other:
-        check = other.submit(asyncio.run, _cancelled_answers(olympus.stack.config.nats_url, 5))
+        check = other.submit(asyncio.run, _cancelled_answers(bus, 5))
         assert check.result() == 1
     with olympus.client() as http:
         assert http.get("/mcp/stopper/history").json()["turns"] == []
@@ -144,27 +144,27 @@ def test_the_stop_button_cancels_the_answer(olympus, browser):
     page.close()
 
 
-async def _reply_seq(nats_url: str) -> int:
+async def _reply_seq(bus: dict) -> int:
     """The last sequence of OLYMPUS_REPLY now: what came before belongs to earlier answers."""
     import nats
 
     from schemas import subjects
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**bus)
     try:
         return (await nc.jetstream().stream_info(subjects.REPLY_STREAM.name)).state.last_seq
     finally:
         await nc.close()
 
 
-async def _tokens_flow(nats_url: str, after_seq: int, within_s: float) -> bool:
+async def _tokens_flow(bus: dict, after_seq: int, within_s: float) -> bool:
     """Whether a token of a new answer reaches OLYMPUS_REPLY within ``within_s``."""
     import nats
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     from schemas import subjects
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**bus)
     try:
         sub = await nc.jetstream().subscribe(
             subjects.REPLY_ALL,
@@ -187,13 +187,13 @@ async def _tokens_flow(nats_url: str, after_seq: int, within_s: float) -> bool:
         await nc.close()
 
 
-async def _cancelled_answers(nats_url: str, within_s: float) -> int:
+async def _cancelled_answers(bus: dict, within_s: float) -> int:
     """How many answers in OLYMPUS_REPLY ended cancelled, waiting up to ``within_s`` for one."""
     import nats
 
     from schemas import subjects
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(**bus)
     try:
         deadline = time.monotonic() + within_s
         while True:

@@ -95,7 +95,7 @@ def test_an_upload_and_a_question_are_each_one_trace_across_the_services(traced)
     names = {s["name"] for s in upload}
     assert {
         "olympus.embed",
-        "olympus.ingest.default process",
+        "olympus.ingest.default.default process",
         "olympus.index.upsert process",
     } <= names
     embed = next(s for s in upload if s["span_kind"] == "EMBEDDING")

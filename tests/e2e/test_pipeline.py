@@ -288,16 +288,16 @@ def test_nothing_bad_was_queued(http):
 
 def test_a_malformed_bus_message_is_dead_lettered_and_workers_stay_up(olympus, http):
     async def publish_and_read():
-        nc = await nats.connect(olympus.stack.config.nats_url)
+        nc = await nats.connect(**olympus.bus())
         js = nc.jetstream()
-        await js.publish("olympus.ingest.x", b'{"tenant": "default", "content": 42}')
+        await js.publish("olympus.ingest.default.x", b'{"tenant": "default", "content": 42}')
         sub = await js.pull_subscribe(subjects.DLQ_ALL, stream=subjects.DLQ_STREAM.name)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 for msg in await sub.fetch(10, timeout=0.5):
                     letter = json.loads(msg.data)
-                    if letter["subject"] == "olympus.ingest.x":
+                    if letter["subject"] == "olympus.ingest.default.x":
                         await nc.close()
                         return letter
             except nats.errors.TimeoutError:
@@ -314,12 +314,30 @@ def test_a_malformed_bus_message_is_dead_lettered_and_workers_stay_up(olympus, h
     assert wait_for(http, doc["doc_id"])["status"] == "indexed"
 
 
+def _producer(olympus: RunningStack, tenant: str, name: str) -> dict:
+    """``olympus producers create``, as an operator would run it, and the options to connect."""
+    made = subprocess.run(
+        [sys.executable, "-m", "olympus.cli", "producers", "create", "--tenant", tenant,
+         "--name", name, "--data-dir", str(olympus.data_dir), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    credential = json.loads(made.stdout)
+    assert credential["publish"] == f"olympus.ingest.{tenant}.<collection>"
+    return {
+        "servers": [olympus.config.nats_url],
+        "user": credential["user"],
+        "password": credential["password"],
+        "inbox_prefix": credential["inbox_prefix"],
+    }
+
+
 def test_other_systems_can_publish_straight_to_nats(olympus, http):
-    """The README's nats-py example, as a producer would run it."""
+    """The README's nats-py example, as a producer would run it, with its tenant's credential."""
     pdf = render("glacier.pdf", "Fjords are valleys that glaciers carved and the sea flooded.")
+    producer = _producer(olympus, "default", "erp")
 
     async def publish():
-        nc = await nats.connect(olympus.stack.config.nats_url)
+        nc = await nats.connect(**producer)
         js = nc.jetstream()
         doc = {
             "tenant": "default",
@@ -332,12 +350,9 @@ def test_other_systems_can_publish_straight_to_nats(olympus, http):
         }
         msg_id = f"erp-report-1:upsert:{hashlib.sha256(pdf).hexdigest()[:32]}"
         headers = {"Nats-Msg-Id": msg_id}
-        first = await js.publish(
-            "olympus.ingest.reports", json.dumps(doc).encode(), headers=headers
-        )
-        again = await js.publish(
-            "olympus.ingest.reports", json.dumps(doc).encode(), headers=headers
-        )
+        subject = "olympus.ingest.default.reports"
+        first = await js.publish(subject, json.dumps(doc).encode(), headers=headers)
+        again = await js.publish(subject, json.dumps(doc).encode(), headers=headers)
         await nc.close()
         return first, again
 
@@ -350,6 +365,55 @@ def test_other_systems_can_publish_straight_to_nats(olympus, http):
     assert info["collection"] == "reports"
     hits = query(http, "valleys carved by glaciers and flooded by the sea", collection="reports")
     assert hits[0]["doc_id"] == "erp-report-1"
+
+
+def test_a_producer_cannot_write_for_another_tenant(olympus, http):
+    """Its credential publishes only its tenant's subjects; a body naming another tenant on its
+    own subject is dead-lettered saying why; the other tenant never sees the document."""
+    producer = _producer(olympus, "default", "intruder")
+    victim = KeyStore(olympus.data_dir / "api_keys.json").create("victim")
+    doc = {"tenant": "victim", "doc_id": "planted-1", "content": "planted canary text"}
+
+    async def attempt():
+        refused: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            refused.append(str(exc))
+
+        nc = await nats.connect(**producer, error_cb=on_error)
+        js = nc.jetstream()
+        with pytest.raises(nats.errors.TimeoutError):  # the server drops it: no ack comes
+            await js.publish("olympus.ingest.victim.default", json.dumps(doc).encode(), timeout=2)
+        own = "olympus.ingest.default.default"
+        await js.publish(own, json.dumps(doc).encode())
+        await nc.close()
+        return refused
+
+    refused = asyncio.run(attempt())
+    assert any('publish to "olympus.ingest.victim.default"' in e for e in refused)
+    letter = asyncio.run(_dead_letter_for(olympus, "olympus.ingest.default.default", "planted-1"))
+    assert "but the message is for tenant 'victim'" in letter["error"]
+    with olympus.client(victim) as them:
+        assert them.get("/rag/documents").json()["total"] == 0
+        assert them.get("/rag/documents/planted-1").status_code == 404
+
+
+async def _dead_letter_for(olympus: RunningStack, subject: str, needle: str) -> dict:
+    nc = await nats.connect(**olympus.bus())
+    sub = await nc.jetstream().pull_subscribe(subjects.DLQ_ALL, stream=subjects.DLQ_STREAM.name)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            try:
+                for msg in await sub.fetch(10, timeout=0.5):
+                    letter = json.loads(msg.data)
+                    if letter["subject"] == subject and needle in letter["original"]:
+                        return letter
+            except nats.errors.TimeoutError:
+                pass
+    finally:
+        await nc.close()
+    raise AssertionError(f"no dead letter from {subject} holding {needle!r}")
 
 
 def test_tenants_never_see_each_other(olympus, http):
@@ -386,7 +450,7 @@ def test_contracts_are_published(olympus, http):
     assert ready["ready"]
     assert all(ready["checks"].values())
     spec = http.get("/asyncapi.json").json()
-    assert "olympus.ingest.<collection>" in spec["channels"]
+    assert "olympus.ingest.<tenant>.<collection>" in spec["channels"]
     assert "IngestDocument" in json.dumps(spec["components"])
     paths = http.get("/openapi.json").json()["paths"]
     for path in (
@@ -400,11 +464,21 @@ def test_contracts_are_published(olympus, http):
         "/mcp/{session_id}/clear_context",
         "/healthz",
         "/readyz",
+        "/admin/keys",
+        "/admin/keys/{name}",
     ):
         assert path in paths, path
 
 
 def test_status_command_reports_the_bus(olympus):
+    async def dead_letters() -> int:
+        nc = await nats.connect(**olympus.bus())
+        info = await nc.jetstream().stream_info(subjects.DLQ_STREAM.name)
+        await nc.close()
+        return info.state.messages
+
+    letters = asyncio.run(dead_letters())
+    assert letters >= 1  # the malformed message's, at least
     out = subprocess.run(
         [sys.executable, "-m", "olympus.cli", "status", "--data-dir", str(olympus.data_dir)],
         capture_output=True,
@@ -414,7 +488,7 @@ def test_status_command_reports_the_bus(olympus):
     ).stdout
     assert "OLYMPUS_INGEST" in out
     assert "embedder-ingest" in out
-    assert "DEAD LETTERS  1" in out
+    assert f"DEAD LETTERS  {letters}" in out
     assert "indexed=" in out
     assert "failed=1" in out
     assert "embedder=up" in out
@@ -430,6 +504,24 @@ def test_a_crashed_worker_is_restarted(olympus, http):
         time.sleep(0.25)
     doc = add(http, "after-crash.txt", "Phoenixes rise from their ashes.")
     assert wait_for(http, doc["doc_id"])["status"] == "indexed"
+
+
+def test_no_worker_listens_and_the_data_folder_is_private(olympus):
+    """Nothing but the bus and the gateway takes connections (Milvus Lite is on a private unix
+    socket), and no other local user can read what the stack stored."""
+    import psutil
+
+    for child in olympus.stack.supervisor._children:
+        if child.name in subjects.WORKERS:
+            process = psutil.Process(child.proc.pid)
+            listening = [c for c in process.net_connections("inet") if c.status == "LISTEN"]
+            assert listening == [], (child.name, listening)
+    exposed = [
+        (str(path), oct(path.stat().st_mode & 0o777))
+        for path in [olympus.data_dir, *olympus.data_dir.rglob("*")]
+        if path.stat().st_mode & 0o077
+    ]
+    assert exposed == []
 
 
 def test_after_a_restart_nothing_is_orphaned_and_context_is_kept(olympus):

@@ -92,3 +92,27 @@ class TestArangoGraph(DocumentGraphContract):
         )
         yield store
         store.close()
+
+
+def test_milvus_lite_is_reachable_by_its_owner_only(tmp_path):
+    """pymilvus alone would serve Milvus Lite on a loopback TCP port, readable by any local
+    process without a password; ours listens on a unix socket in a private folder."""
+    import stat
+
+    import psutil
+
+    me = psutil.Process()
+    listening_before = {c.laddr for c in me.net_connections("inet") if c.status == "LISTEN"}
+    index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS)
+    try:
+        listening = {c.laddr for c in me.net_connections("inet") if c.status == "LISTEN"}
+        assert listening == listening_before
+        assert index.lite is not None
+        assert index.lite.uri.startswith("unix:")
+        assert stat.S_IMODE(index.lite.folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "milvus.db").stat().st_mode) == 0o700
+        index.upsert(chunks_of("t", "d1", ["a private chunk"]))
+        assert index.count("t") == 1
+    finally:
+        index.close()
+    assert not index.lite.folder.exists()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from olympus import natsserver
+from olympus import access, natsserver
 from olympus.keys import KeyStore
 from olympus.stack import Stack, StackConfig
 
@@ -27,6 +28,20 @@ class RunningStack:
     log: Path
     phoenix_url: str | None = None
     config: StackConfig | None = None
+
+    def bus(self, user: str = access.ADMIN) -> dict[str, Any]:
+        """``nats.connect`` options that log in to the stack's bus as ``user``."""
+        bus = access.BusSecrets.load(self.data_dir)
+        assert bus is not None
+        assert self.config is not None
+        options: dict[str, Any] = {
+            "servers": [self.config.nats_url],
+            "user": user,
+            "password": bus.passwords[user],
+        }
+        if user != access.ADMIN:
+            options["inbox_prefix"] = access.inbox_prefix(user)
+        return options
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(

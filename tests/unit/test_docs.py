@@ -10,7 +10,7 @@ from pydantic import AliasChoices
 
 from athena.settings import AthenaSettings
 from gateway.settings import GatewaySettings
-from olympus import natsserver
+from olympus import access, natsserver
 from olympus.settings import CommonSettings
 from olympus.telemetry import TelemetrySettings
 from workers.embedder.settings import EmbedderSettings
@@ -67,8 +67,7 @@ def test_readme_opens_with_the_two_commands():
 )
 def test_deploy_nats_configs_are_valid(config):
     env = {**os.environ} | {
-        f"OLYMPUS_NATS_{who}_PASSWORD": "x"
-        for who in ("GATEWAY", "EMBEDDER", "INDEXER", "GENERATOR", "PRODUCER", "OPERATOR")
+        f"OLYMPUS_NATS_{who.upper()}_PASSWORD": "x" for who in (*access.SERVICES, access.ADMIN)
     }
     result = subprocess.run(
         [natsserver.binary(), "-t", "-c", str(ROOT / "deploy" / "nats" / config)],

@@ -48,7 +48,9 @@ def test_query_bounds():
 
 
 def test_subjects_are_built_in_one_place():
-    assert subjects.ingest_subject("docs") == "olympus.ingest.docs"
+    assert subjects.ingest_subject("acme", "docs") == "olympus.ingest.acme.docs"
+    assert subjects.ingest_owner("olympus.ingest.acme.docs") == ("acme", "docs")
+    assert subjects.ingest_owner("olympus.ingest.docs") is None
     assert subjects.event_subject("indexed") == "olympus.events.document.indexed"
     assert subjects.dlq_subject("ingest") == "olympus.dlq.ingest"
     assert subjects.reply_subject("r1") == "olympus.reply.r1"

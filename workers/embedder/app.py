@@ -82,6 +82,17 @@ def create_app(
     return worker.app()
 
 
+def check_owner(subject: str, body: IngestDocument) -> None:
+    """A document is its subject's tenant's: one whose body says otherwise is dead-lettered."""
+    owner = subjects.ingest_owner(subject)
+    if owner != (body.tenant, body.collection):
+        expected = subjects.ingest_subject(body.tenant, body.collection)
+        raise delivery.PermanentError(
+            f"published on {subject}, but the message is for tenant {body.tenant!r}, "
+            f"collection {body.collection!r}: publish it on {expected}"
+        )
+
+
 def router(worker: Worker[Runtime], settings: EmbedderSettings) -> NatsRouter:
     policy = worker.policy
     r = NatsRouter()
@@ -91,10 +102,13 @@ def router(worker: Worker[Runtime], settings: EmbedderSettings) -> NatsRouter:
         **policy.durable(
             subjects.INGEST_STREAM, subjects.DURABLE_EMBEDDER_INGEST, settings.concurrency, fetch=16
         ),
-        title="olympus.ingest.<collection>",
-        description="Documents to parse, chunk and embed. Upserts and deletes.",
+        title="olympus.ingest.<tenant>.<collection>",
+        description="Documents to parse, chunk and embed, upserts and deletes. The subject's "
+        "tenant and collection must be the message's: a producer's credential may publish only "
+        "its own tenant's subjects, so the subject, not the body, says whose document it is.",
     )
     async def on_ingest(body: IngestDocument, message: NatsMessage) -> None:
+        check_owner(message.raw_message.subject, body)
         metadata = message.raw_message.metadata
         await worker.runtime.ingest.handle(
             body,

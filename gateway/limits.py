@@ -1,0 +1,123 @@
+"""How much one caller may ask: requests per key, failed logins per client address, answers
+streaming at once per key. Counted with the ``limits`` library (moving windows).
+
+The windows live in ``OLYMPUS_GATEWAY_RATE_LIMIT_STORAGE``: ``memory://`` counts per gateway
+process (the embedded stack has one); ``redis://host:6379`` or ``memcached://host:11211`` share
+the counts between gateway replicas. Streams at once are counted per gateway process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import Counter
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.errors import RateLimited, openai_body
+from gateway.settings import GatewaySettings
+
+
+class Limits:
+    def __init__(self, settings: GatewaySettings) -> None:
+        uri = settings.rate_limit_storage
+        storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
+        self.window = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        self.per_key = parse_many(settings.rate_limit) if settings.rate_limit else []
+        self.failures = parse_many(settings.auth_failure_limit)
+
+    async def hit(self, key_id: str) -> None:
+        """Count a request of ``key_id``; RateLimited once it is over any of its limits."""
+        for item in self.per_key:
+            if not await self.window.hit(item, "key", key_id):
+                raise RateLimited(
+                    f"more than {item} requests for this key: slow down",
+                    retry_after_s=await self._retry_after(item, "key", key_id),
+                )
+
+    async def check_address(self, address: str) -> None:
+        """RateLimited when ``address`` has failed to authenticate too often lately."""
+        for item in self.failures:
+            if not await self.window.test(item, "auth-failure", address):
+                raise RateLimited(
+                    "too many failed authentications from this address",
+                    retry_after_s=await self._retry_after(item, "auth-failure", address),
+                )
+
+    async def failed(self, address: str) -> None:
+        for item in self.failures:
+            await self.window.hit(item, "auth-failure", address)
+
+    async def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
+        stats = await self.window.get_window_stats(item, *identifiers)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+class StreamSlots:
+    """At most ``per_key`` answers at once per API key: ASGI middleware around the answer
+    routes, so a slot is held until the last byte of a stream has gone.
+
+    The key is recognised by a hash of its ``Authorization`` header, before the route checks it
+    (an unknown key holds a slot only for the moment it takes to be refused).
+    """
+
+    PATHS = ("/chat", "/v1/chat/completions")
+
+    def __init__(self, app: ASGIApp, per_key: int) -> None:
+        self.app = app
+        self.per_key = per_key
+        self.open: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not self._answers(scope):
+            await self.app(scope, receive, send)
+            return
+        holder = _holder(scope)
+        if holder is None:
+            await self.app(scope, receive, send)
+            return
+        if self.open[holder] >= self.per_key:
+            await _too_many(scope, send, self.per_key)
+            return
+        self.open[holder] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open[holder] -= 1
+            if self.open[holder] <= 0:
+                del self.open[holder]
+
+    def _answers(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        return path == self.PATHS[1] or (path.startswith("/mcp/") and path.endswith(self.PATHS[0]))
+
+
+def _holder(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return hashlib.sha256(value).hexdigest()
+    return None
+
+
+async def _too_many(scope: Scope, send: Send, per_key: int) -> None:
+    import json
+
+    message = f"this key already has {per_key} answers streaming: wait for one to finish"
+    body: dict[str, Any] = (
+        openai_body("rate_limited", message)
+        if scope["path"].startswith("/v1/")
+        else {"detail": message}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
