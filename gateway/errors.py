@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from schemas.messages import ErrorInfo
 
@@ -35,6 +36,7 @@ TABLE: dict[str, Translation] = {
     "unauthorized": Translation(401, "authentication_error"),
     "forbidden": Translation(403, "permission_error"),
     "not_found": Translation(404, "invalid_request_error"),
+    "conflict": Translation(409, "invalid_request_error"),
     "too_large": Translation(413, "invalid_request_error"),
     "unsupported": Translation(415, "invalid_request_error"),
     "invalid": Translation(422, "invalid_request_error"),
@@ -77,6 +79,10 @@ class BadRequest(OlympusError):
 
 class NotFound(OlympusError):
     code = "not_found"
+
+
+class Conflict(OlympusError):
+    code = "conflict"
 
 
 class TooLarge(OlympusError):
@@ -162,6 +168,17 @@ def _described(errors: Any) -> str:
     )
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first
+    route's, though GET and POST of one path are two routes here)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """The exception handlers: every error leaves the gateway through here."""
 
@@ -173,9 +190,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, exc: StarletteHTTPException) -> Response:
-        return _respond(
-            request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {"Allow": ", ".join(_allowed(request))}
+        return _respond(request, exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

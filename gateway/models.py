@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from schemas.messages import (
+    IDENTIFIER_PATTERN,
     MAX_NEW_TOKENS,
     MAX_TOP_K,
     Citation,
@@ -21,8 +23,18 @@ from schemas.messages import (
 )
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 30.0 as an integer; strict pydantic would not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+INTEGRAL = BeforeValidator(_integral)
+"""On an integer field of a request, after its constraints: 30 or 30.0, never "30" or 30.5."""
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: 0 is not false and "5" is not 5; what the schema says is what is accepted.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class AddDocumentRequest(Strict):
@@ -69,7 +81,7 @@ class ContextResponse(BaseModel):
 
 class QueryRequest(Strict):
     input: str = Field(min_length=1, description="the question or search text")
-    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), INTEGRAL] = 5
     mode: SearchMode = "hybrid"
     collection: Name | None = None
     doc_ids: list[Identifier] | None = Field(
@@ -93,18 +105,59 @@ class QueryResponse(BaseModel):
     retrieved_documents: list[RetrievedDocument]
 
 
+DocId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="a document id")]
+SessionId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="any id the client picks")]
+
+
 class Problem(BaseModel):
     detail: str
 
 
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIProblem(BaseModel):
+    """An error as OpenAI's API gives it (every ``/v1`` error)."""
+
+    error: OpenAIErrorBody
+
+
+_WHY = {
+    400: "malformed: not JSON, bad base64, an unknown model, a conflicting header",
+    401: "no valid API key (`Authorization: Bearer <key>`)",
+    403: "the key's scope does not allow this",
+    404: "not found, or not the caller's tenant's",
+    409: "a conflicting name",
+    413: "the body, a file or the input is over its limit",
+    415: "a file type Olympus does not read",
+    422: "the request does not match its schema",
+    429: "over a rate limit: see `Retry-After`",
+    503: "a stage of the pipeline is down or did not answer in time",
+}
+AUTHENTICATED = (400, 401, 403, 413, 429, 503)
+"""What any route behind an API key may answer besides its own outcomes."""
+
+
+def problems(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each with its shape and why it happens."""
+    model = OpenAIProblem if openai else Problem
+    return {s: {"model": model, "description": _WHY[s]} for s in statuses}
+
+
 class ChatRequest(Strict):
     input: str = Field(min_length=1, description="the question")
-    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="passages to retrieve")
+    top_k: Annotated[
+        int, Field(ge=1, le=MAX_TOP_K, description="passages to retrieve"), INTEGRAL
+    ] = 5
     mode: SearchMode = "hybrid"
     collection: Name | None = None
     doc_ids: list[Identifier] | None = Field(default=None, max_length=100)
     stream: bool = Field(default=True, description="false: the whole answer as one JSON")
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS), INTEGRAL] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
 

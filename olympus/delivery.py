@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from olympus import metrics, telemetry
 from olympus.logging import get_logger
 from schemas import subjects
-from schemas.messages import Accepted, DeadLetter, ErrorInfo, Message, Reply
+from schemas.messages import Accepted, DeadLetter, ErrorCode, ErrorInfo, Message, Reply
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
@@ -369,10 +369,22 @@ class DeliveryMiddleware(BaseMiddleware):
         except ValidationError as exc:
             problem = _describe(exc, raw.data)
             log.warning("refused a malformed request", subject=raw.subject, error=problem)
-            if raw.reply:
-                refusal = Reply(error=ErrorInfo(code="bad_request", message=problem))
-                await raw.respond(refusal.model_dump_json().encode())
+            await self._refuse(raw, "bad_request", problem)
             raise RejectMessage() from exc
+        except HandlerException:
+            raise
+        except Exception as exc:
+            # A request the worker failed on is answered at once with what failed, instead of
+            # leaving its caller to wait out a timeout.
+            log.exception("failed on a request", subject=raw.subject)
+            await self._refuse(raw, "internal", f"{raw.subject} failed: {_describe(exc)}")
+            raise RejectMessage() from exc
+
+    @staticmethod
+    async def _refuse(raw: Msg, code: ErrorCode, message: str) -> None:
+        if raw.reply:
+            refusal = Reply(error=ErrorInfo(code=code, message=message))
+            await raw.respond(refusal.model_dump_json().encode())
 
     async def _keep_alive(self, raw: Msg) -> None:
         while True:

@@ -41,6 +41,10 @@ _KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 LAST_USED_EVERY_S = 60.0  # how often a gateway writes down when its keys were last used
 
 
+class KeyExists(ValueError):
+    """A key of that name exists already."""
+
+
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -166,7 +170,7 @@ class KeyStore:
         with self._locked():
             entries = self._entries()
             if any(e.get("name") == name for e in entries):
-                raise ValueError(f"a key named {name!r} exists already")
+                raise KeyExists(f"a key named {name!r} exists already")
             entries.append(
                 {
                     "id": key_id,

@@ -30,7 +30,8 @@ def valid_name(value: str, what: str = "name") -> str:
     return value
 
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 """A document, chunk, session or request id."""
 Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 MetaValue = str | int | float | bool | None
@@ -45,6 +46,7 @@ MAX_QUERY_CHARS = 8192
 MAX_NEW_TOKENS = 1024
 """The longest answer anyone may ask for (``max_tokens``); the generator's default is lower."""
 MAX_HISTORY_TURNS = 100
+MAX_OFFSET = 2**31 - 1  # SQLite takes offsets up to 2**63 - 1; nobody pages that far
 
 
 class Message(BaseModel):
@@ -397,7 +399,7 @@ class DocumentList(Message):
     collection: Name | None = None
     status: DocumentStatus | None = None
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class DocumentPage(Reply):

@@ -22,21 +22,28 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from gateway import conversation
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, authenticate
 from gateway.errors import OlympusError
-from gateway.models import ChatAnswer, ChatRequest, HistoryResponse, Problem
+from gateway.models import (
+    AUTHENTICATED,
+    ChatAnswer,
+    ChatRequest,
+    HistoryResponse,
+    SessionId,
+    problems,
+)
 from gateway.nats_client import NatsClient
-from gateway.routes.sessions import SessionId
 from gateway.settings import GatewaySettings
 from schemas import subjects
 from schemas.messages import HistoryGet, HistoryReply, Identifier
 
 LastEventId = Annotated[
-    str | None,
+    str,
     Header(
         alias="Last-Event-ID",
+        pattern=r"^$|^[A-Za-z0-9_-]{1,128}:[0-9]{1,9}$",
         description="resume the answer this event belongs to, after it (`<request_id>:<n>`)",
     ),
 ]
-router = APIRouter(prefix="/mcp/{session_id}", tags=["chat"])
+router = APIRouter(prefix="/mcp/{session_id}", tags=["chat"], responses=problems(*AUTHENTICATED))
 ws_router = APIRouter(tags=["chat"])
 _CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -44,10 +51,7 @@ _CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "SSE events `sources`, `token`…, then `done` or `error`; each has an id "
         "`<request_id>:<n>`. With `stream=false`, a ChatAnswer JSON.",
     },
-    400: {"model": Problem},
-    404: {"model": Problem, "description": "Last-Event-ID names no answer kept for you"},
-    413: {"model": Problem},
-    503: {"model": Problem, "description": "a stage of the pipeline is down"},
+    **problems(404),
 }
 
 
@@ -58,7 +62,7 @@ async def chat_in_session(
     nats_client: NatsDep,
     settings: SettingsDep,
     session_id: SessionId,
-    last_event_id: LastEventId = None,
+    last_event_id: LastEventId = "",
 ) -> Any:
     """Ask; the answer streams token by token, grounded in the retrieved passages and citing
     them as [n]. The session remembers the conversation. Send `Last-Event-ID` to resume an
@@ -80,7 +84,7 @@ async def resume_chat(
     nats_client: NatsDep,
     settings: SettingsDep,
     session_id: SessionId,
-    last_event_id: LastEventId = None,
+    last_event_id: LastEventId = "",
 ) -> EventSourceResponse:
     """The events of an answer (all, or those after `Last-Event-ID`): what an EventSource
     reconnecting by itself asks for."""
@@ -93,7 +97,9 @@ async def resume_chat(
     return _sse(nats_client, settings, request_id, after)
 
 
-@router.post("/chat/{request_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/chat/{request_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=problems(404)
+)
 async def cancel_chat(
     request_id: Identifier, key: ApiKeyDep, nats_client: NatsDep, session_id: SessionId
 ) -> dict[str, str]:

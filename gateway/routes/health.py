@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.deps import ApiKeyDep, NatsDep
 from gateway.errors import Unavailable
+from gateway.models import problems
 from olympus import metrics
 from schemas import subjects
 from schemas.messages import DocumentStats, DocumentStatsReply
@@ -29,7 +30,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problems(401, 429, 503))
 async def readyz(_: ApiKeyDep, nats_client: NatsDep) -> JSONResponse:
     """NATS connected, every stream present, every worker answering and consuming."""
     checks: dict[str, bool] = {"nats": nats_client.connected}

@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from gateway import conversation
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep
 from gateway.errors import BadRequest, NotFound, openai_body
+from gateway.models import AUTHENTICATED, problems
 from schemas import subjects
 from schemas.messages import (
     MAX_HISTORY_TURNS,
@@ -30,7 +31,7 @@ from schemas.messages import (
     GenerationOptions,
 )
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=problems(*AUTHENTICATED, openai=True))
 RAG, CHAT, EMBED = "olympus-rag", "olympus-chat", "olympus-embed"
 CHAT_MODELS = {RAG: "answers from your documents, citing them", CHAT: "the model alone"}
 CREATED = 1_764_000_000
@@ -88,7 +89,7 @@ async def list_models(key: ApiKeyDep) -> dict[str, Any]:
     }
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=problems(404, openai=True))
 async def chat_completions(
     body: ChatCompletionRequest, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
 ) -> Any:
@@ -183,7 +184,7 @@ async def chat_completions(
     return EventSourceResponse(stream(), ping=settings.sse_ping_s)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=problems(404, openai=True))
 async def embeddings(
     body: EmbeddingRequest, key: ApiKeyDep, nats_client: NatsDep
 ) -> dict[str, Any]:

@@ -7,25 +7,28 @@ import base64
 import binascii
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
 from gateway.models import (
+    AUTHENTICATED,
     AcceptedDocument,
     AddDocumentRequest,
     DeleteResponse,
+    DocId,
     DocumentListResponse,
-    Problem,
     UploadResponse,
+    problems,
 )
 from olympus import telemetry
 from schemas import subjects
 from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, media_type_of
 from schemas.ids import content_hash, document_id, index_msg_id, ingest_msg_id
 from schemas.messages import (
+    MAX_OFFSET,
     DocumentChunks,
     DocumentChunksGet,
     DocumentEvent,
@@ -41,14 +44,12 @@ from schemas.messages import (
     Name,
 )
 
-router = APIRouter(prefix="/rag", tags=["documents"])
+router = APIRouter(prefix="/rag", tags=["documents"], responses=problems(*AUTHENTICATED))
 TERMINAL = {"indexed", "failed", "deleted"}
 JUST_ACCEPTED_S = 3.0  # how long a document the gateway just accepted may take to be recorded
 MAX_FILENAME = 255
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": Problem, "description": "larger than the upload limit"},
-    415: {"model": Problem, "description": "a file type Olympus cannot read"},
-}
+_ERRORS = problems(415)
+_NOT_FOUND = problems(404)
 _SUPPORTED = ", ".join(sorted(MEDIA_TYPES))
 
 
@@ -220,7 +221,7 @@ async def list_documents(
     collection: Name | None = None,
     status_: Annotated[DocumentStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DocumentListResponse:
     """The tenant's documents, newest first, filtered by collection and status."""
     page = await nats_client.request(
@@ -240,8 +241,8 @@ async def _require(nats_client: NatsDep, tenant: str, doc_id: str) -> DocumentIn
     return current
 
 
-@router.get("/documents/{doc_id}", response_model=DocumentInfo, responses={404: {"model": Problem}})
-async def get_document(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> DocumentInfo:
+@router.get("/documents/{doc_id}", response_model=DocumentInfo, responses=_NOT_FOUND)
+async def get_document(doc_id: DocId, key: ApiKeyDep, nats_client: NatsDep) -> DocumentInfo:
     """Status (queued, processing, indexed, failed), chunk count and error of one document."""
     return await _require(nats_client, key.tenant, doc_id)
 
@@ -250,9 +251,9 @@ async def get_document(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> Doc
     "/documents/{doc_id}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeleteResponse,
-    responses={404: {"model": Problem}},
+    responses=_NOT_FOUND,
 )
-async def delete_document(doc_id: str, key: WriteKeyDep, nats_client: NatsDep) -> DeleteResponse:
+async def delete_document(doc_id: DocId, key: WriteKeyDep, nats_client: NatsDep) -> DeleteResponse:
     """Remove the document with its chunks and vectors (in order with its ingests)."""
     current = await _require(nats_client, key.tenant, doc_id)
     doc = IngestDocument(
@@ -266,10 +267,8 @@ async def delete_document(doc_id: str, key: WriteKeyDep, nats_client: NatsDep) -
     return DeleteResponse(doc_id=doc_id)
 
 
-@router.get(
-    "/documents/{doc_id}/chunks", response_model=DocumentChunks, responses={404: {"model": Problem}}
-)
-async def document_chunks(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> DocumentChunks:
+@router.get("/documents/{doc_id}/chunks", response_model=DocumentChunks, responses=_NOT_FOUND)
+async def document_chunks(doc_id: DocId, key: ApiKeyDep, nats_client: NatsDep) -> DocumentChunks:
     """The document's chunks as indexed, in order, with their text."""
     await _require(nats_client, key.tenant, doc_id)
     return await nats_client.request(
@@ -279,9 +278,9 @@ async def document_chunks(doc_id: str, key: ApiKeyDep, nats_client: NatsDep) -> 
     )
 
 
-@router.get("/documents/{doc_id}/events", responses={404: {"model": Problem}})
+@router.get("/documents/{doc_id}/events", responses=_NOT_FOUND)
 async def document_events(
-    doc_id: str, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
+    doc_id: DocId, key: ApiKeyDep, nats_client: NatsDep, settings: SettingsDep
 ) -> EventSourceResponse:
     """Server-sent ``status`` events until the document is indexed, failed or deleted."""
     queue = nats_client.listen(

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from gateway.conversation import check_input
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
 from gateway.errors import from_info
 from gateway.models import (
+    AUTHENTICATED,
     ContextRequest,
     ContextResponse,
-    Problem,
     QueryRequest,
     QueryResponse,
     RetrievedDocument,
+    SessionId,
+    problems,
 )
 from olympus import telemetry
 from schemas import subjects
@@ -31,10 +32,9 @@ from schemas.messages import (
     RetrieveReply,
 )
 
-router = APIRouter(prefix="/mcp/{session_id}", tags=["sessions"])
-SessionId = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="any id the client picks")
-]
+router = APIRouter(
+    prefix="/mcp/{session_id}", tags=["sessions"], responses=problems(*AUTHENTICATED)
+)
 
 
 def _context(session_id: str, reply: ContextReply) -> ContextResponse:
@@ -81,7 +81,6 @@ async def clear_context(
 @router.post(
     "/query",
     response_model=QueryResponse,
-    responses={413: {"model": Problem}, 503: {"model": Problem}},
 )
 async def query(
     body: QueryRequest,

@@ -164,7 +164,8 @@ def test_the_stop_button_cancels(http, doc):
 
 def test_resume_is_refused_for_unknown_or_foreign_answers(http, olympus, doc):
     r = http.post("/mcp/x/chat", json={"input": "q"}, headers={"Last-Event-ID": "nope"})
-    assert r.status_code == 400
+    assert r.status_code == 422  # the header's pattern, in the OpenAPI document
+    assert r.json()["detail"][0]["loc"] == ["header", "Last-Event-ID"]
     r = http.post("/mcp/x/chat", json={"input": "q"}, headers={"Last-Event-ID": "abc123:4"})
     assert r.status_code == 404
     answer = http.post("/mcp/x/chat", json={"input": "Zephyr?", "stream": False}).json()

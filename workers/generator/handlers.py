@@ -65,7 +65,11 @@ class ChatHandler:
         if budget < 64:
             return _refused("bad_request", f"max_tokens={max_new} leaves no room for a prompt")
         try:
-            prompt = prompting.build(request, self.engine.tokenizer, budget)
+            # Off the event loop: a long history takes a while to encode, and other answers'
+            # tokens must keep flowing meanwhile.
+            prompt = await asyncio.to_thread(
+                prompting.build, request, self.engine.tokenizer, budget
+            )
         except prompting.PromptTooLong as exc:
             return _refused("bad_request", str(exc))
         rid = request.request_id
