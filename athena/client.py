@@ -77,7 +77,7 @@ class Gateway:
         self.url = url.rstrip("/")
         self.http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {api_key}"},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
             timeout=httpx.Timeout(timeout_s, read=300.0),
         )
 

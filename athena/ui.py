@@ -28,6 +28,8 @@ def defaults() -> None:
         key = stored.read_text().strip() if stored.is_file() else ""
     st.session_state.gateway_url = settings.gateway_url
     st.session_state.api_key = key
+    # Athena's own key goes to Athena's own gateway only, whatever URL a visitor types.
+    st.session_state.own_gateway = settings.gateway_url if key else None
     st.session_state.collection = settings.collection
     st.session_state.setdefault("sessions", ["default"])
     st.session_state.setdefault("session_id", "default")
@@ -35,7 +37,16 @@ def defaults() -> None:
 
 def gateway() -> Gateway:
     defaults()
-    return Gateway(st.session_state.gateway_url, st.session_state.api_key)
+    return Gateway(st.session_state.gateway_url, key_for(st.session_state.gateway_url))
+
+
+def key_for(url: str) -> str:
+    """The key to send to ``url``: none, when it is Athena's own key and ``url`` is not its
+    gateway (a visitor must not make Athena hand its key to a server of their choosing)."""
+    own = st.session_state.get("own_gateway")
+    if own is not None and url.rstrip("/") != own.rstrip("/"):
+        return ""
+    return str(st.session_state.api_key)
 
 
 def attempt(call: Callable[[], T], what: str) -> T | None:

@@ -102,7 +102,7 @@ async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
             )
             vector = None
             if mode != "bm25":
-                vector = (await batcher.embed([text], query=True))[0].tolist()
+                vector = (await batcher.embed([text], lane="query"))[0].tolist()
             await indexer.retrieve(QueryRetrieve(**query.model_dump(), vector=vector))
 
         await _drive(call, queries[:warmup], 1)

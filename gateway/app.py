@@ -107,7 +107,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure("gateway", common.log_level, common.log_format)
+        configure("gateway", common.log_level, common.log_format, settings.access_log)
         gateway_bus = NatsClient(common, settings.request_timeout_s)
         await gateway_bus.connect()
         app.state.bus = gateway_bus

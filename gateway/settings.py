@@ -15,6 +15,9 @@ class GatewaySettings(BaseSettings):
     port: int = 8000
     api_keys_file: Path | None = Field(default=None, description="empty: <data>/api_keys.json")
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_files_per_request: int = Field(
+        default=100, ge=1, description="files one upload may carry (413 above it)"
+    )
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=16 * 1024, description="largest body of any route but uploads"
     )

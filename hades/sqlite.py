@@ -81,6 +81,8 @@ class SqliteDocumentGraph:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, not left in free pages to be read back.
+        self.db.execute("PRAGMA secure_delete=ON")
         self.db.executescript(_SCHEMA)
 
     @contextmanager
@@ -212,6 +214,9 @@ class SqliteDocumentGraph:
                 "ON CONFLICT (tenant, doc_id) DO UPDATE SET version=excluded.version",
                 (tenant, doc_id, version),
             )
+        # The WAL still holds the pages as they were before: fold it into the file (whose
+        # deleted rows are zeroed) and empty it, so the text is nowhere on disk.
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return current
 
     def get_document(self, tenant: str, doc_id: str) -> DocumentInfo | None:

@@ -21,12 +21,12 @@ The principles, each closing a way in that was found open:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +88,17 @@ def _pull(stream: subjects.StreamSpec, durable: str) -> tuple[str, ...]:
     )
 
 
+def _in_flight_marks() -> tuple[str, ...]:
+    """The KV bucket where a worker marks the messages it is handling (``delivery.InFlight``)."""
+    bucket = subjects.INFLIGHT_BUCKET
+    return (
+        f"$KV.{bucket}.>",
+        _js_api("STREAM.INFO", f"KV_{bucket}"),
+        _js_api("STREAM.MSG.GET", f"KV_{bucket}"),
+        _js_api("DIRECT.GET", f"KV_{bucket}", ">"),
+    )
+
+
 def _own(user: str, *subscribe: str) -> tuple[str, ...]:
     return (*subscribe, f"{inbox_prefix(user)}.>")
 
@@ -133,6 +144,7 @@ def service_permissions() -> dict[str, Permissions]:
                 subjects.DLQ_ALL,
                 *_stream_info(),
                 *_pull(subjects.INGEST_STREAM, subjects.DURABLE_EMBEDDER_INGEST),
+                *_in_flight_marks(),
             ),
             subscribe=_own(
                 subjects.EMBEDDER,
@@ -149,6 +161,7 @@ def service_permissions() -> dict[str, Permissions]:
                 subjects.DLQ_ALL,
                 *_stream_info(),
                 *index_pulls,
+                *_in_flight_marks(),
             ),
             subscribe=_own(
                 subjects.INDEXER,
@@ -321,27 +334,45 @@ def create_producer(data_dir: Path, name: str, tenant: str, now: float) -> str:
     bus = BusSecrets.load_or_create(data_dir)
     password = bus.add_producer(name, tenant, now)
     bus.save(data_dir)
-    _apply(data_dir, bus)
+    _apply(data_dir, bus, PRODUCER_PREFIX + name, password, accepted=True)
     return password
 
 
 def revoke_producer(data_dir: Path, name: str) -> bool:
     """Remove a producer; a running nats-server refuses it from now on."""
     bus = BusSecrets.load(data_dir)
-    if bus is None or not bus.remove_producer(name):
+    if bus is None:
         return False
+    gone = next((p for p in bus.producers if p.name == name), None)
+    if gone is None:
+        return False
+    bus.remove_producer(name)
     bus.save(data_dir)
-    _apply(data_dir, bus)
+    _apply(data_dir, bus, gone.user, None, accepted=False)
     return True
 
 
-def _apply(data_dir: Path, bus: BusSecrets) -> None:
+def _apply(
+    data_dir: Path, bus: BusSecrets, user: str, password: str | None, accepted: bool
+) -> None:
+    """Write the users; a running server reloads them, and this returns once it has (a
+    reload signal is answered before the server has read the file)."""
     write_embedded_users(data_dir, bus)
     pid_file = data_dir / NATS_PID_FILE
+    run = data_dir / "run.json"
     # When the stack is not running, it reads the users as it starts.
-    if pid_file.exists():
-        with contextlib.suppress(subprocess.CalledProcessError):
-            natsserver.reload(pid_file)
+    if not pid_file.exists() or not run.exists():
+        return
+    try:
+        natsserver.reload(pid_file)
+    except subprocess.CalledProcessError:
+        return
+    url = json.loads(run.read_text())["nats_url"]
+    deadline = time.monotonic() + 10
+    while natsserver.login_accepted(url, user, password or "-") != accepted:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nats-server did not take the new users within 10s ({url})")
+        time.sleep(0.05)
 
 
 def production_users(producers: Sequence[Producer] = ()) -> str:

@@ -29,7 +29,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
@@ -103,7 +104,7 @@ def stream_config(
         name=spec.name,
         subjects=list(spec.subjects),
         description=spec.description,
-        retention=api.RetentionPolicy.LIMITS,
+        retention=api.RetentionPolicy.WORK_QUEUE if spec.work_queue else api.RetentionPolicy.LIMITS,
         storage=api.StorageType.MEMORY if spec.memory else api.StorageType.FILE,
         max_age=spec.max_age_s or None,
         max_bytes=spec.max_bytes or None,
@@ -118,16 +119,44 @@ async def ensure_streams(
 ) -> list[str]:
     """Create every stream, or update it to the current configuration. Safe to repeat."""
     changed = []
+    try:
+        await js.key_value(subjects.INFLIGHT_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            api.KeyValueConfig(
+                bucket=subjects.INFLIGHT_BUCKET,
+                history=1,
+                ttl=24 * 3600,
+                replicas=replicas,
+                description="messages a worker began and has not finished (poison detection)",
+            )
+        )
+        changed.append(f"created KV {subjects.INFLIGHT_BUCKET}")
     for spec in subjects.STREAMS:
         config = stream_config(spec, max_message_bytes, replicas)
         try:
-            await js.stream_info(spec.name)
+            info = await js.stream_info(spec.name)
         except NotFoundError:
             await js.add_stream(config)
             changed.append(f"created {spec.name}")
-        else:
-            await js.update_stream(config)
-            changed.append(f"updated {spec.name}")
+            continue
+        if info.config.retention != config.retention:
+            # JetStream cannot change a stream's retention in place. An empty stream is made
+            # again; one holding messages keeps its retention until it has drained.
+            if info.state.messages:
+                log.warning(
+                    "stream keeps its old retention until it is empty",
+                    stream=spec.name,
+                    messages=info.state.messages,
+                )
+                changed.append(f"kept {spec.name} ({info.state.messages} messages)")
+                continue
+            await js.delete_stream(spec.name)
+            await js.add_stream(config)
+            changed.append(f"recreated {spec.name} ({config.retention})")
+            continue
+        await js.update_stream(config)
+        changed.append(f"updated {spec.name}")
     return changed
 
 
@@ -329,6 +358,7 @@ class DeliveryMiddleware(BaseMiddleware):
     """Retry with back-off, dead-letter what cannot succeed, keep long work alive."""
 
     policy: DeliveryPolicy
+    gate: Gate
 
     async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
         raw = msg.raw_message
@@ -340,6 +370,26 @@ class DeliveryMiddleware(BaseMiddleware):
         if attempt > self.policy.max_deliver:
             await self._dead_letter(raw, stage, "the worker stopped while handling it", attempt)
             raise RejectMessage()
+        marks = await InFlight.of(raw)
+        if marks.poison:
+            await self._dead_letter(
+                raw, stage, f"poison: the worker died handling it {marks.deaths} times", attempt
+            )
+            await marks.end()
+            raise RejectMessage()
+        async with self.gate.enter(alone=marks.suspect):
+            await marks.begin()
+            return await self._handle(call_next, msg, raw, stage, attempt, marks)
+
+    async def _handle(
+        self,
+        call_next: Any,
+        msg: StreamMessage[Any],
+        raw: Msg,
+        stage: str,
+        attempt: int,
+        marks: InFlight,
+    ) -> Any:
         keep_alive = asyncio.create_task(self._keep_alive(raw))
         try:
             return await call_next(msg)
@@ -360,6 +410,7 @@ class DeliveryMiddleware(BaseMiddleware):
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
+            await marks.end()
 
     async def _answer(self, call_next: Any, msg: StreamMessage[Any], raw: Msg) -> Any:
         """A core request that does not match its contract gets a ``bad_request`` reply at once,
@@ -401,5 +452,114 @@ class DeliveryMiddleware(BaseMiddleware):
         await js.publish(subjects.dlq_subject(stage), letter.model_dump_json().encode())
 
 
+POISON_AFTER_DEATHS = 2
+"""A message its worker died handling this many times, the last time alone, is dead-lettered
+instead of tried again."""
+
+
+class Gate:
+    """Shared for ordinary messages, exclusive for a suspect: a message that was in flight when
+    its worker died runs alone, so if the worker dies again, it is certainly that message's
+    doing — and the others that were in flight with it are not blamed."""
+
+    def __init__(self) -> None:
+        self._shared = 0
+        self._exclusive = False
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def enter(self, alone: bool) -> Any:
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: not self._exclusive and (not alone or self._shared == 0)
+            )
+            if alone:
+                self._exclusive = True
+            else:
+                self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                if alone:
+                    self._exclusive = False
+                else:
+                    self._shared -= 1
+                self._changed.notify_all()
+
+
+class InFlight:
+    """Which messages a worker began and never finished: a mark per message in the KV bucket
+    ``OLYMPUS_INFLIGHT``, written as handling begins and removed when it ends, however it ends.
+    A mark still there at the next delivery means the worker died with the message in hand
+    (killed for memory, crashed); the mark counts such deaths, across replicas and restarts.
+
+    A message with a death to its name is a suspect and runs alone (``Gate``); one that kills
+    its worker while alone is poison and goes to the dead letters at its next delivery.
+    Without this, such a message came back after every AckWait until max_deliver, each time
+    taking its worker, and every message in flight beside it, down again. Marks never block
+    work: when the bucket cannot be reached, the message is handled anyway.
+    """
+
+    _buckets: dict[int, KeyValue | None] = {}
+
+    def __init__(self, bucket: KeyValue | None, key: str) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.deaths = 0
+        self.died_alone = False
+
+    @classmethod
+    async def of(cls, raw: Msg) -> InFlight:
+        """The message's mark as an earlier delivery left it (none: it never died)."""
+        client = raw._client
+        if id(client) not in cls._buckets:
+            try:
+                found: KeyValue | None = await client.jetstream().key_value(
+                    subjects.INFLIGHT_BUCKET
+                )
+            except Exception as exc:  # an old stack without the bucket: no marks
+                log.warning("no in-flight marks", error=_describe(exc))
+                found = None
+            cls._buckets[id(client)] = found
+        bucket = cls._buckets[id(client)]
+        meta = raw.metadata
+        marks = cls(bucket, f"{meta.stream}.{meta.sequence.stream}")
+        if bucket:
+            try:
+                left = json.loads((await bucket.get(marks.key)).value or b"{}")
+                marks.deaths = int(left.get("deaths", 0)) + 1  # that delivery died too
+                marks.died_alone = bool(left.get("alone", False))
+            except NotFoundError:
+                pass
+            except Exception as exc:
+                log.warning("could not read an in-flight mark", error=_describe(exc))
+        return marks
+
+    @property
+    def poison(self) -> bool:
+        return self.died_alone and self.deaths >= POISON_AFTER_DEATHS
+
+    @property
+    def suspect(self) -> bool:
+        return self.deaths > 0
+
+    async def begin(self) -> None:
+        if self.bucket:
+            mark = {"deaths": self.deaths, "alone": self.suspect}
+            try:
+                await self.bucket.put(self.key, json.dumps(mark).encode())
+            except Exception as exc:
+                log.warning("could not mark a message in flight", error=_describe(exc))
+
+    async def end(self) -> None:
+        if self.bucket:
+            with contextlib.suppress(Exception):
+                await self.bucket.purge(self.key)
+
+
 def delivery_middleware(policy: DeliveryPolicy) -> type[DeliveryMiddleware]:
-    return type("ConfiguredDeliveryMiddleware", (DeliveryMiddleware,), {"policy": policy})
+    # One gate per broker (per worker process): its suspects run alone among its messages.
+    return type(
+        "ConfiguredDeliveryMiddleware", (DeliveryMiddleware,), {"policy": policy, "gate": Gate()}
+    )

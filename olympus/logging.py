@@ -12,8 +12,11 @@ import structlog
 from olympus import telemetry
 
 
-def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
+def configure(
+    service: str, level: str = "INFO", fmt: str = "auto", access_log: bool = False
+) -> None:
     """JSON lines by default; human-readable when ``fmt="console"`` (or auto on a terminal).
+    uvicorn's access lines only with ``access_log`` (they carry every path and query string).
 
     Also starts tracing when a collector is configured: every process calls this first.
     """
@@ -52,7 +55,10 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
     handler.setFormatter(formatter)
     for name in ("olympus", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
+        # uvicorn writes access lines whenever its access logger has a handler, whatever its
+        # access_log flag said: no handler is how they stay off.
+        wanted = access_log or name != "uvicorn.access"
+        logger.handlers[:] = [handler] if wanted else []
         logger.setLevel(level.upper())
         logger.propagate = False
     structlog.configure(

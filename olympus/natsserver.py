@@ -72,6 +72,23 @@ class NatsServerConfig:
         return [binary(), "-c", str(config_path)]
 
 
+def login_accepted(url: str, user: str, password: str, timeout_s: float = 2.0) -> bool:
+    """Whether the server at ``url`` lets ``user`` in: one CONNECT and PING in NATS' text
+    protocol, so a synchronous caller (the CLI) can tell once a reload has taken effect."""
+    host, _, port = url.removeprefix("nats://").rpartition(":")
+    hello = {"user": user, "pass": password, "verbose": False, "pedantic": False}
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+        s.recv(4096)  # INFO {...}
+        s.sendall(f"CONNECT {json.dumps(hello)}\r\nPING\r\n".encode())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.startswith(b"PONG")
+
+
 def reload(pid_file: Path) -> None:
     """Have a running nats-server read its configuration again (new or removed users)."""
     subprocess.run([binary(), "--signal", f"reload={pid_file}"], check=True, capture_output=True)

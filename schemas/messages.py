@@ -8,11 +8,19 @@ the AsyncAPI document served by the gateway at ``/asyncapi.json`` is generated f
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.ids import document_id
 
@@ -35,7 +43,26 @@ Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 """A document, chunk, session or request id."""
 Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 MetaValue = str | int | float | bool | None
-Metadata = Annotated[dict[str, MetaValue], Field(max_length=64)]
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def _bounded(metadata: dict[str, MetaValue]) -> dict[str, MetaValue]:
+    # Metadata travels in every listing of the tenant's documents: 64 values of 150 KB once
+    # made listings too large for the bus.
+    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"metadata takes {size} bytes as JSON, more than the limit of {MAX_METADATA_BYTES}"
+        )
+    return metadata
+
+
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], MetaValue],
+    Field(max_length=64),
+    AfterValidator(_bounded),
+]
+"""At most 64 keys, and 16 KiB as JSON."""
 
 DocumentStatus = Literal["queued", "processing", "indexed", "failed", "deleted"]
 ControlAction = Literal["cancel", "detach", "attach", "probe"]

@@ -159,6 +159,7 @@ class StreamSpec:
     memory: bool = False
     max_bytes: int = 0
     duplicate_window_s: float = 120
+    work_queue: bool = False  # a message leaves the stream once acknowledged
     description: str = ""
     durables: tuple[str, ...] = field(default=())
 
@@ -166,12 +167,15 @@ class StreamSpec:
 INGEST_STREAM = StreamSpec(
     name="OLYMPUS_INGEST",
     subjects=(INGEST_ALL,),
+    # A document's text stays only until it is embedded: deleting it then erases it.
+    work_queue=True,
     description="Documents to parse, chunk and embed (upserts and deletes, in order)",
     durables=(DURABLE_EMBEDDER_INGEST,),
 )
 INDEX_STREAM = StreamSpec(
     name="OLYMPUS_INDEX",
     subjects=(INDEX_ALL,),
+    work_queue=True,  # each durable filters its own subject: no message has two consumers
     description="Embedded chunks, deletes and status changes for H.A.D.E.S.",
     durables=(
         DURABLE_INDEXER_UPSERT,
@@ -202,3 +206,6 @@ REPLY_STREAM = StreamSpec(
     description="Answers as they stream, kept minutes so a dropped client can resume",
 )
 STREAMS = (INGEST_STREAM, INDEX_STREAM, EVENTS_STREAM, DLQ_STREAM, REPLY_STREAM)
+
+INFLIGHT_BUCKET = "OLYMPUS_INFLIGHT"
+"""KV bucket: the messages a worker began and has not finished (a mark left by a death)."""

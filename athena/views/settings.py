@@ -23,8 +23,15 @@ if st.button("Save and check", type="primary"):
     st.session_state.collection = collection
     if key:
         st.session_state.api_key = key
+        st.session_state.own_gateway = None  # the visitor's own key, for the URL they chose
+    if not ui.key_for(url):
+        st.error(
+            "Athena's own API key is only sent to its own gateway: paste an API key for "
+            f"{url} to use that gateway."
+        )
+        st.stop()
     try:
-        ready = Gateway(url, st.session_state.api_key).ready()
+        ready = Gateway(url, ui.key_for(url)).ready()
     except GatewayError as exc:
         st.error(f"Could not check the gateway: {exc}")
     else:

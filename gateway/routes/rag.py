@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -25,7 +27,7 @@ from gateway.models import (
 )
 from olympus import telemetry
 from schemas import subjects
-from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, media_type_of
+from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, content_problem, media_type_of
 from schemas.ids import content_hash, document_id, index_msg_id, ingest_msg_id
 from schemas.messages import (
     MAX_OFFSET,
@@ -147,15 +149,29 @@ def _check(filename: str, data: bytes, limit: int) -> None:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"filename is longer than {MAX_FILENAME} characters",
         )
-    if media_type_of(filename) is None:
+    media_type = media_type_of(filename)
+    if media_type is None:
         raise _unsupported(filename)
     if len(data) > limit:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"{filename!r} is larger than the limit of {limit} bytes",
         )
     if not data.strip():
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{filename!r} is empty")
+    problem = content_problem(media_type, data)
+    if problem is not None:  # the name says one thing, the bytes another
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{filename!r}: {problem}")
+
+
+def plain_filename(raw: str) -> str:
+    """The name a document is kept under: its last path part, without control characters
+    or surrounding space (``../../etc/passwd.txt`` -> ``passwd.txt``)."""
+    name = re.split(r"[\\/]", raw)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    if name in ("", ".", ".."):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{raw!r} is not a usable filename")
+    return name
 
 
 @router.post(
@@ -177,10 +193,9 @@ async def add_document(
             ) from None
     else:
         data = body.content.encode()
-    _check(body.filename, data, settings.max_upload_bytes)
-    return await _ingest(
-        nats_client, key.tenant, body.collection, body.filename, data, body.metadata
-    )
+    filename = plain_filename(body.filename)
+    _check(filename, data, settings.max_upload_bytes)
+    return await _ingest(nats_client, key.tenant, body.collection, filename, data, body.metadata)
 
 
 @router.post(
@@ -197,11 +212,17 @@ async def upload_documents(
     collection: Annotated[Name, Query()] = "default",
 ) -> UploadResponse:
     """Queue uploaded files. Nothing is queued unless every file is acceptable."""
+    if len(files) > settings.max_files_per_request:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{len(files)} files in one request, more than the limit of "
+            f"{settings.max_files_per_request}",
+        )
     loaded: list[tuple[str, bytes]] = []
     for upload in files:
-        filename = upload.filename or ""
-        if not filename:
+        if not upload.filename:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "every file needs a filename")
+        filename = plain_filename(upload.filename)
         if media_type_of(filename) is None:
             raise _unsupported(filename)
         data = await upload.read(settings.max_upload_bytes + 1)

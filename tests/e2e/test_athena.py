@@ -141,3 +141,44 @@ def test_a_gateway_that_is_down_is_a_readable_message(page, monkeypatch):
     app = page("documents")
     assert not app.exception
     assert app.error[0].value.startswith("Could not list the documents: cannot reach the gateway")
+
+
+def test_athena_never_sends_its_own_key_to_a_url_a_visitor_types(page, olympus):
+    """A visitor who types their server's address on the Settings page gets nothing of Athena's
+    key: the server sees no Authorization at all, and the page asks for a key of their own."""
+    import http.server
+    import threading
+
+    heard: list[str | None] = []
+
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append(self.headers.get("Authorization"))
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app = page("settings")
+        app.text_input[0].input(f"http://127.0.0.1:{server.server_port}").run()
+        app.button[0].click().run()
+        assert "only sent to its own gateway" in app.error[0].value
+        # Every other page, in a session whose URL was changed, sends no key there either.
+        docs = AppTest.from_file(str(PAGES / "documents.py"), default_timeout=60)
+        docs.session_state["gateway_url"] = f"http://127.0.0.1:{server.server_port}"
+        docs.session_state["api_key"] = olympus.key
+        docs.session_state["own_gateway"] = olympus.url
+        docs.session_state["collection"] = "default"
+        docs.session_state["sessions"] = ["default"]
+        docs.session_state["session_id"] = "default"
+        docs.run()
+        assert not docs.exception
+        assert "HTTP 401" in docs.error[0].value  # the listener refused: no key came
+    finally:
+        server.shutdown()
+    assert heard  # the documents page asked that server...
+    assert heard == [None] * len(heard)  # ...and never with a key

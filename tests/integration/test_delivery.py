@@ -287,3 +287,68 @@ async def test_a_worker_broker_logs_in_with_the_nats_credentials(nats_with_passw
         assert json.loads(reply.body) == {"n": 5}
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await asyncio.wait_for(nats.connect(url, allow_reconnect=False, connect_timeout=2), 10)
+
+
+_DYING_WORKER = """
+import asyncio, os, sys
+from pydantic import BaseModel
+from olympus import delivery
+from olympus.settings import CommonSettings
+from schemas import subjects
+
+class Ping(BaseModel):
+    n: int
+
+url, subject, durable, out = sys.argv[1:5]
+policy = delivery.DeliveryPolicy(max_deliver=5, backoff_s=(0.1,), ack_wait_s=2.0)
+broker = delivery.worker_broker(CommonSettings(nats_url=url), policy)
+
+@broker.subscriber(subject, **policy.durable(subjects.INGEST_STREAM, durable, 4, fetch=4))
+async def handle(body: Ping) -> None:
+    if body.n == 13:
+        os._exit(137)  # as the kernel's OOM killer ends a worker: no nak, no goodbye
+    with open(out, "a") as f:
+        f.write(f"{body.n}\\n")
+
+async def main():
+    async with broker:
+        await broker.start()
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_message_its_worker_died_on_twice_is_dead_lettered_as_poison(
+    nats_url, js, tmp_path
+):
+    """Before, such a message came back after every AckWait until max_deliver (5), taking
+    its worker down each time. A real process, really dying, restarted as olympus up would."""
+    import sys
+
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    durable = f"test-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "handled.txt"
+    command = [sys.executable, "-c", _DYING_WORKER, nats_url, subject, durable, str(out)]
+    await js.publish(subject, b'{"n": 13}')
+    await js.publish(subject, b'{"n": 1}')
+    deaths = 0
+    letters: list[dict] = []
+    for _ in range(5):  # each run: until the worker dies, or 10 s of it living
+        worker = await asyncio.create_subprocess_exec(*command)
+        try:
+            await asyncio.wait_for(worker.wait(), 10)
+            deaths += 1
+        except TimeoutError:
+            worker.terminate()
+            await worker.wait()
+        if letters := await _dead_letters(js, subject):
+            break
+    # At least once: a delivery lost with a dead worker's pull request can come twice at once.
+    assert letters
+    for letter in letters:
+        assert letter["error"] == "poison: the worker died handling it 2 times"
+        assert json.loads(letter["original"]) == {"n": 13}
+        assert letter["deliveries"] >= 3
+    assert deaths == 2
+    assert "1" in out.read_text().split()  # the message beside it was handled

@@ -4,6 +4,8 @@ shapes: ``{"detail"}`` and OpenAI's ``{"error"}`` on ``/v1``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -279,3 +281,51 @@ def _slots(http):
         app = getattr(app, "app", None)
     assert app is not None
     return app
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "says"),
+    [
+        ("report.pdf", Path("/bin/ls").read_bytes()[:4096], "not a PDF (it looks like: ELF"),
+        ("notes.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 64, "not text"),
+        ("letter.docx", b"PK\x03\x04 a zip in name only", "not a DOCX document"),
+    ],
+)
+def test_the_type_is_decided_by_the_content_as_well_as_the_name(
+    make_client, filename, content, says
+):
+    http = make_client()
+    write = _as(http.keys["write"])
+    r = http.post("/rag/documents", headers=write, files={"files": (filename, content)})
+    assert r.status_code == 415, r.text
+    assert says in r.json()["detail"]
+
+
+def test_filenames_lose_their_path_and_control_characters(make_client):
+    http = make_client()
+    write = _as(http.keys["write"])
+    r = http.post(
+        "/rag/documents", headers=write, files={"files": ("../../etc/passwd.txt", b"words")}
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["documents"][0]["filename"] == "passwd.txt"
+    r = http.post(
+        "/rag/add_document",
+        headers=write,
+        json={"filename": "..\\notes\u0007\u202e\u001b.txt ", "content": "words"},
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["filename"] == "notes.txt"
+    r = http.post(
+        "/rag/add_document", headers=write, json={"filename": "C:\\temp\\..", "content": "x"}
+    )
+    assert r.status_code == 400
+    assert "not a usable filename" in r.json()["detail"]
+
+
+def test_an_upload_carries_a_bounded_number_of_files(make_client):
+    http = make_client(max_files_per_request=3)
+    files = [("files", (f"f{i}.txt", b"words")) for i in range(4)]
+    r = http.post("/rag/documents", headers=_as(http.keys["write"]), files=files)
+    assert r.status_code == 413
+    assert "4 files in one request, more than the limit of 3" in r.json()["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import docx
 from fpdf import FPDF
@@ -92,3 +93,18 @@ ZEPHYR = (
     "Each Zephyr valve is tested at a pressure of 40 bar before it leaves the factory."
 )
 """A made-up fact, so an answer can only come from the document (chat, Athena, browser)."""
+
+
+def docx_bomb(inflated_mb: int) -> bytes:
+    """A real DOCX whose document.xml inflates to ``inflated_mb`` MB and more (one run of a
+    letter: it compresses ~1000:1)."""
+    source = zipfile.ZipFile(io.BytesIO(render("chess.docx", "a real document")))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for part in source.infolist():
+            body = source.read(part)
+            if part.filename == "word/document.xml":
+                filler = b"<w:p><w:r><w:t>" + b"A" * (inflated_mb << 20) + b"</w:t></w:r></w:p>"
+                body = body.replace(b"<w:body>", b"<w:body>" + filler, 1)
+            bomb.writestr(part, body)
+    return out.getvalue()

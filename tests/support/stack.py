@@ -89,7 +89,7 @@ def start_stack(
         metrics_port=free_ports(3) if metrics else None,
         athena_port=natsserver.free_port() if athena else None,
     )
-    stack = Stack(config, sink=log.open("a"))
+    stack = Stack(config, sink=log.open("w"))
     try:
         stack.start(timeout_s=240)
     except BaseException:

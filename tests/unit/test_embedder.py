@@ -77,7 +77,7 @@ async def test_batcher_gives_each_caller_its_own_vectors(fp32):
     try:
         docs = [SENTENCES[:2], SENTENCES[2:], SENTENCES[1:3]]
         results = await asyncio.gather(
-            *(batcher.embed(d) for d in docs), batcher.embed(["a query"], query=True)
+            *(batcher.embed(d) for d in docs), batcher.embed(["a query"], lane="query")
         )
     finally:
         await batcher.stop()
@@ -95,7 +95,7 @@ async def test_waiting_queries_share_one_forward_pass(fp32):
 
     batcher = EmbeddingBatcher(counting, fp32.dims, batch_size=8)
     questions = [[s] for s in SENTENCES] + [["two texts", "in one request"]]
-    pending = [asyncio.ensure_future(batcher.embed(q, query=True)) for q in questions]
+    pending = [asyncio.ensure_future(batcher.embed(q, lane="query")) for q in questions]
     await asyncio.sleep(0)  # all five are waiting before the loop starts
     batcher.start()
     try:
@@ -105,6 +105,37 @@ async def test_waiting_queries_share_one_forward_pass(fp32):
     assert calls == [6]
     for texts, vectors in zip(questions, results, strict=True):
         np.testing.assert_allclose(vectors, fp32.embed(texts), atol=1e-5)
+
+
+async def test_a_large_bulk_request_does_not_hold_up_a_question(fp32):
+    """Three /v1/embeddings requests of 256 texts each once went through the model with every
+    question in one pass; a question now waits for one batch at most."""
+    calls: list[str] = []
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def recording(texts):  # in the encoder's thread
+        calls.append("question" if texts == ["where is the valve?"] else "bulk")
+        loop.call_soon_threadsafe(started.set)
+        return fp32.embed_batch(texts)
+
+    batcher = EmbeddingBatcher(recording, fp32.dims, batch_size=8)
+    batcher.start()
+    try:
+        bulk = [
+            asyncio.ensure_future(batcher.embed([f"text {i} {j}" for j in range(256)], lane="bulk"))
+            for i in range(3)
+        ]
+        await started.wait()  # the bulk work has started
+        question = await batcher.embed(["where is the valve?"], lane="query")
+        assert not all(f.done() for f in bulk)
+        await asyncio.gather(*bulk)
+    finally:
+        await batcher.stop()
+    np.testing.assert_allclose(question, fp32.embed(["where is the valve?"]), atol=1e-5)
+    asked = calls.index("question")
+    assert asked <= 2  # after at most the batch in flight and one more
+    assert calls.count("bulk") == 3 * 256 // 8  # in batches, never all at once
 
 
 async def test_batcher_reports_model_failures_to_the_caller():
@@ -117,7 +148,7 @@ async def test_batcher_reports_model_failures_to_the_caller():
         with pytest.raises(RuntimeError, match="out of memory"):
             await batcher.embed(["x", "y", "z"])
         with pytest.raises(RuntimeError, match="out of memory"):
-            await batcher.embed(["q"], query=True)
+            await batcher.embed(["q"], lane="query")
     finally:
         await batcher.stop()
 

@@ -4,7 +4,7 @@ from pydantic import ValidationError
 from schemas import subjects
 from schemas.formats import media_type_of
 from schemas.ids import chunk_id, document_id, ingest_msg_id
-from schemas.messages import IngestDocument, QueryEmbed
+from schemas.messages import MAX_METADATA_BYTES, IngestDocument, QueryEmbed
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +78,12 @@ def test_subjects_are_built_in_one_place():
 )
 def test_media_types(filename, declared, expected):
     assert media_type_of(filename, declared) == expected
+
+
+def test_metadata_is_bounded_so_listings_stay_small():
+    fine = {f"k{i}": "v" * 100 for i in range(64)}
+    assert IngestDocument(tenant="t", doc_id="d", metadata=fine).metadata == fine
+    with pytest.raises(ValidationError, match="more than the limit of 16384"):
+        IngestDocument(tenant="t", doc_id="d", metadata={"k": "v" * MAX_METADATA_BYTES})
+    with pytest.raises(ValidationError, match="at most 64"):
+        IngestDocument(tenant="t", doc_id="d", metadata={f"k{i}": 1 for i in range(65)})

@@ -43,6 +43,7 @@ def create_app(
         from workers.embedder.batching import EmbeddingBatcher
         from workers.embedder.chunking import Chunker
         from workers.embedder.encoder import Encoder
+        from workers.embedder.extract import Reader, ReadLimits
 
         async def publish(subject: str, message: Message, msg_id: str | None = None) -> None:
             headers = {subjects.HEADER_MSG_ID: msg_id} if msg_id else None
@@ -70,14 +71,27 @@ def create_app(
             dims=encoder.dims,
             chunk_tokens=chunker.capacity + 2,
         )
+        limits = ReadLimits(
+            memory_bytes=settings.read_memory_mb << 20,
+            timeout_s=settings.read_timeout_s,
+            inflated_bytes=settings.max_inflated_mb << 20,
+        )
         return Runtime(
             ingest=IngestHandler(
-                chunker, batcher, publish, encoder.name, settings.max_chunks_per_document
+                chunker,
+                batcher,
+                publish,
+                encoder.name,
+                settings.max_chunks_per_document,
+                Reader(limits, settings.readers),
             ),
             query=QueryHandler(batcher, encoder.name, encoder.tokenizer),
         )
 
-    worker = Worker(subjects.EMBEDDER, common, start)
+    async def stop(runtime: Runtime) -> None:
+        runtime.ingest.reader.close()
+
+    worker = Worker(subjects.EMBEDDER, common, start, stop)
     worker.broker.include_router(router(worker, settings))
     return worker.app()
 

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -23,6 +24,9 @@ def length_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
     to its longest text, so sorting keeps padding (wasted compute) small."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+Lane = Literal["query", "bulk", "document"]
 
 
 @dataclass
@@ -50,6 +54,8 @@ class EmbeddingBatcher:
         self._pool_texts = pool_texts
         self._queries: asyncio.Queue[_Request] = asyncio.Queue()
         self._documents: asyncio.Queue[_Request] = asyncio.Queue()
+        self._bulk: asyncio.Queue[_Request] = asyncio.Queue()
+        self._bulk_turn = False
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._task: asyncio.Task[None] | None = None
@@ -64,13 +70,19 @@ class EmbeddingBatcher:
                 await self._task
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def embed(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
+    async def embed(self, texts: Sequence[str], *, lane: Lane = "document") -> np.ndarray:
+        """``texts``' vectors. Three lanes: ``query`` (one question a person waits for: it goes
+        before everything, all waiting questions in one pass), ``bulk`` (texts a client asked
+        for, /v1/embeddings) and ``document`` (chunks being ingested). Bulk and documents take
+        turns, a batch at a time, and every batch lets the waiting questions go first: nobody's
+        large request holds up anyone's question."""
         if not texts:
             return np.zeros((0, self._dims), dtype=np.float32)
         loop = asyncio.get_running_loop()
         request = _Request(texts, loop.create_future(), np.zeros((len(texts), self._dims), "f4"))
-        (self._queries if query else self._documents).put_nowait(request)
-        metrics.EMBEDDED_TEXTS.labels("query" if query else "chunk").inc(len(texts))
+        queue = {"query": self._queries, "bulk": self._bulk, "document": self._documents}[lane]
+        queue.put_nowait(request)
+        metrics.EMBEDDED_TEXTS.labels("chunk" if lane == "document" else lane).inc(len(texts))
         self._wakeup.set()
         return await request.future
 
@@ -79,7 +91,9 @@ class EmbeddingBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self._drain_queries()
-            pool = self._take_documents()
+            first, second = (self._bulk, self._documents)[:: 1 if self._bulk_turn else -1]
+            self._bulk_turn = not self._bulk_turn
+            pool = self._take(first) or self._take(second)
             if not pool:
                 continue
             items = [(r, i) for r in pool for i in range(len(r.texts))]
@@ -94,14 +108,14 @@ class EmbeddingBatcher:
                     request.remaining -= 1
                     if request.remaining == 0 and not request.future.done():
                         request.future.set_result(request.out)
-            if not self._documents.empty() or not self._queries.empty():
+            if any(not q.empty() for q in (self._documents, self._bulk, self._queries)):
                 self._wakeup.set()
 
-    def _take_documents(self) -> list[_Request]:
+    def _take(self, queue: asyncio.Queue[_Request]) -> list[_Request]:
         pool: list[_Request] = []
         count = 0
-        while not self._documents.empty() and count < self._pool_texts:
-            request = self._documents.get_nowait()
+        while not queue.empty() and count < self._pool_texts:
+            request = queue.get_nowait()
             pool.append(request)
             count += len(request.texts)
         return pool

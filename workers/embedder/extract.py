@@ -1,9 +1,21 @@
-"""Text out of documents, with well-kept libraries: pypdf, python-docx, BeautifulSoup."""
+"""Text out of documents, with well-kept libraries: pypdf, python-docx, BeautifulSoup.
+
+The formats whose parsers can be made to blow up (a DOCX is a zip: 0.5 MB that inflates to
+100 MB of XML; a PDF's streams are compressed; HTML goes through lxml) are read by ``Reader`` in
+processes of their own, each with a memory limit, a time limit per document (pebble) and a
+limit on what an archive may inflate to. A document over a limit fails with that reason; the
+reader process that ran out is replaced and the embedder goes on.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import multiprocessing
+import resource
+import zipfile
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +32,65 @@ class Extracted:
     markdown: bool
 
 
-def extract_text(data: bytes, media_type: str) -> Extracted:
+@dataclass(frozen=True)
+class ReadLimits:
+    memory_bytes: int = 1536 * 1024 * 1024
+    timeout_s: float = 120.0
+    inflated_bytes: int = 64 * 1024 * 1024  # what the parts of a DOCX may add up to
+    archive_parts: int = 10_000
+
+
+class Reader:
+    """``extract_text`` with limits: in-process for plain text, in a reader process for the
+    formats in ``ISOLATED``."""
+
+    ISOLATED = frozenset({MEDIA_TYPES[".pdf"], MEDIA_TYPES[".docx"], MEDIA_TYPES[".html"]})
+
+    def __init__(self, limits: ReadLimits, processes: int = 1) -> None:
+        from pebble import ProcessPool
+
+        self.limits = limits
+        # spawn: the embedder has torch's threads; a fork of it could inherit a held lock.
+        self._pool = ProcessPool(
+            max_workers=processes,
+            initializer=_limit_memory,
+            initargs=(limits.memory_bytes,),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    async def read(self, data: bytes, media_type: str) -> Extracted:
+        if media_type not in self.ISOLATED:
+            return await asyncio.to_thread(extract_text, data, media_type, self.limits)
+        from pebble import ProcessExpired
+
+        future = self._pool.schedule(
+            extract_text, (data, media_type, self.limits), timeout=self.limits.timeout_s
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except FutureTimeout:
+            raise ExtractionError(
+                f"reading the document took longer than {self.limits.timeout_s:g}s"
+            ) from None
+        except MemoryError:
+            raise ExtractionError(self._too_big()) from None
+        except ProcessExpired as exc:  # killed (out of memory) or crashed: it ran alone
+            raise ExtractionError(f"{self._too_big()} (the reader stopped: {exc})") from None
+
+    def _too_big(self) -> str:
+        return f"reading the document needs more than {self.limits.memory_bytes >> 20} MB"
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=5)
+
+
+def _limit_memory(memory_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def extract_text(data: bytes, media_type: str, limits: ReadLimits | None = None) -> Extracted:
+    limits = limits or ReadLimits()
     if not data.strip():
         raise ExtractionError("the document is empty")
     try:
@@ -28,14 +98,35 @@ def extract_text(data: bytes, media_type: str) -> Extracted:
     except KeyError:
         raise ExtractionError(f"unsupported format {media_type!r}") from None
     try:
+        if media_type == MEDIA_TYPES[".docx"]:
+            _check_archive(data, limits)
         text = reader(data)
-    except ExtractionError:
+    except (ExtractionError, MemoryError):
         raise
     except Exception as exc:  # every parser has its own error types; the message is what matters
         raise ExtractionError(f"cannot read {media_type} document: {exc}") from exc
     if not text.strip():
         raise ExtractionError("no text found in the document")
     return Extracted(text=text, markdown=media_type == MEDIA_TYPES[".md"])
+
+
+def _check_archive(data: bytes, limits: ReadLimits) -> None:
+    """Refuse an archive whose parts would inflate past the limits, before inflating any.
+    (zipfile stops reading a part at its declared size, so the declared sizes bound it.)"""
+    try:
+        parts = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile as exc:
+        raise ExtractionError(f"cannot read the DOCX, not a valid zip archive: {exc}") from None
+    if len(parts) > limits.archive_parts:
+        raise ExtractionError(
+            f"the DOCX has {len(parts)} parts, more than the limit of {limits.archive_parts}"
+        )
+    inflated = sum(p.file_size for p in parts)
+    if inflated > limits.inflated_bytes:
+        raise ExtractionError(
+            f"the DOCX inflates to {inflated >> 20} MB, more than the limit of "
+            f"{limits.inflated_bytes >> 20} MB"
+        )
 
 
 def _decode(data: bytes) -> str:

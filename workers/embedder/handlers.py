@@ -14,7 +14,7 @@ import structlog
 from olympus import telemetry
 from olympus.logging import get_logger
 from schemas import subjects
-from schemas.formats import media_type_of
+from schemas.formats import content_problem, media_type_of
 from schemas.ids import chunk_id, content_hash, index_msg_id
 from schemas.messages import (
     ChunkPayload,
@@ -32,7 +32,7 @@ from schemas.messages import (
 )
 from workers.embedder.batching import EmbeddingBatcher
 from workers.embedder.chunking import Chunker
-from workers.embedder.extract import ExtractionError, extract_text
+from workers.embedder.extract import Extracted, ExtractionError, Reader, ReadLimits
 
 log = get_logger("olympus.embedder")
 
@@ -50,7 +50,9 @@ class IngestHandler:
         publish: Publisher,
         model_name: str,
         max_chunks: int,
+        reader: Reader | None = None,
     ) -> None:
+        self.reader = reader or Reader(ReadLimits())
         self.chunker = chunker
         self.batcher = batcher
         self.publish = publish
@@ -90,8 +92,12 @@ class IngestHandler:
             media_type = media_type_of(doc.filename, doc.media_type)
             if media_type is None:
                 raise ExtractionError(f"unsupported file type: {doc.filename!r}")
+            problem = content_problem(media_type, data)  # a producer's, the gateway checked
+            if problem is not None:
+                raise ExtractionError(problem)
+            extracted = await self.reader.read(data, media_type)
             texts = await asyncio.get_running_loop().run_in_executor(
-                self._parser, self._chunk, data, media_type
+                self._parser, self._chunk, extracted
             )
         except ExtractionError as exc:
             await self._status(doc, version, "failed", error=str(exc))
@@ -124,8 +130,7 @@ class IngestHandler:
         )
         return "embedded"
 
-    def _chunk(self, data: bytes, media_type: str) -> list[str]:
-        extracted = extract_text(data, media_type)
+    def _chunk(self, extracted: Extracted) -> list[str]:
         texts = self.chunker.split(extracted.text, markdown=extracted.markdown)
         if not texts:
             raise ExtractionError("no text found in the document")
@@ -196,8 +201,9 @@ class QueryHandler:
 
     async def embed(self, request: EmbedRequest) -> EmbedReply:
         """Texts embedded as documents are (``/v1/embeddings``)."""
-        vectors = await self.batcher.embed(request.inputs, query=True)  # a client waits
-        tokens = sum(len(ids) for ids in self.tokenizer(request.inputs)["input_ids"])
+        vectors = await self.batcher.embed(request.inputs, lane="bulk")
+        counted = await asyncio.to_thread(self.tokenizer, request.inputs)  # off the event loop
+        tokens = sum(len(ids) for ids in counted["input_ids"])
         return EmbedReply(model=self.model_name, vectors=vectors.tolist(), tokens=tokens)
 
     async def handle(self, query: QueryEmbed) -> QueryRetrieve | RetrieveReply | None:
@@ -212,7 +218,7 @@ class QueryHandler:
         if query.mode not in subjects.VECTORLESS_MODES:
             try:
                 with telemetry.span("olympus.embed_query", "EMBEDDING") as span:
-                    vectors = await self.batcher.embed([query.input], query=True)
+                    vectors = await self.batcher.embed([query.input], lane="query")
                     _describe_embedding(
                         span, self.model_name, [query.request_id], [query.input], vectors
                     )

@@ -23,4 +23,12 @@ class EmbedderSettings(BaseSettings):
     chunk_overlap: int = Field(default=32, ge=0)
     concurrency: int = Field(default=64, ge=1, description="ingest messages handled at once")
     max_chunks_per_document: int = Field(default=5000, ge=1)
+    read_memory_mb: int = Field(
+        default=1536, ge=256, description="memory a reader process may use for one PDF/DOCX/HTML"
+    )
+    read_timeout_s: float = Field(default=120.0, gt=0, description="longest one document is read")
+    max_inflated_mb: int = Field(
+        default=64, ge=1, description="what the parts of a DOCX (a zip) may inflate to"
+    )
+    readers: int = Field(default=1, ge=1, le=16, description="reader processes for PDF/DOCX/HTML")
     threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
