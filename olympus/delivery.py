@@ -377,20 +377,23 @@ class DeliveryMiddleware(BaseMiddleware):
             )
             await marks.end()
             raise RejectMessage()
-        async with self.gate.enter(alone=marks.suspect):
-            await marks.begin()
-            return await self._handle(call_next, msg, raw, stage, attempt, marks)
+        # Kept alive from here: a suspect may wait at the gate for the work in flight to end.
+        keep_alive = asyncio.create_task(self._keep_alive(raw))
+        try:
+            async with self.gate.enter(alone=marks.suspect):
+                await marks.begin()
+                try:
+                    return await self._handle(call_next, msg, raw, stage, attempt)
+                finally:
+                    await marks.end()
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
 
     async def _handle(
-        self,
-        call_next: Any,
-        msg: StreamMessage[Any],
-        raw: Msg,
-        stage: str,
-        attempt: int,
-        marks: InFlight,
+        self, call_next: Any, msg: StreamMessage[Any], raw: Msg, stage: str, attempt: int
     ) -> Any:
-        keep_alive = asyncio.create_task(self._keep_alive(raw))
         try:
             return await call_next(msg)
         except HandlerException:
@@ -406,11 +409,6 @@ class DeliveryMiddleware(BaseMiddleware):
                 "retrying", stage=stage, attempt=attempt, delay_s=delay, error=_describe(exc)
             )
             raise NackMessage(delay=delay) from exc
-        finally:
-            keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
-            await marks.end()
 
     async def _answer(self, call_next: Any, msg: StreamMessage[Any], raw: Msg) -> Any:
         """A core request that does not match its contract gets a ``bad_request`` reply at once,
@@ -465,17 +463,24 @@ class Gate:
     def __init__(self) -> None:
         self._shared = 0
         self._exclusive = False
+        self._waiting_alone = 0  # while one waits, no new ordinary message enters: no starving
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def enter(self, alone: bool) -> Any:
         async with self._changed:
-            await self._changed.wait_for(
-                lambda: not self._exclusive and (not alone or self._shared == 0)
-            )
             if alone:
+                self._waiting_alone += 1
+                try:
+                    await self._changed.wait_for(lambda: not self._exclusive and self._shared == 0)
+                finally:
+                    self._waiting_alone -= 1
+                    self._changed.notify_all()
                 self._exclusive = True
             else:
+                await self._changed.wait_for(
+                    lambda: not self._exclusive and self._waiting_alone == 0
+                )
                 self._shared += 1
         try:
             yield

@@ -352,3 +352,34 @@ async def test_a_message_its_worker_died_on_twice_is_dead_lettered_as_poison(
         assert letter["deliveries"] >= 3
     assert deaths == 2
     assert "1" in out.read_text().split()  # the message beside it was handled
+
+
+async def test_a_suspect_runs_alone_and_is_not_starved():
+    """While a suspect waits, ordinary messages already in flight finish and new ones wait;
+    then the suspect runs with nothing beside it."""
+    gate = delivery.Gate()
+    order: list[str] = []
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def ordinary(name: str, hold: asyncio.Event | None = None) -> None:
+        async with gate.enter(alone=False):
+            order.append(f"{name} in")
+            if hold is not None:
+                first_in.set()
+                await hold.wait()
+            order.append(f"{name} out")
+
+    async def suspect() -> None:
+        async with gate.enter(alone=True):
+            order.append("suspect alone")
+
+    first = asyncio.create_task(ordinary("first", release_first))
+    await first_in.wait()
+    waiting = asyncio.create_task(suspect())
+    await asyncio.sleep(0)
+    late = asyncio.create_task(ordinary("late"))
+    await asyncio.sleep(0)
+    release_first.set()
+    await asyncio.gather(first, waiting, late)
+    assert order == ["first in", "first out", "suspect alone", "late in", "late out"]
