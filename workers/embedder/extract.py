@@ -47,23 +47,29 @@ class Reader:
     ISOLATED = frozenset({MEDIA_TYPES[".pdf"], MEDIA_TYPES[".docx"], MEDIA_TYPES[".html"]})
 
     def __init__(self, limits: ReadLimits, processes: int = 1) -> None:
-        from pebble import ProcessPool
-
         self.limits = limits
-        # spawn: the embedder has torch's threads; a fork of it could inherit a held lock.
-        self._pool = ProcessPool(
-            max_workers=processes,
-            initializer=_limit_memory,
-            initargs=(limits.memory_bytes,),
-            context=multiprocessing.get_context("spawn"),
-        )
+        self.processes = processes
+        self._pool: Any = None  # started with the first document that needs it
+
+    def _readers(self) -> Any:
+        if self._pool is None:
+            from pebble import ProcessPool
+
+            # spawn: the embedder has torch's threads; a fork of it could inherit a held lock.
+            self._pool = ProcessPool(
+                max_workers=self.processes,
+                initializer=_limit_memory,
+                initargs=(self.limits.memory_bytes,),
+                context=multiprocessing.get_context("spawn"),
+            )
+        return self._pool
 
     async def read(self, data: bytes, media_type: str) -> Extracted:
         if media_type not in self.ISOLATED:
             return await asyncio.to_thread(extract_text, data, media_type, self.limits)
         from pebble import ProcessExpired
 
-        future = self._pool.schedule(
+        future = self._readers().schedule(
             extract_text, (data, media_type, self.limits), timeout=self.limits.timeout_s
         )
         try:
@@ -81,8 +87,9 @@ class Reader:
         return f"reading the document needs more than {self.limits.memory_bytes >> 20} MB"
 
     def close(self) -> None:
-        self._pool.stop()
-        self._pool.join(timeout=5)
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join(timeout=5)
 
 
 def _limit_memory(memory_bytes: int) -> None:
