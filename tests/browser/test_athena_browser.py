@@ -38,7 +38,9 @@ def olympus(tmp_path_factory) -> RunningStack:
     running = start_stack(
         "browser",
         tmp_path_factory.mktemp("browser"),
-        env={"OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "32"},
+        # Long enough that the Stop test's click lands mid-answer on a busy CI machine: with
+        # 32 tokens the answer once ended before the click reached the generator.
+        env={"OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "192"},
         athena=True,
     )
     yield running

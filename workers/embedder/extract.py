@@ -88,8 +88,11 @@ class Reader:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.stop()
+            self._pool.close()  # no new work; the readers leave once idle
             self._pool.join(timeout=5)
+            if self._pool.active:
+                self._pool.stop()
+                self._pool.join(timeout=5)
 
 
 def _limit_memory(memory_bytes: int) -> None:
