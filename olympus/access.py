@@ -35,7 +35,7 @@ from pydantic import SecretStr
 
 from olympus import natsserver
 from olympus.private import private_folder, write_private
-from olympus.settings import CommonSettings
+from olympus.settings import CommonSettings, inbox_prefix
 from schemas import subjects
 
 ADMIN = "admin"
@@ -43,12 +43,6 @@ GATEWAY = "gateway"
 SERVICES = (GATEWAY, *subjects.WORKERS)
 PRODUCER_PREFIX = "producer-"
 _USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def inbox_prefix(user: str) -> str:
-    """``user``'s reply inboxes (nats-py ``inbox_prefix``, Go ``CustomInboxPrefix``); the same
-    rule as ``CommonSettings.nats_connect_options``."""
-    return f"_INBOX_{user}"
 
 
 @dataclass(frozen=True)

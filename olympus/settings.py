@@ -18,6 +18,12 @@ class NatsConnectOptions(TypedDict, total=False):
     inbox_prefix: str
 
 
+def inbox_prefix(user: str) -> str:
+    """``user``'s reply inboxes (nats-py ``inbox_prefix``, Go ``CustomInboxPrefix``): each
+    user may read its own alone (``olympus.access``), so no one overhears another's replies."""
+    return f"_INBOX_{user}"
+
+
 class CommonSettings(BaseSettings):
     """``OLYMPUS_*``: where the bus and the data folder are, and how failed work is retried."""
 
@@ -51,6 +57,5 @@ class CommonSettings(BaseSettings):
         if self.nats_user and self.nats_password:
             options["user"] = self.nats_user
             options["password"] = self.nats_password.get_secret_value()
-            # Each user may read its own inboxes only (olympus.access): no one overhears replies.
-            options["inbox_prefix"] = f"_INBOX_{self.nats_user}"
+            options["inbox_prefix"] = inbox_prefix(self.nats_user)
         return options

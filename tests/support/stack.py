@@ -11,6 +11,7 @@ import httpx
 
 from olympus import access, natsserver
 from olympus.keys import KeyStore
+from olympus.settings import CommonSettings
 from olympus.stack import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -34,14 +35,8 @@ class RunningStack:
         bus = access.BusSecrets.load(self.data_dir)
         assert bus is not None
         assert self.config is not None
-        options: dict[str, Any] = {
-            "servers": [self.config.nats_url],
-            "user": user,
-            "password": bus.passwords[user],
-        }
-        if user != access.ADMIN:
-            options["inbox_prefix"] = access.inbox_prefix(user)
-        return options
+        common = CommonSettings(nats_url=self.config.nats_url)
+        return dict(access.as_user(common, user, bus).nats_connect_options())
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
