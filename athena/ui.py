@@ -9,8 +9,8 @@ from typing import TypeVar
 
 import streamlit as st
 
-from athena.client import Gateway, GatewayError
 from athena.settings import AthenaSettings
+from olympus.client import Gateway, GatewayError
 from olympus.settings import CommonSettings
 
 T = TypeVar("T")

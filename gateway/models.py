@@ -54,6 +54,14 @@ class AcceptedDocument(BaseModel):
     )
 
 
+class Formats(BaseModel):
+    """What an upload may be: the file types by extension, and how large."""
+
+    media_types: dict[str, str] = Field(description="extension -> the media type it is read as")
+    max_upload_bytes: int
+    max_files_per_request: int
+
+
 class UploadResponse(BaseModel):
     documents: list[AcceptedDocument]
 

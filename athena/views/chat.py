@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from athena import ui
-from athena.client import GatewayError, Passage
+from olympus.client import GatewayError, Passage
 
 st.title("Chat")
 gw = ui.gateway()

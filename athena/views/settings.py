@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from athena import ui
-from athena.client import Gateway, GatewayError
+from olympus.client import Gateway, GatewayError
 
 st.title("Settings")
 ui.defaults()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from athena import ui
-from athena.client import TERMINAL, Document, GatewayError
+from olympus.client import TERMINAL, Document, GatewayError
 from schemas.formats import MEDIA_TYPES  # what the gateway accepts (plain data, no bus)
 
 st.title("Upload")

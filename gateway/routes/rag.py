@@ -22,6 +22,7 @@ from gateway.models import (
     DeleteResponse,
     DocId,
     DocumentListResponse,
+    Formats,
     UploadResponse,
     problems,
 )
@@ -233,6 +234,16 @@ async def upload_documents(
         for filename, data in loaded
     ]
     return UploadResponse(documents=accepted)
+
+
+@router.get("/formats", response_model=Formats)
+async def formats(_: ApiKeyDep, settings: SettingsDep) -> Formats:
+    """The file types uploads accept and the size limits, for clients that check first."""
+    return Formats(
+        media_types=MEDIA_TYPES,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_files_per_request=settings.max_files_per_request,
+    )
 
 
 @router.get("/documents", response_model=DocumentListResponse)

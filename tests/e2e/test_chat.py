@@ -14,7 +14,7 @@ from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from athena.client import Gateway
+from olympus.client import Gateway
 from tests.support.samples import ZEPHYR as DOC
 from tests.support.stack import RunningStack, start_stack, wait_for
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from athena.client import Gateway, GatewayError
+from olympus.client import Gateway, GatewayError
 
 pytestmark = pytest.mark.unit
 

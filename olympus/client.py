@@ -1,7 +1,9 @@
-"""A small typed client for the gateway's HTTP API: the pages hold only UI code.
+"""A small typed client for the gateway's HTTP API, shared by Athena's pages and the command
+line (``olympus ingest``, ``ask``, ``search``, ``documents``, ``mcp``): they hold only their own
+UI code.
 
-Every failure becomes a ``GatewayError`` with a sentence a person can read: the pages show it,
-never a traceback. Streams (chat, document progress) use httpx-sse.
+Every failure becomes a ``GatewayError`` with a sentence a person can read: the pages and the
+commands show it, never a traceback. Streams (chat, document progress) use httpx-sse.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ class Document:
     chunk_count: int = 0
     error: str | None = None
     updated_at: float = 0.0
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Formats:
+    media_types: dict[str, str]
+    max_upload_bytes: int
+    max_files_per_request: int
 
 
 @dataclass
@@ -160,6 +170,15 @@ class Gateway:
         reply = self._call("POST", "/rag/documents", params={"collection": collection}, files=body)
         return [_document(d) for d in reply["documents"]]
 
+    def formats(self) -> Formats:
+        """The file types and sizes the gateway accepts."""
+        reply = self._call("GET", "/rag/formats")
+        return Formats(
+            media_types=dict(reply["media_types"]),
+            max_upload_bytes=int(reply["max_upload_bytes"]),
+            max_files_per_request=int(reply["max_files_per_request"]),
+        )
+
     def follow(self, doc_id: str) -> Iterator[Document]:
         """The document's status as it changes, until it is indexed, failed or deleted."""
         for _, data in self._stream("GET", f"/rag/documents/{doc_id}/events", STATUS_EVENTS):
@@ -227,6 +246,7 @@ def _document(data: dict[str, Any]) -> Document:
         chunk_count=data.get("chunk_count", 0),
         error=data.get("error"),
         updated_at=data.get("updated_at", data.get("at", 0.0)),
+        content_hash=data.get("content_hash"),
     )
 
 
