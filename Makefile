@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
+# A client of MCP no one here wrote, for the tests (npm; its test skips without it, fails in CI)
+INSPECTOR := $(VENV)/npm/node_modules/.bin/mcp-inspector
+
 .PHONY: install up test lint bench eval clean
 
 $(STAMP): pyproject.toml
@@ -21,10 +24,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(INSPECTOR): | $(STAMP)
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/npm @modelcontextprotocol/inspector@2.12.0; \
+	else echo "npm not found: the MCP Inspector test will skip"; fi
+
 up: install  ## start Olympus (embedded: NATS, workers, gateway) in the foreground; ARGS=--phoenix
 	$(BIN)/olympus up $(ARGS)
 
-test: install  ## lint and type-check, then the whole suite
+test: install $(INSPECTOR)  ## lint and type-check, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

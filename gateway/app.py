@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import errors
+from gateway import errors, mcp_server
 from gateway.limits import Limits, StreamSlots
 from gateway.nats_client import NatsClient
 from gateway.routes import admin, chat, health, openai, rag, sessions
@@ -112,7 +112,8 @@ def create_app(
         await gateway_bus.connect()
         app.state.bus = gateway_bus
         log.info("gateway ready", host=settings.host, port=settings.port)
-        yield
+        async with mcp_server.serving(mcp):
+            yield
         await gateway_bus.close()
 
     app = FastAPI(
@@ -137,11 +138,16 @@ def create_app(
     app.include_router(chat.ws_router)
     app.include_router(openai.router)
     app.include_router(admin.router)
+    mcp = mcp_server.mount(app, settings)
 
     errors.install(app)
     # Envelope overhead: base64 and multipart framing on top of the largest allowed file(s).
     upload = settings.max_upload_bytes * 4 // 3 + 64 * 1024
-    uploads = {("POST", "/rag/documents"): upload, ("POST", "/rag/add_document"): upload}
+    uploads = {
+        ("POST", "/rag/documents"): upload,
+        ("POST", "/rag/add_document"): upload,
+        ("POST", mcp_server.PATH): upload,  # add_document carries a file as base64
+    }
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, larger=uploads)
     app.add_middleware(StreamSlots, per_key=settings.max_streams_per_key)
     app.add_middleware(HttpMetrics)

@@ -60,13 +60,14 @@ class Limits:
 
 class StreamSlots:
     """At most ``per_key`` answers at once per API key: ASGI middleware around the answer
-    routes, so a slot is held until the last byte of a stream has gone.
+    routes (and every MCP request: its `ask` streams), so a slot is held until the last byte
+    of a stream has gone.
 
     The key is recognised by a hash of its ``Authorization`` header, before the route checks it
     (an unknown key holds a slot only for the moment it takes to be refused).
     """
 
-    PATHS = ("/chat", "/v1/chat/completions")
+    PATHS = ("/chat", "/v1/chat/completions", "/mcp")
 
     def __init__(self, app: ASGIApp, per_key: int) -> None:
         self.app = app
@@ -94,7 +95,7 @@ class StreamSlots:
 
     def _answers(self, scope: Scope) -> bool:
         path: str = scope["path"]
-        return path == self.PATHS[1] or (path.startswith("/mcp/") and path.endswith(self.PATHS[0]))
+        return path in self.PATHS[1:] or (path.startswith("/mcp/") and path.endswith(self.PATHS[0]))
 
 
 def _holder(scope: Scope) -> str | None:

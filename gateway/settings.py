@@ -13,6 +13,10 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    public_url: str = Field(
+        default="",
+        description="the address clients use (https://olympus.example.org); empty: the request's",
+    )
     api_keys_file: Path | None = Field(default=None, description="empty: <data>/api_keys.json")
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_files_per_request: int = Field(

@@ -1,6 +1,8 @@
 """``olympus``: run the embedded stack (``up``), inspect it (``status``), set up its streams
-(``streams``), manage API keys (``keys``) and producers' NATS credentials (``producers``), and
-measure retrieval quality on a BEIR folder (``eval``)."""
+(``streams``), manage API keys (``keys``) and producers' NATS credentials (``producers``),
+measure retrieval quality on a BEIR folder (``eval``); and, against any gateway, local or
+remote: ``ingest`` files and folders, ``ask``, ``search``, ``documents``, ``login``, and serve
+MCP over stdio (``mcp``)."""
 
 from __future__ import annotations
 
@@ -386,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--max-docs", type=int, default=0, help="only the first N documents")
     ev.add_argument("--json", type=Path, help="also write the results as JSON")
     ev.set_defaults(func=cmd_eval)
+
+    from olympus import ingest, mcp_stdio, remote
+
+    ingest.add_command(sub)
+    remote.add_commands(sub)
+    mcp_stdio.add_command(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -11,6 +11,7 @@ from pydantic import AliasChoices
 from athena.settings import AthenaSettings
 from gateway.settings import GatewaySettings
 from olympus import access, natsserver
+from olympus.remote import ClientSettings
 from olympus.settings import CommonSettings
 from olympus.telemetry import TelemetrySettings
 from workers.embedder.settings import EmbedderSettings
@@ -49,6 +50,7 @@ def test_every_setting_is_in_the_readme_table():
                 GeneratorSettings,
                 GatewaySettings,
                 AthenaSettings,
+                ClientSettings,
             )
         )
     )
