@@ -22,10 +22,11 @@ STATUS_EVENTS = frozenset({"status"})
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s  # what a 429 or 503 said to wait
 
     def __str__(self) -> str:
         return self.message if not self.status else f"{self.message} (HTTP {self.status})"
@@ -101,7 +102,9 @@ class Gateway:
         except httpx.HTTPError as exc:
             raise GatewayError(0, f"cannot reach the gateway at {self.url}: {exc}") from exc
         if response.status_code >= 400:
-            raise GatewayError(response.status_code, _detail(response))
+            wait = response.headers.get("retry-after", "")
+            retry_after = float(wait) if wait.replace(".", "", 1).isdigit() else None
+            raise GatewayError(response.status_code, _detail(response), retry_after)
         return response.json() if response.content else None
 
     def _stream(
@@ -147,17 +150,27 @@ class Gateway:
 
     # --- documents -------------------------------------------------------------------------
     def documents(self, collection: str | None = None, status: str | None = None) -> list[Document]:
-        params = {k: v for k, v in {"collection": collection, "status": status}.items() if v}
+        """All of them, most recently changed first."""
         items: list[Document] = []
-        offset = 0
         while True:
-            page = self._call(
-                "GET", "/rag/documents", params=params | {"limit": 1000, "offset": offset}
-            )
-            items += [_document(d) for d in page["items"]]
-            offset += len(page["items"])
-            if offset >= page["total"] or not page["items"]:
+            page, total = self.documents_page(collection, status, offset=len(items))
+            items += page
+            if len(items) >= total or not page:
                 return items
+
+    def documents_page(
+        self,
+        collection: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> tuple[list[Document], int]:
+        """One page, most recently changed first, and how many there are in all."""
+        params = {k: v for k, v in {"collection": collection, "status": status}.items() if v}
+        page = self._call(
+            "GET", "/rag/documents", params=params | {"limit": limit, "offset": offset}
+        )
+        return [_document(d) for d in page["items"]], int(page["total"])
 
     def document(self, doc_id: str) -> Document:
         return _document(self._call("GET", f"/rag/documents/{doc_id}"))

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +24,39 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from olympus.client import Document, Formats, Gateway, GatewayError
 from olympus.remote import add_connection_flags, fail, gateway
 from schemas.ids import content_hash
 
 EXIT_INTERRUPTED = 130
+FINISHED = ("indexed", "failed", "unchanged")
+BATCH_FILES = 32  # files per upload request (fewer when they would pass the size limit)
 POLL_S = 1.0
+POLL_PAGE = 200
+MARGIN_S = 5.0  # a change recorded this long before the last look may not have been visible
 QUIET_LOG_S = 10.0  # how often a run whose output is not a terminal prints where it stands
 
 
-# A gateway that says "slow down" (429) or "busy" (503) is asked again, backing off.
+def _wait(state: RetryCallState) -> float:
+    """As long as a 429 or 503 said (its Retry-After), else backing off from half a second."""
+    exc = state.outcome.exception() if state.outcome else None
+    said = exc.retry_after_s if isinstance(exc, GatewayError) else None
+    return said if said is not None else _backoff(state)
+
+
+_backoff = wait_exponential(multiplier=0.5, max=10)
 _patient = retry(
     retry=retry_if_exception(lambda e: isinstance(e, GatewayError) and e.status in (429, 503)),
-    wait=wait_exponential(multiplier=0.5, max=10),
-    stop=stop_after_attempt(8),
+    wait=_wait,
+    stop=stop_after_delay(300),
     reraise=True,
 )
 
@@ -118,24 +136,33 @@ def _walk(root: Path, found: Plan) -> list[Path]:
 class Run:
     """One ingest: sends the plan's files and follows them to the end."""
 
-    def __init__(self, client: Gateway, collection: str, files: list[File], concurrency: int):
+    def __init__(
+        self, client: Gateway, collection: str, files: list[File], formats: Formats, ahead: int
+    ):
         self.client = client
+        self.ahead = ahead
         self.collection = collection
         self.files = files
-        self.concurrency = concurrency
+        self.formats = formats
         self.by_id: dict[str, File] = {}
         self.started = time.monotonic()
         self.indexed_bytes = 0
+        self.mark = 0.0  # the newest change (server time) the last look at the collection saw
 
     def counts(self) -> Counter[str]:
         return Counter(f.status for f in self.files)
 
     def done(self) -> bool:
-        return all(f.status in ("indexed", "failed", "unchanged") for f in self.files)
+        return all(f.status in FINISHED for f in self.files)
+
+    def in_flight(self) -> int:
+        return sum(f.status in ("sent", "queued", "processing") for f in self.files)
 
     def compare(self) -> list[File]:
         """Mark what the collection already holds; the files still to send."""
-        held = {d.filename: d for d in self._listing()}
+        listing = _patient(self.client.documents)(self.collection)
+        self.mark = max((d.updated_at for d in listing), default=0.0)
+        held = {d.filename: d for d in listing}
         to_send = []
         for f in self.files:
             try:
@@ -156,40 +183,67 @@ class Run:
             to_send.append(f)
         return to_send
 
-    def send(self, f: File) -> None:
-        try:
-            data = f.path.read_bytes()
+    def batches(self, files: list[File]) -> Iterator[list[File]]:
+        """Files in uploads of up to BATCH_FILES, never more bytes than one file may have."""
+        batch: list[File] = []
+        size = 0
+        most = min(BATCH_FILES, self.formats.max_files_per_request, self.ahead)
+        for f in files:
+            if batch and (len(batch) >= most or size + f.size > self.formats.max_upload_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(f)
+            size += f.size
+        if batch:
+            yield batch
+
+    def send(self, batch: list[File]) -> None:
+        loaded: list[tuple[File, bytes]] = []
+        for f in batch:
+            try:
+                data = f.path.read_bytes()
+            except OSError as exc:
+                f.status, f.error = "failed", f"cannot be read: {exc.strerror or exc}"
+                continue
             f.digest = content_hash(data)
-            accepted = self._upload(f.name, data)
-        except OSError as exc:
-            f.status, f.error = "failed", f"cannot be read: {exc.strerror or exc}"
+            loaded.append((f, data))
+        if not loaded:
             return
+        try:
+            accepted = _patient(self.client.upload)(
+                [(f.name, data) for f, data in loaded], self.collection
+            )
         except GatewayError as exc:
             if exc.status in (0, 401, 403, 429, 503):
                 raise
-            f.status, f.error = "failed", exc.message
+            if len(loaded) > 1:  # the gateway takes all of an upload or none: find which
+                for f, _ in loaded:
+                    self.send([f])
+                return
+            loaded[0][0].status, loaded[0][0].error = "failed", exc.message
             return
-        f.doc_id = accepted.doc_id
-        self.by_id[f.doc_id] = f
-        f.status = "sent"
-
-    @_patient
-    def _upload(self, name: str, data: bytes) -> Document:
-        return self.client.upload([(name, data)], self.collection)[0]
-
-    @_patient
-    def _listing(self) -> list[Document]:
-        return self.client.documents(self.collection)
+        for (f, _), document in zip(loaded, accepted, strict=True):
+            f.doc_id = document.doc_id
+            self.by_id[f.doc_id] = f
+            f.status = "sent"
 
     def poll(self) -> None:
-        """Where every sent file stands, from one listing of the collection."""
-        for d in self._listing():
-            f = self.by_id.get(d.doc_id)
-            if f is None or f.status in ("indexed", "failed", "unchanged"):
-                continue
-            if d.content_hash != f.digest:
-                continue  # still the previous version of that name
-            self._update(f, d)
+        """Where the sent files stand: the collection's changes since the last look (the
+        listing is newest change first, so that is usually one page)."""
+        offset, newest = 0, self.mark
+        while True:
+            page, total = _patient(self.client.documents_page)(
+                self.collection, limit=POLL_PAGE, offset=offset
+            )
+            for d in page:
+                newest = max(newest, d.updated_at)
+                f = self.by_id.get(d.doc_id)
+                if f is not None and f.status not in FINISHED and d.content_hash == f.digest:
+                    self._update(f, d)  # (another hash: still the previous version)
+            offset += len(page)
+            if not page or offset >= total or page[-1].updated_at < self.mark - MARGIN_S:
+                break
+        self.mark = newest
 
     def _update(self, f: File, d: Document) -> None:
         if d.status in ("indexed", "failed", "queued", "processing"):
@@ -208,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         formats = client.formats()
         found = plan([Path(p) for p in args.paths], formats, args.glob)
-        job = Run(client, args.collection, found.files, args.concurrency)
+        job = Run(client, args.collection, found.files, formats, args.ahead)
         interrupted = _go(job, console, args)
     except GatewayError as exc:
         return fail(exc)
@@ -241,18 +295,31 @@ def _go(job: Run, console: Console, args: argparse.Namespace) -> bool:
         disable=not show,
     )
     pool = ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="upload")
-    pending: set[Future[None]] = set()
     last_poll = last_log = 0.0
     stalled_since, last_counts = time.monotonic(), job.counts()
     try:
         with progress:
             task = progress.add_task("indexing", total=len(job.files), states="")
-            queue = iter(to_send)
+            queue = job.batches(to_send)
+            uploading: dict[Future[None], int] = {}  # each upload not answered yet: its files
             while True:
-                while len(pending) < args.concurrency * 2 and (f := next(queue, None)):
-                    pending.add(pool.submit(job.send, f))
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                # At most --ahead files between here and indexed: enough to keep the embedder's
+                # batches full, few enough that one big ingest does not fill the shared queue
+                # and that Ctrl-C leaves little behind.
+                while len(uploading) < args.concurrency and (
+                    job.in_flight() + sum(uploading.values()) < args.ahead
+                ):
+                    batch = next(queue, None)
+                    if batch is None:
+                        break
+                    uploading[pool.submit(job.send, batch)] = len(batch)
+                if uploading:
+                    finished, _ = wait(uploading, timeout=0.2, return_when=FIRST_COMPLETED)
+                else:  # (wait() on nothing returns at once: this loop would spin a core)
+                    finished = set()
+                    time.sleep(0.2)
                 for future in finished:
+                    del uploading[future]
                     future.result()  # a gateway that went away ends the run here
                 now = time.monotonic()
                 if now - last_poll >= POLL_S and job.by_id:
@@ -270,11 +337,11 @@ def _go(job: Run, console: Console, args: argparse.Namespace) -> bool:
                     )
                 if counts != last_counts:
                     stalled_since, last_counts = now, counts
-                if not pending and job.done():
+                if not uploading and job.done():
                     return False
                 if args.stall_s and now - stalled_since > args.stall_s:
                     for f in job.files:
-                        if f.status not in ("indexed", "failed", "unchanged"):
+                        if f.status not in FINISHED:
                             f.status = "failed"
                             f.error = f"no progress in {args.stall_s:.0f} s; still on the server"
                     return False
@@ -347,6 +414,13 @@ def _print(report: dict[str, object], found: Plan, job: Run, out: Console) -> No
         out.print("interrupted: run the same command again to go on where this one stopped")
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ingest = sub.add_parser(
         "ingest", help="upload files and folders, follow them until indexed (re-run resumes)"
@@ -354,7 +428,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     ingest.add_argument("paths", nargs="+", help="files or folders (walked, hidden ones not)")
     ingest.add_argument("--collection", default="default")
     ingest.add_argument("--glob", help="only paths (relative to the folder) matching: '*.md'")
-    ingest.add_argument("--concurrency", type=int, default=4, help="uploads at once (4)")
+    ingest.add_argument("--concurrency", type=_at_least_one, default=4, help="uploads at once (4)")
+    ingest.add_argument(
+        "--ahead",
+        type=_at_least_one,
+        default=256,
+        help="files sent and not yet indexed, at most (256): how much of the queue to take",
+    )
     ingest.add_argument(
         "--stall-s",
         type=float,

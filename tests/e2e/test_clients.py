@@ -385,6 +385,8 @@ def _mixed_folder(root: Path, count: int) -> tuple[set[str], set[str]]:
     (root / ".cache").mkdir()
     (root / ".cache" / "hidden.txt").write_text("never walked")
     (root / "dangling.txt").symlink_to(root / "gone.txt")
+    # refused by the gateway (its content is not a PDF): the rest of its upload goes on
+    (root / "part2" / "fake.pdf").write_bytes(b"MZ\x90\x00 an executable")
     return names, {str(p) for p in skipped} | {str(root / ".cache")}
 
 
@@ -403,6 +405,7 @@ def test_ingest_is_interrupted_and_resumed_indexing_every_file_once(olympus, tmp
     watcher = _key(olympus, "default", "read")
     args = [sys.executable, "-m", "olympus.cli", "ingest", str(tmp_path / "corpus")]
     args += [str(tmp_path / "missing"), "--collection", "crates", "--concurrency", "1"]
+    args += ["--ahead", "20"]  # so the interruption comes with most files not sent yet
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while len(_collection(olympus, "crates", watcher)) < 40:
@@ -419,13 +422,16 @@ def test_ingest_is_interrupted_and_resumed_indexing_every_file_once(olympus, tmp
     second = subprocess.run([*args, "--json"], env=env, capture_output=True, timeout=600)
     report = json.loads(second.stdout)
     assert second.returncode == 1, "a missing path and a dangling link are failures"
-    assert report["indexed"] + report["unchanged"] == len(names) == report["files"]
+    assert report["indexed"] + report["unchanged"] == len(names) == report["files"] - 1
     assert report["unchanged"] >= 1
     assert report["indexed"] >= len(names) - len(sent_before)
-    assert {f["path"] for f in report["failures"]} == {
+    failures = {f["path"]: f["error"] for f in report["failures"]}
+    assert set(failures) == {
         str(tmp_path / "missing"),
         str(tmp_path / "corpus" / "dangling.txt"),
+        str(tmp_path / "corpus" / "part2" / "fake.pdf"),
     }
+    assert "not a PDF" in failures[str(tmp_path / "corpus" / "part2" / "fake.pdf")]
     assert {s["path"] for s in report["skips"]} == skipped
     held = _collection(olympus, "crates", watcher)
     assert sorted(d["filename"] for d in held) == sorted(names)  # each once
@@ -433,7 +439,7 @@ def test_ingest_is_interrupted_and_resumed_indexing_every_file_once(olympus, tmp
 
     third = subprocess.run([*args, "--json"], env=env, capture_output=True, timeout=300)
     again = json.loads(third.stdout)
-    assert (again["unchanged"], again["indexed"]) == (len(names), 0)
+    assert (again["unchanged"], again["indexed"], again["failed"]) == (len(names), 0, 3)
 
 
 def test_ask_streams_the_answer_then_its_sources(olympus, zephyr, tmp_path):
