@@ -1,16 +1,27 @@
+from typing import Any
+
 import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
+
+def server_options(settings: GatewaySettings) -> dict[str, Any]:
+    """How uvicorn serves the gateway. X-Forwarded-* are believed only from the configured
+    proxies: otherwise any client could name itself a new address on every request and never
+    reach the failed-login throttle (uvicorn alone believes anything from 127.0.0.1)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": settings.access_log,
+        "loop": "uvloop",
+        "http": "httptools",
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies or None,
+    }
+
+
 if __name__ == "__main__":
     settings = GatewaySettings()
-    uvicorn.run(
-        create_app(settings=settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=settings.access_log,
-        loop="uvloop",
-        http="httptools",
-    )
+    uvicorn.run(create_app(settings=settings), **server_options(settings))

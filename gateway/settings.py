@@ -17,6 +17,11 @@ class GatewaySettings(BaseSettings):
         default="",
         description="the address clients use (https://olympus.example.org); empty: the request's",
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="reverse proxies (addresses, CIDRs or *) whose X-Forwarded-For/-Proto are "
+        "believed; empty: nobody's, a client's address is the connection's",
+    )
     api_keys_file: Path | None = Field(default=None, description="empty: <data>/api_keys.json")
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_files_per_request: int = Field(

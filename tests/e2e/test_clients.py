@@ -514,3 +514,20 @@ def test_login_keeps_the_url_and_key_for_the_next_commands(olympus, tmp_path):
     listed = _olympus("documents", "ls", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert isinstance(json.loads(listed.stdout), list)
+
+
+# --- last in the module: it leaves 127.0.0.1 throttled for the rest of the minute ----------
+def test_a_guesser_cannot_dodge_the_login_throttle_with_forwarded_headers(olympus):
+    """Nobody is a trusted proxy by default, not even a process on the gateway's own host:
+    X-Forwarded-For names no new client, so guesses from here all count against here."""
+    with httpx.Client(base_url=olympus.url, timeout=30) as http:
+        statuses = []
+        for i in range(21):  # one more than OLYMPUS_GATEWAY_AUTH_FAILURE_LIMIT, 20/minute
+            spoofed = {"Authorization": "Bearer oly_guess", "X-Forwarded-For": f"10.9.8.{i}"}
+            statuses.append(http.get("/rag/documents", headers=spoofed).status_code)
+            if statuses[-1] == 429:
+                break
+        assert set(statuses[:-1]) == {401}
+        assert statuses[-1] == 429, statuses
+        honest = {"Authorization": f"Bearer {olympus.key}", "X-Forwarded-For": "10.9.9.9"}
+        assert http.get("/rag/documents", headers=honest).status_code == 429

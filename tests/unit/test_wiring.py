@@ -73,3 +73,13 @@ def test_a_fetch_that_times_out_raises_the_error_faststream_expects(monkeypatch)
         asyncio.run(pull.fetch(object.__new__(pull), 1, timeout=0.1))
     delivery.fetch_times_out_as_nats_says()  # a second call wraps nothing twice
     assert pull.fetch.__wrapped__ is plain_timeout
+
+
+def test_forwarded_headers_are_believed_only_from_configured_proxies():
+    from gateway.__main__ import server_options
+    from gateway.settings import GatewaySettings
+
+    alone = server_options(GatewaySettings())
+    assert alone["proxy_headers"] is False  # uvicorn's own default believes 127.0.0.1
+    behind = server_options(GatewaySettings(trusted_proxies="10.0.0.0/8"))
+    assert (behind["proxy_headers"], behind["forwarded_allow_ips"]) == (True, "10.0.0.0/8")
