@@ -70,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"Olympus is up. Gateway: {config.gateway_url}",
                 *([f"Athena (the UI): {config.athena_url}"] if config.athena_url else []),
                 f"API docs: {config.gateway_url}/docs   NATS contract: /asyncapi.json",
+                f"MCP: {config.gateway_url}/mcp (bearer: the API key; `olympus mcp` for stdio)",
                 key_line,
                 f"NATS: {config.nats_url}   data: {config.data_dir}",
                 *([f"Phoenix (traces): {config.phoenix_url}"] if config.phoenix_url else []),

@@ -87,6 +87,7 @@ def test_up_prints_where_to_go_and_stops_without_orphans(tmp_path, stop_with):
     assert re.search(r"Gateway: http://127\.0\.0\.1:\d+", text)
     assert re.search(r"Athena \(the UI\): http://127\.0\.0\.1:\d+", text)
     assert re.search(r"API key \(shown once, keep it\): oly_\S+", text)
+    assert re.search(r"MCP: http://127\.0\.0\.1:\d+/mcp ", text)
     for name in ("nats", "indexer", "embedder", "generator", "gateway", "athena"):
         assert any(line.startswith(f"{name:>9} | ") for line in lines), name
     children = _children(proc.pid)
