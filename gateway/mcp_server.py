@@ -168,6 +168,8 @@ async def _same(awaitable: Awaitable[_T]) -> _T:
         raise ToolError(_sentence(exc.detail)) from None
     except OlympusError as exc:
         raise ToolError(exc.message) from None
+    except ValidationError as exc:  # a message the bus would refuse: the HTTP API's 422
+        raise ToolError(_sentence(exc.errors(include_url=False))) from None
 
 
 def _valid(model: type[BaseModel], **fields: Any) -> Any:
