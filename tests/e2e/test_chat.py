@@ -16,7 +16,7 @@ from websockets.sync.client import connect as ws_connect
 
 from olympus.client import Gateway
 from tests.support.samples import ZEPHYR as DOC
-from tests.support.stack import RunningStack, start_stack, wait_for
+from tests.support.stack import RunningStack, indexed, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GRACE_S = 2
@@ -29,6 +29,9 @@ def olympus(tmp_path_factory) -> RunningStack:
         "chat",
         tmp_path_factory.mktemp("chat"),
         env={
+            # The batched transformers engine (what a GPU runs); the other modules' stacks
+            # answer with the default, llama.cpp on this CPU.
+            "OLYMPUS_GENERATOR_BACKEND": "transformers",
             "OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "48",
             "OLYMPUS_GENERATOR_CANCEL_GRACE_S": str(GRACE_S),
             # Probed often, so every answer here also shows a live generator is never cut off.
@@ -43,10 +46,7 @@ def olympus(tmp_path_factory) -> RunningStack:
 
 @pytest.fixture(scope="module")
 def doc(http) -> dict:
-    r = http.post("/rag/add_document", json={"filename": "zephyr.md", "content": DOC})
-    assert r.status_code == 202, r.text
-    assert wait_for(http, r.json()["doc_id"])["status"] == "indexed"
-    return r.json()
+    return indexed(http, "zephyr.md", DOC)
 
 
 def stream(http, path: str, body: dict, headers=None, stop_after: int | None = None):

@@ -57,6 +57,14 @@ def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), ti
     raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
 
 
+def indexed(http: httpx.Client, filename: str, content: str) -> dict[str, Any]:
+    """Add a text document and wait until it is indexed; its ``add_document`` reply."""
+    r = http.post("/rag/add_document", json={"filename": filename, "content": content})
+    assert r.status_code == 202, r.text
+    assert wait_for(http, r.json()["doc_id"])["status"] == "indexed"
+    return dict(r.json())
+
+
 def free_ports(count: int) -> int:
     """The first of ``count`` consecutive free ports on loopback."""
     while True:

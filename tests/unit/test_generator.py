@@ -356,3 +356,71 @@ async def test_an_expired_or_oversized_request_is_refused_at_once(chat):
     assert refused.error.code == "bad_request"
     assert "no room for a prompt" in refused.error.message
     assert [e for e in events if e.request_id in ("q2", "q3")] == []
+
+
+# --- the llamacpp backend: the same jobs, the packaged GGUF through llama.cpp -----------------
+@pytest.fixture(scope="module")
+def llama():
+    import importlib.util
+    import os
+
+    from workers.generator.llamacpp import LlamaCppBackend
+    from workers.generator.settings import GeneratorSettings
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is missing: `make install` installs it")
+        pytest.skip("llama-cpp-python is not installed (make install builds it)")
+    backend = LlamaCppBackend.from_settings(GeneratorSettings(backend="llamacpp"), MODELS)
+    asyncio.run(backend.open())  # its thread serves any loop: each job brings its own emit
+    yield backend
+    asyncio.run(backend.close())
+
+
+async def test_llama_cpp_answers_queued_requests_in_turn_and_each_to_its_end(llama):
+    ids = chat_ids(llama.tokenizer, "Name a colour.")
+    results = await asyncio.gather(*(run(llama, f"lc{i}", ids, 8) for i in range(3)))
+    assert len({text for text, _, _ in results}) == 1  # greedy: the same prompt, the same text
+    for text, piece, job in results:
+        assert text.strip()
+        assert piece.finish_reason in ("stop", "length")
+        assert piece.prompt_tokens == len(ids)
+        assert job.first_token_at is not None
+
+
+async def test_llama_cpp_cancel_stops_between_tokens_and_a_waiting_answer_before_work(llama):
+    ids = chat_ids(llama.tokenizer, "Count from one to one hundred.")
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[Piece] = asyncio.Queue()
+    llama.submit(
+        Job("lc-doomed", ids, 200, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
+    )
+    cancelled = False
+    while True:
+        piece = await pieces.get()
+        if piece.completion_tokens >= 3 and not cancelled:  # under way, however busy
+            assert llama.cancel("lc-doomed")
+            cancelled = True
+        if piece.finish_reason:
+            break
+    assert piece.finish_reason == "cancelled"
+    assert 0 < piece.completion_tokens < 200
+    assert not llama.cancel("lc-doomed"), "a finished request is forgotten"
+    # One cancelled while it waits its turn is dropped before any work.
+    ended: dict[str, asyncio.Future[Piece]] = {}
+    jobs = {}
+    for name, tokens in (("lc-first", 30), ("lc-waiting", 8)):
+        future: asyncio.Future[Piece] = loop.create_future()
+
+        def emit(p: Piece, future=future) -> None:
+            if p.finish_reason:
+                loop.call_soon_threadsafe(future.set_result, p)
+
+        ended[name], jobs[name] = future, Job(name, ids, tokens, emit)
+        llama.submit(jobs[name])
+    assert llama.cancel("lc-waiting")
+    done, dropped = await ended["lc-first"], await ended["lc-waiting"]
+    assert done.finish_reason in ("stop", "length")
+    assert (dropped.finish_reason, dropped.completion_tokens) == ("cancelled", 0)
+    job = jobs["lc-waiting"]
+    assert job.first_token_at is None

@@ -20,10 +20,9 @@ def create_app(
     settings = settings or GeneratorSettings()
 
     async def start(worker: Worker[ChatHandler]) -> ChatHandler:
-        # Heavy imports here: building the app (for AsyncAPI, or a wiring test) loads no model.
-        from workers.generator.engine import Engine
+        # Heavy imports in here: building the app (for AsyncAPI, a wiring test) loads no model.
+        from workers.generator import backend
         from workers.generator.handlers import Defaults
-        from workers.generator.weights import load
 
         async def send_event(event: ChatEvent) -> None:
             # Core publish on the raw connection: the OLYMPUS_REPLY stream captures it without a
@@ -40,25 +39,14 @@ def create_app(
                 stream=subjects.INDEX_STREAM.name,
             )
 
-        model, tokenizer, device, name = load(
-            settings.model,
-            settings.models_dir or common.data_dir / "models",
-            device=settings.device,
-            dtype=settings.dtype,
-            quantization=settings.quantization,
-            threads=settings.threads,
-        )
-        window = getattr(model.config, "max_position_embeddings", settings.context_tokens)
-        context_tokens = min(settings.context_tokens, window)
-        engine = Engine(model, tokenizer, device, settings.max_batch)
-        engine.start()
+        engine = backend.create(settings, common)
+        await engine.open()
         worker.log.info(
             "generator ready",
-            model=name,
-            device=device,
-            dtype=str(model.dtype),
-            context_tokens=context_tokens,
-            max_batch=settings.max_batch,
+            backend=backend.chosen(settings),
+            model=engine.model,
+            context_tokens=engine.context_tokens,
+            **engine.describe(),
         )
         return ChatHandler(
             engine,
@@ -66,17 +54,16 @@ def create_app(
                 max_new_tokens=settings.max_new_tokens,
                 temperature=settings.temperature,
                 top_p=settings.top_p,
-                context_tokens=context_tokens,
+                context_tokens=engine.context_tokens,
                 cancel_grace_s=settings.cancel_grace_s,
             ),
             send_event,
             keep_turn,
-            name,
         )
 
     async def stop(handler: ChatHandler) -> None:
         await handler.stop()
-        handler.engine.stop()
+        await handler.engine.close()
 
     worker = Worker(subjects.GENERATOR, common, start, stop)
     worker.broker.include_router(router(worker))

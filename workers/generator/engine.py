@@ -11,11 +11,10 @@ finished or cancelled request leaves the batch at once. Every token reaches its 
 from __future__ import annotations
 
 import queue
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
@@ -23,76 +22,57 @@ from transformers.cache_utils import DynamicLayer
 
 from olympus import metrics
 from olympus.logging import get_logger
+from schemas.messages import ErrorCode
+from workers.generator.backend import FinishReason, Job, OnThread, Piece
+
+if TYPE_CHECKING:
+    from workers.generator.settings import GeneratorSettings
 
 log = get_logger("olympus.generator")
-FinishReason = str  # "stop" | "length" | "cancelled" | "error"
 
 
-@dataclass
-class Piece:
-    """What one step produced for one request: new text, and whether the answer is over."""
+class Engine(OnThread):
+    """The ``transformers`` backend: the model in this process, on a GPU when there is one."""
 
-    text: str
-    completion_tokens: int
-    finish_reason: FinishReason | None = None
-    error: str | None = None
+    system = "transformers"
 
-
-@dataclass
-class Job:
-    request_id: str
-    prompt_ids: list[int]
-    max_new_tokens: int
-    emit: Callable[[Piece], object]
-    temperature: float = 0.0
-    top_p: float = 1.0
-    deadline: float | None = None  # unix time; a request still waiting then is dropped
-    cancelled: bool = False
-    generated: list[int] = field(default_factory=list)
-    sent: str = ""
-    submitted_at: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-
-
-class Engine:
     def __init__(
         self,
         model: torch.nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         device: str,
         max_batch: int,
+        name: str = "",
+        context_tokens: int = 2048,
     ) -> None:
-        self.model = model
+        self.lm = model
         self.tokenizer = tokenizer
         self.device = device
         self.max_batch = max_batch
+        self.model = name or type(model).__name__
+        window = getattr(model.config, "max_position_embeddings", context_tokens)
+        self.context_tokens = min(context_tokens, window)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop_ids = _stop_ids(model, tokenizer)
-        self._waiting: queue.Queue[Job] = queue.Queue()
-        self._jobs: dict[str, Job] = {}
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="generator", daemon=True)
+        super().__init__("generator")
         self.batch_sizes: list[int] = []  # one entry per decode step, for metrics and tests
 
-    # --- the asyncio side --------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings, models_dir: Path) -> Engine:
+        from workers.generator.weights import load
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=10)
+        model, tokenizer, device, name = load(
+            settings.model,
+            models_dir,
+            device=settings.device,
+            dtype=settings.dtype,
+            quantization=settings.quantization,
+            threads=settings.threads,
+        )
+        return cls(model, tokenizer, device, settings.max_batch, name, settings.context_tokens)
 
-    def submit(self, job: Job) -> None:
-        self._jobs[job.request_id] = job
-        self._waiting.put(job)
-
-    def cancel(self, request_id: str) -> bool:
-        """Ask a request to stop; it ends before its next token. False if it is not here."""
-        job = self._jobs.get(request_id)
-        if job is None:
-            return False
-        job.cancelled = True
-        return True
+    def describe(self) -> dict[str, object]:
+        return {"device": self.device, "dtype": str(self.lm.dtype), "max_batch": self.max_batch}
 
     # --- the engine thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -130,7 +110,9 @@ class Engine:
             if job.cancelled:
                 self._finish(job, "cancelled")
             elif job.deadline is not None and job.deadline < now:
-                self._finish(job, "error", error="expired while waiting for the generator")
+                self._finish(
+                    job, "error", error="expired while waiting for the generator", code="expired"
+                )
             else:
                 live.append(job)
         return live
@@ -145,7 +127,7 @@ class Engine:
             mask[row, width - len(job.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
+        out = self.lm(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -166,7 +148,7 @@ class Engine:
         positions = mask.sum(-1, keepdim=True) - 1
         self.batch_sizes.append(batch.size)
         metrics.GENERATE_BATCH.observe(batch.size)
-        out = self.model(
+        out = self.lm(
             input_ids=batch.last.unsqueeze(-1),
             attention_mask=mask,
             position_ids=positions,
@@ -216,19 +198,31 @@ class Engine:
             keep.append(row)
         return batch.select(keep)
 
-    def _send(self, job: Job, finish_reason: str | None = None, error: str | None = None) -> None:
+    def _send(
+        self,
+        job: Job,
+        finish_reason: str | None = None,
+        error: str | None = None,
+        code: ErrorCode = "internal",
+    ) -> None:
         text = self.tokenizer.decode(job.generated, skip_special_tokens=True)
         assert isinstance(text, str)  # one sequence decodes to one string
         if text.endswith("\ufffd") and finish_reason is None:
             return  # half a character: wait for the rest of its bytes
         piece, job.sent = text[len(job.sent) :], text
         if piece or finish_reason:
-            job.emit(Piece(piece, len(job.generated), finish_reason, error))
+            job.emit(Piece(piece, len(job.generated), finish_reason, error, code))
 
-    def _finish(self, job: Job, reason: FinishReason, error: str | None = None) -> None:
-        self._jobs.pop(job.request_id, None)
+    def _finish(
+        self,
+        job: Job,
+        reason: FinishReason,
+        error: str | None = None,
+        code: ErrorCode = "internal",
+    ) -> None:
+        self._forget(job)
         metrics.ANSWERS.labels(reason).inc()
-        self._send(job, reason, error)
+        self._send(job, reason, error, code)
 
 
 def _filled(cache: DynamicCache) -> list[DynamicLayer]:

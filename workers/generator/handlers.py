@@ -25,7 +25,7 @@ from schemas.messages import (
     Usage,
 )
 from workers.generator import prompt as prompting
-from workers.generator.engine import Engine, Job, Piece
+from workers.generator.backend import Backend, Job, Piece
 
 log = get_logger("olympus.generator")
 EventSink = Callable[[ChatEvent], Awaitable[None]]
@@ -43,13 +43,18 @@ class Defaults:
 
 class ChatHandler:
     def __init__(
-        self, engine: Engine, defaults: Defaults, send: EventSink, keep_turn: TurnSink, model: str
+        self,
+        engine: Backend,
+        defaults: Defaults,
+        send: EventSink,
+        keep_turn: TurnSink,
+        model: str = "",
     ) -> None:
         self.engine = engine
         self.defaults = defaults
         self.send = send
         self.keep_turn = keep_turn
-        self.model = model
+        self.model = model or engine.model
         self._tasks: set[asyncio.Task[None]] = set()
         self._answering: set[str] = set()  # request ids accepted and not yet finished
         self._detached: dict[str, asyncio.TimerHandle] = {}
@@ -114,14 +119,17 @@ class ChatHandler:
         with telemetry.span("olympus.generate", "LLM") as span:
             # Built only for a span that is kept: with tracing off the prompt is not walked.
             if span.is_recording():
-                telemetry.set_attributes(span, _llm_input(request, prompt, max_new, self.model))
+                telemetry.set_attributes(
+                    span, _llm_input(request, prompt, max_new, self.model, self.engine.system)
+                )
             ended = await self._stream(request, prompt, max_new)
             if ended is not None:
                 answer, piece = ended
+                prompt_tokens = piece.prompt_tokens or len(prompt.ids)
                 log.info(
                     "answered",
                     finish_reason=piece.finish_reason,
-                    prompt_tokens=len(prompt.ids),
+                    prompt_tokens=prompt_tokens,
                     completion_tokens=piece.completion_tokens,
                 )
                 telemetry.set_attributes(
@@ -130,9 +138,9 @@ class ChatHandler:
                         "output.value": telemetry.cut(answer),
                         "llm.output_messages.0.message.role": "assistant",
                         "llm.output_messages.0.message.content": telemetry.cut(answer),
-                        "llm.token_count.prompt": len(prompt.ids),
+                        "llm.token_count.prompt": prompt_tokens,
                         "llm.token_count.completion": piece.completion_tokens,
-                        "llm.token_count.total": len(prompt.ids) + piece.completion_tokens,
+                        "llm.token_count.total": prompt_tokens + piece.completion_tokens,
                         "olympus.finish_reason": piece.finish_reason,
                         "olympus.error": piece.error,
                     },
@@ -164,6 +172,7 @@ class ChatHandler:
         job = Job(
             request_id=request.request_id,
             prompt_ids=prompt.ids,
+            messages=prompt.messages,
             max_new_tokens=max_new,
             emit=lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece),
             temperature=self.defaults.temperature
@@ -185,11 +194,9 @@ class ChatHandler:
                     break
             answer = "".join(parts)
             if piece.finish_reason == "error":
-                expired = bool(piece.error and piece.error.startswith("expired"))
-                code: ErrorCode = "expired" if expired else "internal"
                 await send(
                     "error",
-                    error=ErrorInfo(code=code, message=piece.error or "failed"),
+                    error=ErrorInfo(code=piece.code, message=piece.error or "failed"),
                     finish_reason="error",
                     text=answer,
                 )
@@ -214,11 +221,11 @@ class ChatHandler:
                 cited=cited,
                 finish_reason=piece.finish_reason,
                 usage=Usage(
-                    prompt_tokens=len(prompt.ids),
+                    prompt_tokens=piece.prompt_tokens or len(prompt.ids),
                     completion_tokens=piece.completion_tokens,
-                    total_tokens=len(prompt.ids) + piece.completion_tokens,
+                    total_tokens=(piece.prompt_tokens or len(prompt.ids)) + piece.completion_tokens,
                 ),
-                timings=_timings(request, job),
+                timings=_timings(request, job, piece.completion_tokens),
             )
             return answer, piece
         except asyncio.CancelledError:
@@ -234,13 +241,13 @@ class ChatHandler:
 
 
 def _llm_input(
-    request: QueryGenerate, prompt: prompting.Prompt, max_new: int, model: str
+    request: QueryGenerate, prompt: prompting.Prompt, max_new: int, model: str, system: str
 ) -> dict[str, Any]:
     """OpenInference LLM span attributes: the model, its parameters, the prompt messages."""
     options = request.chat.options
     attributes: dict[str, Any] = {
         "llm.model_name": model,
-        "llm.system": "olympus",
+        "llm.system": system,
         "llm.invocation_parameters": {
             "max_new_tokens": max_new,
             "temperature": options.temperature,
@@ -258,13 +265,13 @@ def _llm_input(
     return attributes
 
 
-def _timings(request: QueryGenerate, job: Job) -> dict[str, float]:
+def _timings(request: QueryGenerate, job: Job, tokens: int) -> dict[str, float]:
     now = time.perf_counter()
     first = job.first_token_at or now
     timings = {
         "queue_and_prefill_ms": (first - job.submitted_at) * 1000,
         "generation_ms": (now - first) * 1000,
-        "tokens_per_s": len(job.generated) / (now - first) if now > first else 0.0,
+        "tokens_per_s": tokens / (now - first) if now > first else 0.0,
     }
     if request.retrieval_ms is not None:
         timings["retrieval_ms"] = request.retrieval_ms

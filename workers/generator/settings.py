@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.messages import MAX_NEW_TOKENS
@@ -13,6 +13,14 @@ class GeneratorSettings(BaseSettings):
     """``OLYMPUS_GENERATOR_*``."""
 
     model_config = SettingsConfigDict(env_prefix="OLYMPUS_GENERATOR_", extra="ignore")
+
+    backend: Literal["auto", "transformers", "llamacpp", "openai"] = Field(
+        default="auto",
+        description="auto: llamacpp on a CPU when llama-cpp-python is installed and the model "
+        "is a GGUF, else transformers; transformers: the model in this process, batched, GPU "
+        "and bitsandbytes when present; llamacpp: the GGUF in this process through llama.cpp; "
+        "openai: an OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp, a hosted API)",
+    )
 
     model: str = Field(
         default="",
@@ -40,3 +48,49 @@ class GeneratorSettings(BaseSettings):
         default=10.0, ge=0, description="how long a disconnected answer waits for a resume"
     )
     threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
+    openai_base_url: str = Field(
+        default="",
+        description="openai backend: the server's API root, e.g. http://vllm:8000/v1",
+    )
+    openai_model: str = Field(default="", description="openai backend: the model to ask for")
+    openai_api_key: SecretStr = Field(
+        default=SecretStr(""), description="openai backend: its key (empty: none is sent)"
+    )
+    openai_concurrency: int = Field(
+        default=16, ge=1, le=1024, description="openai backend: answers in flight at once"
+    )
+    openai_connect_s: float = Field(
+        default=5.0, gt=0, description="openai backend: how long connecting may take"
+    )
+    openai_idle_s: float = Field(
+        default=25.0,
+        gt=0,
+        description="openai backend: the longest silence of an answering server (first token "
+        "included) before the answer ends with an error naming it; below the gateway's "
+        "OLYMPUS_GATEWAY_CHAT_IDLE_TIMEOUT_S",
+    )
+    tokenizer: str = Field(
+        default="",
+        description="openai backend: the tokenizer that measures prompts against "
+        "context_tokens (a path or id); empty: the packaged model's, an estimate",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> GeneratorSettings:
+        if self.backend == "openai":
+            missing = [
+                f"OLYMPUS_GENERATOR_{name.upper()}"
+                for name in ("openai_base_url", "openai_model")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(
+                    f"the openai backend needs {' and '.join(missing)}: the server to send "
+                    "answers to and the model it serves"
+                )
+            if not self.openai_base_url.startswith(("http://", "https://")):
+                raise ValueError(
+                    "OLYMPUS_GENERATOR_OPENAI_BASE_URL must start with http:// or https://, "
+                    f"not {self.openai_base_url!r}"
+                )
+        return self

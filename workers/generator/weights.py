@@ -73,6 +73,22 @@ def default_model_path(models_dir: Path) -> Path:
     return target
 
 
+def tokenizer_for(name: str, models_dir: Path, gguf: Path | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer ``name`` (a path or id), or else the GGUF's (the packaged model's by
+    default), read once and kept beside the models: what measures prompts for the engines that
+    hold no torch model."""
+    if name:
+        return AutoTokenizer.from_pretrained(name)
+    gguf = gguf or packaged_gguf()
+    for kept in (models_dir / gguf.stem, models_dir / f"{gguf.stem}.tokenizer"):
+        if (kept / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(kept)
+    log.info("reading the tokenizer of the GGUF once", source=str(gguf), target=str(kept))
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.save_pretrained(kept)
+    return tokenizer
+
+
 def load(
     model: str,
     models_dir: Path,
