@@ -390,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--json", type=Path, help="also write the results as JSON")
     ev.set_defaults(func=cmd_eval)
 
-    from olympus import ingest, mcp_stdio, remote
+    from olympus import answer_eval, ingest, mcp_stdio, remote
 
+    answer_eval.add_command(sub)
     ingest.add_command(sub)
     remote.add_commands(sub)
     mcp_stdio.add_command(sub)

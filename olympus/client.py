@@ -233,10 +233,13 @@ class Gateway:
         mode: str = "hybrid",
         collection: str | None = None,
         on_start: Callable[[str], None] | None = None,
+        max_tokens: int | None = None,
     ) -> Iterator[ChatEvent]:
         """The answer's events. ``on_start`` gets the answer's request id as soon as the
         pipeline has accepted the question, before any event: a stop pressed then works."""
-        body = {"input": text, "mode": mode, "collection": collection or None}
+        body: dict[str, Any] = {"input": text, "mode": mode, "collection": collection or None}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
 
         def opened(response: httpx.Response) -> None:
             if on_start is not None and response.headers.get("x-request-id"):
