@@ -165,13 +165,16 @@ class Run:
         held = {d.filename: d for d in listing}
         to_send = []
         for f in self.files:
+            same = held.get(f.name)
+            if same is None:
+                to_send.append(f)  # new here: read once, when it is sent
+                continue
             try:
                 f.digest = content_hash(f.path.read_bytes())
             except OSError as exc:
                 f.status, f.error = "failed", f"cannot be read: {exc.strerror or exc}"
                 continue
-            same = held.get(f.name)
-            if same is not None and same.content_hash == f.digest:
+            if same.content_hash == f.digest:
                 f.doc_id = same.doc_id
                 self.by_id[f.doc_id] = f
                 if same.status == "indexed":

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import pytest
 
-from olympus import remote
 from olympus.client import Formats
 from olympus.ingest import plan
 from schemas.formats import MEDIA_TYPES
@@ -65,25 +61,3 @@ def test_a_dangling_link_is_reported_unreadable(tmp_path):
     assert found.unreadable == [
         (str(tmp_path / "gone.txt"), "cannot be read: No such file or directory")
     ]
-
-
-def test_the_connection_comes_from_flags_then_environment_then_the_saved_login(
-    tmp_path, monkeypatch
-):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("OLYMPUS_URL", raising=False)
-    monkeypatch.delenv("OLYMPUS_API_KEY", raising=False)
-    flags = argparse.Namespace(url=None, key=None)
-    assert remote.connection(flags) == ("http://127.0.0.1:8000", "")
-
-    saved = tmp_path / "olympus" / "config.json"
-    saved.parent.mkdir()
-    saved.write_text(json.dumps({"url": "https://saved.example/", "key": "oly_saved"}))
-    assert remote.connection(flags) == ("https://saved.example", "oly_saved")
-
-    monkeypatch.setenv("OLYMPUS_URL", "https://env.example")
-    monkeypatch.setenv("OLYMPUS_API_KEY", "oly_env")
-    assert remote.connection(flags) == ("https://env.example", "oly_env")
-
-    given = argparse.Namespace(url="https://flag.example", key="oly_flag")
-    assert remote.connection(given) == ("https://flag.example", "oly_flag")
