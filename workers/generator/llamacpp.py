@@ -1,10 +1,10 @@
 """The ``llamacpp`` backend: the GGUF file in this process through llama.cpp (llama-cpp-python).
 
-On a CPU it decodes several times faster than the transformers engine (bench/generation.py
-measures both in one run), reads the quantized GGUF as it is (no conversion) and needs no
-torch at inference. It answers one request at a time: llama.cpp's Python binding has no
-batching, so requests wait in order; each token of the one being answered comes at once (at
-four answers at once it still gave ~5x the transformers engine's aggregate tokens/s here).
+On a CPU it decodes 4-6x faster than the transformers engine, though it reads a long prompt
+~2x slower (bench/generation.py measures both in one run); it reads the quantized GGUF as it is
+(no conversion) and needs no torch at inference. It answers one request at a time: llama.cpp's
+Python binding has no batching, so requests wait in order, and four answers at once still got
+1.2-2x the batched engine's aggregate tokens/s here.
 
 The prompt is the transformers tokenizer's encoding of the same chat template, the very ids the
 transformers engine would see, so both backends answer the same prompt.
@@ -56,8 +56,8 @@ class LlamaCppBackend(OnThread):
             from llama_cpp import Llama
         except ImportError as exc:
             raise GeneratorConfigError(
-                "OLYMPUS_GENERATOR_BACKEND=llamacpp needs llama-cpp-python: "
-                "pip install 'olympus[llamacpp]' (it builds llama.cpp from source)"
+                "OLYMPUS_GENERATOR_BACKEND=llamacpp needs llama-cpp-python: `make llamacpp` "
+                "or pip install 'olympus[llamacpp]' (it builds llama.cpp from source)"
             ) from exc
         gguf = Path(settings.model) if settings.model else packaged_gguf()
         if gguf.suffix != ".gguf" or not gguf.is_file():

@@ -14,12 +14,12 @@ class GeneratorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OLYMPUS_GENERATOR_", extra="ignore")
 
-    backend: Literal["auto", "transformers", "llamacpp", "openai"] = Field(
-        default="auto",
-        description="auto: llamacpp on a CPU when llama-cpp-python is installed and the model "
-        "is a GGUF, else transformers; transformers: the model in this process, batched, GPU "
-        "and bitsandbytes when present; llamacpp: the GGUF in this process through llama.cpp; "
-        "openai: an OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp, a hosted API)",
+    backend: Literal["transformers", "llamacpp", "openai"] = Field(
+        default="transformers",
+        description="transformers: the model in this process, batched (every answer moves "
+        "at once), GPU and bitsandbytes when present; llamacpp: the GGUF in this process "
+        "through llama.cpp, one answer at a time (pip install 'olympus[llamacpp]'); openai: an "
+        "OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp, a hosted API)",
     )
 
     model: str = Field(
