@@ -243,7 +243,11 @@ def run(args: argparse.Namespace) -> int:
 
     corpus, questions = load(args.folder)
     asked = sample(questions, args.sample, args.seed)
-    label = args.label or os.environ.get("OLYMPUS_GENERATOR_BACKEND", "auto")
+    from workers.generator.settings import GeneratorSettings
+
+    label = args.label or os.environ.get(
+        "OLYMPUS_GENERATOR_BACKEND", GeneratorSettings.model_fields["backend"].default
+    )
     with temporary_stack("olympus-eval-answers-") as (stack, config):
         assert stack.api_key is not None
         gateway = Gateway(config.gateway_url, stack.api_key, timeout_s=120)
