@@ -101,24 +101,16 @@ async def answer_all(backend, questions, passages, style, max_tokens: int) -> li
         answer = "".join(text)
         cited = prompting.cited(answer, built.sources)
         paragraph = {s.n: s.filename.removesuffix(".txt") for s in built.sources}
-        em, f1 = answer_eval.squad_scores(answer, q)
+        first = job.first_token_at - job.submitted_at if job.first_token_at else None
         graded.append(
-            answer_eval.Graded(
-                id=q.id,
-                question=q.text,
-                answer=answer,
-                gold=q.answers,
-                exact_match=em,
-                f1=f1,
-                retrieved=q.paragraph in paragraph.values(),
-                cited_gold=any(paragraph.get(n) == q.paragraph for n in cited),
-                refused=bool(answer_eval.REFUSAL.search(answer)),
-                finish_reason=last.finish_reason or "stop",
-                first_token_s=(job.first_token_at - job.submitted_at)
-                if job.first_token_at
-                else None,
-                total_s=time.perf_counter() - started,
-                cited=cited,
+            answer_eval.grade(
+                q,
+                answer,
+                cited,
+                paragraph,
+                last.finish_reason or "stop",
+                first,
+                time.perf_counter() - started,
             )
         )
     return graded

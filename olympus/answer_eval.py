@@ -136,9 +136,23 @@ def ask(
                 error = event.data.get("error", {}).get("message", "failed")
     except GatewayError as exc:
         error = str(exc)
-    total = time.perf_counter() - started
+    return grade(
+        question, answer, cited, sources, finish, first, time.perf_counter() - started, error
+    )
+
+
+def grade(
+    question: Question,
+    answer: str,
+    cited: list[int],
+    sources: dict[int, str],
+    finish_reason: str,
+    first_token_s: float | None,
+    total_s: float,
+    error: str | None = None,
+) -> Graded:
+    """One answer graded; ``sources`` maps each passage number to its paragraph's corpus id."""
     em, f1 = squad_scores(answer, question)
-    retrieved = question.paragraph in sources.values()
     return Graded(
         id=question.id,
         question=question.text,
@@ -146,12 +160,12 @@ def ask(
         gold=question.answers,
         exact_match=em,
         f1=f1,
-        retrieved=retrieved,
+        retrieved=question.paragraph in sources.values(),
         cited_gold=any(sources.get(n) == question.paragraph for n in cited),
         refused=bool(REFUSAL.search(answer)),
-        finish_reason=finish,
-        first_token_s=first,
-        total_s=total,
+        finish_reason=finish_reason,
+        first_token_s=first_token_s,
+        total_s=total_s,
         cited=cited,
         error=error,
     )

@@ -35,3 +35,18 @@ def test_the_folder_loads_every_question_with_its_paragraph_and_samples_repeatab
     first = answer_eval.sample(questions, 300, seed=13)
     assert first == answer_eval.sample(questions, 300, seed=13)
     assert len({q.id for q in first}) == 300
+
+
+def test_an_answer_citing_the_gold_paragraph_is_graded_as_such():
+    graded = answer_eval.grade(
+        Q, "The Denver Broncos [2].", [2], {1: "00-9", 2: "00-0"}, "stop", 0.1, 1.0
+    )
+    assert (graded.exact_match, graded.retrieved, graded.cited_gold, graded.refused) == (
+        1.0,
+        True,
+        True,
+        False,
+    )
+    missed = answer_eval.grade(Q, "The documents do not say.", [], {1: "00-9"}, "stop", None, 1.0)
+    assert (missed.retrieved, missed.cited_gold, missed.refused) == (False, False, True)
+    assert answer_eval.summary([graded, missed])["recall_at_k"] == 0.5
