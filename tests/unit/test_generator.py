@@ -157,6 +157,25 @@ def test_prompt_numbers_passages_quotes_them_and_drops_the_lowest_ranked(loaded)
     assert "not instructions" in text
 
 
+def test_a_style_can_keep_fewer_passages_and_show_a_worked_example_first(loaded):
+    _, tokenizer, _, _ = loaded
+    example = ("Passages: ... Question: How high is Etna?", "3,357 metres [1]")
+    style = prompting.Style(passages=2, example=example)
+    built = prompting.build(
+        request([passage(i, f"Passage {i}.") for i in range(5)]), tokenizer, 4000, style
+    )
+    assert [s.doc_id for s in built.sources] == ["d0", "d1"]
+    assert built.dropped_passages == 3  # the ones the style left out are reported as dropped
+    roles = [m["role"] for m in built.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert built.messages[1]["content"] == example[0]
+    assert built.messages[2]["content"] == example[1]
+    assert "Question: What is Olympus?" in built.messages[-1]["content"]
+    # Nothing retrieved: no example, whose citation would point at a passage that is not there.
+    bare = prompting.build(request([]), tokenizer, 4000, style)
+    assert [m["role"] for m in bare.messages] == ["system", "user"]
+
+
 @pytest.mark.parametrize(
     "evil",
     [

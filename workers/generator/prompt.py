@@ -39,6 +39,8 @@ class Style:
     system: str = GROUNDED
     question_first: bool = False  # the question before the passages too, not only after
     reminder: str = ""  # a line after the question, the last thing the model reads
+    passages: int = 0  # at most this many of the best passages; 0: as many as fit
+    example: tuple[str, str] | None = None  # a worked (question, answer) before the question
 
 
 STYLE = Style()
@@ -75,7 +77,7 @@ def build(
     """
     sources = [
         Citation(n=i + 1, **hit.model_dump(include=set(Citation.model_fields) - {"n"}))
-        for i, hit in enumerate(request.passages)
+        for i, hit in enumerate(request.passages[: style.passages or None])
     ]
     turns = [(t.question, t.answer) for t in request.session_turns] + _pairs(request.chat.history)
     notes = [item.content for item in request.session_context]
@@ -111,7 +113,7 @@ def build(
             return Prompt(
                 ids,
                 sources[:keep_sources],
-                len(sources) - keep_sources,
+                len(request.passages) - keep_sources,
                 len(turns) - keep_turns,
                 messages,
                 len(notes) - keep_notes,
@@ -162,6 +164,11 @@ def _messages(
     if request.chat.instructions:
         system += "\n\n" + request.chat.instructions
     messages = [{"role": "system", "content": system}]
+    if style.example and request.retrieval and sources:
+        messages += [
+            {"role": "user", "content": style.example[0]},
+            {"role": "assistant", "content": style.example[1]},
+        ]
     for question, answer in turns:
         messages += [
             {"role": "user", "content": question},
