@@ -5,8 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# No AMX: a native build on a CPU with AMX (Sapphire Rapids) segfaulted in its first decode
+# here, where processes may not be granted the AMX tile state; AVX-512 and VNNI still apply.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
+	-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' \
+	-DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
 
 # A client of MCP no one here wrote, for the tests (npm; its test skips without it, fails in CI)
 INSPECTOR := $(VENV)/npm/node_modules/.bin/mcp-inspector
@@ -29,9 +33,13 @@ install: $(STAMP)
 # llama-cpp-python: the llamacpp generator backend, and the OpenAI-compatible server the openai
 # backend's tests talk to. It builds llama.cpp from source (the library alone: ~13 min on
 # 2 cores, once), so `make up` does not wait for it; `make test` does.
-LLAMA := $(VENV)/.llamacpp-$(shell grep -o 'llama-cpp-python[^"]*' pyproject.toml | cksum | cut -d' ' -f1)
+# The stamp follows the pin and the build flags; pip's wheel cache does not know the flags.
+LLAMA_PIN := $(shell grep -o 'llama-cpp-python[^"]*' pyproject.toml | sed 's/\[server\]//')
+LLAMA := $(VENV)/.llamacpp-$(shell echo "$(LLAMA_PIN) $(LLAMA_CMAKE_ARGS)" | cksum | cut -d' ' -f1)
 $(LLAMA): | $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[llamacpp]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir \
+		--force-reinstall --no-deps '$(LLAMA_PIN)'
+	$(BIN)/pip install --quiet -e '.[llamacpp]'
 	rm -f $(VENV)/.llamacpp-*
 	touch $(LLAMA)
 
