@@ -105,6 +105,11 @@ class LlamaCppBackend(OnThread):
                     self._finish(job, "error", f"{type(exc).__name__}: {exc}")
 
     def _generate(self, job: Job) -> FinishReason:
+        # From an empty cache: llama-cpp-python would otherwise re-evaluate only what differs
+        # from the previous prompt, and a token evaluated alone gives slightly different logits
+        # than in a batch (seen on an AVX-512 CPU: the same prompt, two greedy answers). An
+        # answer must not depend on whose question came before it.
+        self.llama.reset()
         stream = self.llama.create_completion(
             prompt=job.prompt_ids,
             max_tokens=job.max_new_tokens,
