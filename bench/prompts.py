@@ -9,7 +9,7 @@ passages with an engine in this process, greedy, and is graded as
 retrieved). Only the prompt differs between arms, so the differences are the prompt's.
 The engine is llama.cpp by default (the packaged weights, decoded faster; ``--backend``).
 Each arm's F1 is compared with the first arm's by a paired bootstrap interval. Writes
-bench/results/prompts.json; ``workers/generator/prompt.py``'s ``STYLE`` is the winner.
+bench/results/prompts.json; ``workers/generator/prompt.py``'s ``style_for`` keeps what won.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ EXAMPLE = (
 )
 ARMS = {
     "current": prompting.Style(),
-    "top-2": prompting.Style(passages=2),
+    "top-2": prompting.style_for("auto", packaged=True),  # the packaged model's default
     "extract-top-2": prompting.Style(system=EXTRACT, passages=2),
     "one-shot-top-2": prompting.Style(example=EXAMPLE, passages=2),
     "extract-one-shot-top-2": prompting.Style(system=EXTRACT, example=EXAMPLE, passages=2),

@@ -175,7 +175,9 @@ class ChatAnswer(BaseModel):
     answer: str
     sources: list[Citation] = Field(description="the passages the prompt held, numbered")
     cited: list[int] = Field(description="the numbers the answer cites")
-    dropped_passages: int = Field(description="retrieved passages that did not fit the prompt")
+    dropped_passages: int = Field(
+        description="retrieved passages left out of the prompt: no room, or past its limit"
+    )
     finish_reason: str | None
     usage: Usage | None
     timings: dict[str, float]

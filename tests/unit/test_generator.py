@@ -377,6 +377,33 @@ async def test_an_expired_or_oversized_request_is_refused_at_once(chat):
     assert [e for e in events if e.request_id in ("q2", "q3")] == []
 
 
+async def test_the_configured_style_decides_how_many_passages_a_chat_quotes(chat):
+    import dataclasses
+
+    handler, events, _ = chat
+    handler.defaults = dataclasses.replace(handler.defaults, style=prompting.Style(passages=1))
+    question = _question("q4")
+    second = question.passages[0].model_copy(update={"chunk_id": "d1:1", "position": 1})
+    await handler.accept(question.model_copy(update={"passages": [*question.passages, second]}))
+    sources = (await _finished(events, "q4"))[0]
+    assert [s.chunk_id for s in sources.sources] == ["d1:0"]
+    assert sources.dropped_passages == 1
+
+
+def test_the_packaged_model_reads_its_best_passages_and_any_other_model_all_that_fit():
+    from workers.generator.settings import GeneratorSettings
+
+    assert prompting.style_for("auto", packaged=True).passages == prompting.PACKAGED_PASSAGES
+    assert prompting.style_for("auto", packaged=False).passages == 0
+    assert prompting.style_for(0, packaged=True).passages == 0
+    assert prompting.style_for(5, packaged=False).passages == 5
+    assert GeneratorSettings(prompt_passages="3").prompt_passages == 3  # as the env gives it
+    with pytest.raises(ValueError, match="prompt_passages"):
+        GeneratorSettings(prompt_passages="many")
+    with pytest.raises(ValueError, match="prompt_passages"):
+        GeneratorSettings(prompt_passages=-1)
+
+
 # --- the llamacpp backend: the same jobs, the packaged GGUF through llama.cpp -----------------
 @pytest.fixture(scope="module")
 def llama():

@@ -22,6 +22,7 @@ def create_app(
     async def start(worker: Worker[ChatHandler]) -> ChatHandler:
         # Heavy imports in here: building the app (for AsyncAPI, a wiring test) loads no model.
         from workers.generator import backend
+        from workers.generator import prompt as prompting
         from workers.generator.handlers import Defaults
 
         async def send_event(event: ChatEvent) -> None:
@@ -41,11 +42,14 @@ def create_app(
 
         engine = backend.create(settings, common)
         await engine.open()
+        packaged = settings.backend != "openai" and not settings.model
+        style = prompting.style_for(settings.prompt_passages, packaged)
         worker.log.info(
             "generator ready",
             backend=settings.backend,
             model=engine.model,
             context_tokens=engine.context_tokens,
+            prompt_passages=style.passages or "as many as fit",
             **engine.describe(),
         )
         return ChatHandler(
@@ -56,6 +60,7 @@ def create_app(
                 top_p=settings.top_p,
                 context_tokens=engine.context_tokens,
                 cancel_grace_s=settings.cancel_grace_s,
+                style=style,
             ),
             send_event,
             keep_turn,

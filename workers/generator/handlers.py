@@ -39,6 +39,7 @@ class Defaults:
     top_p: float
     context_tokens: int
     cancel_grace_s: float
+    style: prompting.Style = prompting.STYLE
 
 
 class ChatHandler:
@@ -73,7 +74,7 @@ class ChatHandler:
             # Off the event loop: a long history takes a while to encode, and other answers'
             # tokens must keep flowing meanwhile.
             prompt = await asyncio.to_thread(
-                prompting.build, request, self.engine.tokenizer, budget
+                prompting.build, request, self.engine.tokenizer, budget, self.defaults.style
             )
         except prompting.PromptTooLong as exc:
             return _refused("bad_request", str(exc))

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.messages import MAX_NEW_TOKENS
+from schemas.messages import MAX_NEW_TOKENS, MAX_TOP_K
 
 
 class GeneratorSettings(BaseSettings):
@@ -42,6 +42,12 @@ class GeneratorSettings(BaseSettings):
     top_p: float = Field(default=0.9, gt=0, le=1)
     context_tokens: int = Field(
         default=2048, ge=256, description="prompt + answer budget (capped by the model's window)"
+    )
+    prompt_passages: Annotated[int, Field(ge=0, le=MAX_TOP_K)] | Literal["auto"] = Field(
+        default="auto",
+        description="the most retrieved passages a prompt quotes, best first; 0: as many as "
+        "fit; auto: 2 for the packaged SmolLM2-135M (it answers better from fewer), as many as "
+        "fit for any other model",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="answers generated together")
     cancel_grace_s: float = Field(
