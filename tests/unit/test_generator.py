@@ -432,6 +432,9 @@ async def test_llama_cpp_answers_queued_requests_in_turn_and_each_to_its_end(lla
         assert piece.finish_reason in ("stop", "length")
         assert piece.prompt_tokens == len(ids)
         assert job.first_token_at is not None
+    counting = chat_ids(llama.tokenizer, "Count from one to one hundred.")
+    _, piece, _ = await run(llama, "lc-count", counting, 8)
+    assert (piece.finish_reason, piece.completion_tokens) == ("length", 8)  # the end adds none
 
 
 async def test_llama_cpp_cancel_stops_between_tokens_and_a_waiting_answer_before_work(llama):

@@ -123,11 +123,14 @@ class LlamaCppBackend(OnThread):
                 stream.close()  # llama.cpp stops evaluating at once
                 return "cancelled"
             choice = chunk["choices"][0]
-            if job.first_token_at is None:
-                job.first_token_at = time.perf_counter()
-                metrics.TIME_TO_FIRST_TOKEN.observe(job.first_token_at - job.submitted_at)
-            job.completion_tokens += 1
-            metrics.GENERATED_TOKENS.inc()
+            # The chunk with the finish reason closes the stream and brings no token of its
+            # own: counted, every answer was one token longer than it was.
+            if not choice.get("finish_reason"):
+                if job.first_token_at is None:
+                    job.first_token_at = time.perf_counter()
+                    metrics.TIME_TO_FIRST_TOKEN.observe(job.first_token_at - job.submitted_at)
+                job.completion_tokens += 1
+                metrics.GENERATED_TOKENS.inc()
             if choice["text"]:
                 job.sent += choice["text"]
                 job.emit(Piece(choice["text"], job.completion_tokens))
