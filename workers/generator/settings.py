@@ -46,8 +46,8 @@ class GeneratorSettings(BaseSettings):
     prompt_passages: Annotated[int, Field(ge=0, le=MAX_TOP_K)] | Literal["auto"] = Field(
         default="auto",
         description="the most retrieved passages a prompt quotes, best first; 0: as many as "
-        "fit; auto: 2 for the packaged SmolLM2-135M (it answers better from fewer), as many as "
-        "fit for any other model",
+        "fit; auto: 2 for the packaged SmolLM2-135M (as right from two, twice as soon), as "
+        "many as fit for any other model",
     )
     max_batch: int = Field(default=8, ge=1, le=256, description="answers generated together")
     cancel_grace_s: float = Field(
