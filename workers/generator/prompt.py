@@ -33,7 +33,7 @@ PLAIN = "You are Olympus, a helpful assistant. Answer concisely."
 @dataclass(frozen=True)
 class Style:
     """How the grounded prompt is laid out: bench/prompts.py measures the choices on
-    ../shared/data/squad-qa, and ``STYLES`` keeps the ones a setting can name."""
+    ../shared/data/squad-qa; ``style_for`` makes the one the settings ask for."""
 
     system: str = GROUNDED
     question_first: bool = False  # the question before the passages too, not only after
