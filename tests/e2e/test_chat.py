@@ -16,7 +16,7 @@ from websockets.sync.client import connect as ws_connect
 
 from olympus.client import Gateway
 from tests.support.samples import ZEPHYR as DOC
-from tests.support.stack import RunningStack, indexed, start_stack
+from tests.support.stack import RunningStack, indexed, start_stack, wait_for_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GRACE_S = 2
@@ -92,15 +92,6 @@ def test_streamed_answer_cites_real_chunks_and_is_remembered(http, doc):
     assert turns[0]["question"] == "Who invented the Zephyr valve?"
     assert turns[0]["answer"] == done["text"]
     assert [s["n"] for s in turns[0]["sources"]] == done["cited"]
-
-
-def wait_for_history(http, session: str, count: int) -> list[dict]:
-    deadline = time.monotonic() + 30
-    while True:
-        turns = http.get(f"/mcp/{session}/history").json()["turns"]
-        if len(turns) >= count or time.monotonic() > deadline:
-            return turns
-        time.sleep(0.2)
 
 
 def test_the_next_question_sees_the_conversation_and_clearing_forgets_it(http, doc):

@@ -25,7 +25,7 @@ from httpx_sse import connect_sse
 
 from olympus import natsserver
 from tests.support.samples import ZEPHYR as DOC
-from tests.support.stack import OUTPUT, RunningStack, indexed, start_stack
+from tests.support.stack import OUTPUT, RunningStack, indexed, start_stack, wait_for_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 IDLE_S = 3  # the generator's patience with a silent model server, here
@@ -155,8 +155,7 @@ def test_the_server_writes_the_answer_olympus_streams_cites_and_remembers(http, 
     assert set(done["cited"]) <= {s["n"] for s in sources}
     assert done["usage"]["completion_tokens"] > 0
     assert done["finish_reason"] in ("stop", "length")
-    history = http.get("/mcp/upstream/history").json()
-    assert history["turns"][-1]["answer"] == done["text"]
+    assert wait_for_history(http, "upstream", 1)[-1]["answer"] == done["text"]
 
 
 def test_the_openai_client_streams_through_olympus_from_the_server(olympus, doc):

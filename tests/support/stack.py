@@ -65,6 +65,17 @@ def indexed(http: httpx.Client, filename: str, content: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def wait_for_history(http: httpx.Client, session: str, count: int) -> list[dict[str, Any]]:
+    """A session's turns once it holds ``count`` (the indexer keeps a turn after its answer's
+    ``done``: reading at once races it), or what it holds after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        turns: list[dict[str, Any]] = http.get(f"/mcp/{session}/history").json()["turns"]
+        if len(turns) >= count or time.monotonic() > deadline:
+            return turns
+        time.sleep(0.2)
+
+
 def free_ports(count: int) -> int:
     """The first of ``count`` consecutive free ports on loopback."""
     while True:
