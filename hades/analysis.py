@@ -4,6 +4,7 @@ Porter stemming plus Lucene's English stop words recovers Anserini-like BM25 qua
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import lru_cache
 
@@ -59,3 +60,12 @@ def bm25_terms(text: str) -> str:
     """Lower-cased, stop words dropped, Porter-stemmed terms joined by spaces."""
     words = [w for w in _TOKEN.findall(text.lower()) if w not in STOP_WORDS]
     return " ".join(_stemmer().stemWords(words))
+
+
+def sealed_terms(terms: str, key: bytes) -> str:
+    """Each term replaced by its keyed BLAKE2b digest (64 bits, hex): BM25 ranks the digests
+    exactly as it ranks the words, and the vector store's files (segments and write-ahead log,
+    which keep a deleted row until they are compacted) hold no word of the text."""
+    return " ".join(
+        hashlib.blake2b(t.encode(), digest_size=8, key=key).hexdigest() for t in terms.split()
+    )

@@ -1,24 +1,27 @@
 """``DocumentGraph`` on ArangoDB through python-arango (the production backend).
 
-Collections ``documents``, ``chunks``, ``sessions``, ``deletions``, the edge collection
+Collections ``documents``, ``chunks``, ``sessions``, ``deletions``, ``secrets``, the edge collection
 ``edges`` and the named graph ``olympus``. Keys are ``<tenant>:<id>``, so tenants never share a
 key. Traversals are AQL (``FOR v IN 1..n OUTBOUND ... edges``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import secrets
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from arango import ArangoClient
 from arango.cursor import Cursor
+from arango.exceptions import DocumentInsertError
 
 from hades.protocols import DocumentWrite, newer
 from schemas.messages import ChunkText, ContextItem, DocumentInfo, DocumentStatus, SessionTurn
 
-_VERTICES = ("documents", "chunks", "sessions", "turns", "deletions")
+_VERTICES = ("documents", "chunks", "sessions", "turns", "deletions", "secrets")
 _INFO_FIELDS = set(DocumentInfo.model_fields)
 
 
@@ -232,6 +235,26 @@ class ArangoDocumentGraph:
             "SORT v.position RETURN v.chunk_id",
             start=f"documents/{_key(tenant, doc_id)}",
         )
+
+    def chunk_texts(self, tenant: str, chunk_ids: Collection[str]) -> dict[str, str]:
+        rows = _aql(
+            self.db,
+            "FOR c IN chunks FILTER c._key IN @keys AND c.tenant == @t RETURN [c.chunk_id, c.text]",
+            keys=[_key(tenant, i) for i in chunk_ids],
+            t=tenant,
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def secret(self, name: str) -> bytes:
+        # overwrite=False: of two indexers starting at once, the first key written is kept.
+        with contextlib.suppress(DocumentInsertError):
+            self.db.collection("secrets").insert(
+                {"_key": name, "value": secrets.token_hex(32)}, overwrite=False
+            )
+        row = _get(self.db, "secrets", name)
+        if row is None:
+            raise LookupError(f"the secret {name!r} was written but cannot be read back")
+        return bytes.fromhex(row["value"])
 
     def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
         rows = _aql(

@@ -18,11 +18,11 @@ from pymilvus import (
     RRFRanker,
 )
 
-from hades.analysis import bm25_terms
+from hades.analysis import bm25_terms, sealed_terms
 from hades.protocols import ChunkRecord, SearchQuery, VectorHit
 
 _TEXT_MAX_BYTES = 65_535
-_OUTPUT = ["doc_id", "collection", "position", "text"]
+_OUTPUT = ["doc_id", "collection", "position"]
 _HIT_LIMIT = 16_384  # Milvus' own cap on limit
 
 
@@ -66,13 +66,19 @@ class PrivateLite:
 
 
 class MilvusVectorIndex:
-    """Dense vectors (HNSW, cosine) and BM25 over stemmed text, fused with RRF for hybrid."""
+    """Dense vectors (HNSW, cosine) and BM25 over stemmed terms, fused with RRF for hybrid.
+
+    No text is stored: Milvus keeps a deleted row in its segment files until it compacts them,
+    so a document's words would outlive its deletion. BM25 reads the terms sealed with
+    ``term_key`` (``sealed_terms``) and the chunk texts come from the graph.
+    """
 
     def __init__(
         self,
         uri: str,
         dims: int,
         *,
+        term_key: bytes,
         collection: str = "olympus_chunks",
         token: str | None = None,
         hybrid_candidates: int = 100,
@@ -83,12 +89,20 @@ class MilvusVectorIndex:
         self.name = collection
         self.hybrid_candidates = hybrid_candidates
         self.rrf_k = rrf_k
+        self.term_key = term_key
         self.client = MilvusClient(uri=self.lite.uri if self.lite else uri, token=token or "")
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
         self._consistency = {"consistency_level": "Strong"} if "://" in uri else {}
         if not self.client.has_collection(collection):
             self._create()
+        fields = {f["name"] for f in self.client.describe_collection(collection)["fields"]}
+        if "text" in fields:
+            raise RuntimeError(
+                f"the Milvus collection {collection!r} was made by an older Olympus that kept "
+                "chunk text in it: drop it, or set OLYMPUS_INDEXER_MILVUS_COLLECTION to a new "
+                "name, and upload the documents again"
+            )
         self.client.load_collection(collection)
 
     def _create(self) -> None:
@@ -98,7 +112,6 @@ class MilvusVectorIndex:
         schema.add_field("collection", DataType.VARCHAR, max_length=64)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
         schema.add_field("position", DataType.INT64)
-        schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES)
         schema.add_field(
             "terms", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES, enable_analyzer=True
         )
@@ -143,8 +156,7 @@ class MilvusVectorIndex:
                 "collection": c.collection,
                 "doc_id": c.doc_id,
                 "position": c.position,
-                "text": _fit(c.text),
-                "terms": _fit(bm25_terms(c.text)),
+                "terms": _fit(self._terms(c.text)),
                 "dense": list(c.vector),
             }
             for c in chunks
@@ -176,7 +188,7 @@ class MilvusVectorIndex:
         expr = self._filter(query)
         # With one hit per document asked for, fetch more chunks and keep each document's best.
         limit = min(query.top_k * (4 if query.unique_documents else 1), _HIT_LIMIT)
-        terms = bm25_terms(query.text) if query.mode != "dense" else ""
+        terms = self._terms(query.text) if query.mode != "dense" else ""
         if query.mode == "dense" or (query.mode == "hybrid" and not terms):
             results = self._dense(query, expr, limit)
         elif query.mode == "bm25":
@@ -189,7 +201,6 @@ class MilvusVectorIndex:
                 doc_id=r["entity"]["doc_id"],
                 collection=r["entity"]["collection"],
                 position=int(r["entity"]["position"]),
-                text=r["entity"]["text"],
                 # Milvus reports BM25 as a negative distance; every score here grows with relevance.
                 score=-float(r["distance"]) if query.mode == "bm25" else float(r["distance"]),
             )
@@ -201,6 +212,9 @@ class MilvusVectorIndex:
                 best.setdefault(hit.doc_id, hit)
             hits = list(best.values())
         return hits[: query.top_k]
+
+    def _terms(self, text: str) -> str:
+        return sealed_terms(bm25_terms(text), self.term_key)
 
     def _filter(self, query: SearchQuery) -> str:
         parts = [f"tenant == {_quote(query.tenant)}"]

@@ -60,12 +60,15 @@ class VectorHit:
     doc_id: str
     collection: str
     position: int
-    text: str
     score: float
 
 
 class VectorIndex(Protocol):
-    """Chunk vectors with dense, BM25 and hybrid search, always filtered by tenant."""
+    """Chunk vectors with dense, BM25 and hybrid search, always filtered by tenant.
+
+    It keeps no text: the graph is where a chunk's text lives (and is erased), so a hit names
+    its chunk and the indexer reads the text from the graph (``DocumentGraph.chunk_texts``).
+    """
 
     dims: int
 
@@ -132,6 +135,13 @@ class DocumentGraph(Protocol):
 
     def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
         """The document's chunks in order, following ``has_chunk`` edges."""
+
+    def chunk_texts(self, tenant: str, chunk_ids: Collection[str]) -> dict[str, str]:
+        """The text of each of these chunks the graph holds for ``tenant``, by chunk id."""
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte key kept in the store under ``name``, made the first time it is
+        asked for (the vector index seals its BM25 terms with one)."""
 
     def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
         """The document's chunks with their text, in order."""

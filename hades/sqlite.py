@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS session_turns (
     request_id TEXT NOT NULL, turn TEXT NOT NULL, UNIQUE (tenant, request_id)
 );
 CREATE INDEX IF NOT EXISTS turns_by_session ON session_turns (tenant, session_id, id);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 _DOC_COLUMNS = (
@@ -272,6 +274,28 @@ class SqliteDocumentGraph:
             (_doc_handle(doc_id), tenant),
         )
         return [r[0] for r in rows]
+
+    def chunk_texts(self, tenant: str, chunk_ids: Collection[str]) -> dict[str, str]:
+        ids = list(chunk_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"SELECT chunk_id, text FROM chunks WHERE tenant=? AND chunk_id IN ({marks})",  # noqa: S608
+                (tenant, *part),
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def secret(self, name: str) -> bytes:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
+                (name, secrets.token_bytes(32)),
+            )
+            row = db.execute("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+        return bytes(row[0])
 
     def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
         rows = self.db.execute(

@@ -170,10 +170,10 @@ def test_a_docx_bomb_fails_with_its_reason_and_the_embedder_stays_small(olympus,
     assert rss_mb < 3000, rss_mb  # the model, the tokenizer, one reader: nowhere near 14 GB
 
 
-def test_a_deleted_document_leaves_its_text_in_no_stream_and_no_graph_file(olympus, http):
-    """Erasure: the ingest and index streams let a message go once it is processed, and the
-    graph zeroes deleted rows and folds its WAL in. (Milvus Lite drops a deleted row from its
-    files only when it compacts that segment, which it does by itself: not checked here.)"""
+def test_a_deleted_document_leaves_its_text_in_no_stream_and_no_file(olympus, http):
+    """Erasure: the ingest and index streams let a message go once it is processed, the graph
+    zeroes deleted rows and folds its WAL in, and Milvus (which keeps a deleted row in its files
+    until it compacts them) never held the text, only vectors and sealed terms."""
     canary = "Quokkacanary7 lives on Rottnest island and smiles for photographs."
     doc = add(http, "canary.txt", canary)
     assert wait_for(http, doc["doc_id"])["status"] == "indexed"
@@ -197,9 +197,13 @@ def test_a_deleted_document_leaves_its_text_in_no_stream_and_no_graph_file(olymp
         return found
 
     assert asyncio.run(streams_holding(b"Quokkacanary7")) == []
-    graph = [p for p in olympus.data_dir.glob("graph.sqlite3*") if p.is_file()]
-    assert graph
-    assert [p.name for p in graph if b"Quokkacanary7" in p.read_bytes()] == []
+    files = [p for p in olympus.data_dir.rglob("*") if p.is_file()]
+    assert {"graph.sqlite3", "milvus.db"} <= {
+        p.relative_to(olympus.data_dir).parts[0] for p in files
+    }
+    for needle in (b"quokkacanary7", b"rottnest"):
+        holding = [str(p) for p in files if needle in p.read_bytes().lower()]
+        assert holding == [], needle
 
 
 def test_text_that_is_not_utf8_arrives_intact(http):

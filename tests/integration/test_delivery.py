@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from olympus import delivery
 from olympus.settings import CommonSettings
 from schemas import subjects
+from tests.support.hades_contract import TERM_KEY
 from tests.support.messages import index_upsert
 
 pytestmark = pytest.mark.integration
@@ -184,7 +185,7 @@ async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js
     from workers.indexer.app import create_app
     from workers.indexer.settings import IndexerSettings
 
-    vectors = _FailsOnce(MilvusVectorIndex(str(tmp_path / "m.db"), 384))
+    vectors = _FailsOnce(MilvusVectorIndex(str(tmp_path / "m.db"), 384, term_key=TERM_KEY))
     graph = SqliteDocumentGraph(tmp_path / "g.sqlite3")
     app = create_app(
         CommonSettings(nats_url=nats_url, data_dir=tmp_path, retry_backoff_s=(0.1,)),
@@ -216,7 +217,7 @@ async def test_indexer_redelivers_a_failed_write_and_keeps_one_copy(nats_url, js
     assert vectors.failed
     assert consumer.delivered.consumer_seq == 2  # delivered twice: the failure, then the write
     assert consumer.num_pending == 0
-    index = MilvusVectorIndex(str(tmp_path / "m.db"), 384)
+    index = MilvusVectorIndex(str(tmp_path / "m.db"), 384, term_key=TERM_KEY)
     assert index.count("t", "doc-1") == 3
     index.close()
     graph = SqliteDocumentGraph(tmp_path / "g.sqlite3")

@@ -15,6 +15,7 @@ from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from tests.support.hades_contract import (
     DIMS,
+    TERM_KEY,
     DocumentGraphContract,
     VectorIndexContract,
     chunks_of,
@@ -44,18 +45,43 @@ ARANGO_SKIP = pytest.mark.skipif(
 class TestMilvusLite(VectorIndexContract):
     @pytest.fixture
     def vectors(self, tmp_path: Path) -> Iterator[VectorIndex]:
-        index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS)
+        index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
         yield index
         index.close()
 
     def test_vectors_survive_reopening(self, tmp_path: Path) -> None:
         path = str(tmp_path / "reopen.db")
-        index = MilvusVectorIndex(path, DIMS)
+        index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
         index.upsert(chunks_of("t", "d", ["persisted text"]))
         index.flush()
         index.close()
-        index = MilvusVectorIndex(path, DIMS)
+        index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
         assert index.search(SearchQuery("t", "bm25", 1, text="persisted"))[0].doc_id == "d"
+        index.close()
+
+    def test_its_files_hold_no_word_of_the_text(self, tmp_path: Path) -> None:
+        """Milvus keeps a deleted row in its segments and log until it compacts them: what it
+        keeps must not be the text (nor its stemmed words), or a deletion would not erase."""
+        path = tmp_path / "sealed.db"
+        index = MilvusVectorIndex(str(path), DIMS, term_key=TERM_KEY)
+        index.upsert(chunks_of("t", "d", ["Wombatcanary9 burrows under eucalyptus"]))
+        assert index.search(SearchQuery("t", "bm25", 1, text="wombatcanary9"))[0].doc_id == "d"
+        index.flush()
+        index.delete_document("t", "d")
+        index.close()
+        files = [f for f in path.rglob("*") if f.is_file()]
+        assert files
+        for needle in (b"ombatcanary9", b"eucalyptu", b"burrow"):
+            assert [f.name for f in files if needle in f.read_bytes().lower()] == [], needle
+
+    def test_another_key_finds_nothing_by_terms(self, tmp_path: Path) -> None:
+        path = str(tmp_path / "keyed.db")
+        index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
+        index.upsert(chunks_of("t", "d", ["koalas sleep most of the day"]))
+        index.flush()
+        index.close()
+        index = MilvusVectorIndex(path, DIMS, term_key=b"another key of thirty-two bytes!")
+        assert index.search(SearchQuery("t", "bm25", 1, text="koalas sleep")) == []
         index.close()
 
 
@@ -103,7 +129,7 @@ def test_milvus_lite_is_reachable_by_its_owner_only(tmp_path):
 
     me = psutil.Process()
     listening_before = {c.laddr for c in me.net_connections("inet") if c.status == "LISTEN"}
-    index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS)
+    index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
     try:
         listening = {c.laddr for c in me.net_connections("inet") if c.status == "LISTEN"}
         assert listening == listening_before

@@ -12,6 +12,7 @@ from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from olympus.delivery import PermanentError
 from schemas.messages import DocumentEvent, IndexDelete, IndexUpsert, QueryRetrieve
+from tests.support.hades_contract import TERM_KEY
 from tests.support.messages import index_upsert
 from workers.indexer.handlers import Indexer
 
@@ -35,7 +36,7 @@ async def indexer(tmp_path, events):
         events.append(event)
 
     running = Indexer(
-        MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS),
+        MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY),
         SqliteDocumentGraph(tmp_path / "graph.sqlite3"),
         emit,
         flush_idle_s=0.05,

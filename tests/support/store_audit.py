@@ -16,7 +16,9 @@ from hades.sqlite import SqliteDocumentGraph
 
 def audit(data_dir: Path, tenant: str) -> dict[str, object]:
     graph = SqliteDocumentGraph(data_dir / "graph.sqlite3")
-    vectors = MilvusVectorIndex(str(data_dir / "milvus.db"), 384)
+    vectors = MilvusVectorIndex(
+        str(data_dir / "milvus.db"), 384, term_key=graph.secret("milvus-terms")
+    )
     docs, _ = graph.list_documents(tenant, limit=10_000)
     report = {
         "documents": {

@@ -333,8 +333,10 @@ class Indexer:
                 unique_documents=query.unique_documents,
             )
         )
-        # Only documents the graph knows: a deleted document's vectors never come back.
+        # Only what the graph holds: a deleted document's or replaced chunk's vectors never
+        # come back, and the text comes from the graph (the vector index keeps none).
         docs = self.graph.get_documents(query.tenant, {h.doc_id for h in hits})
+        texts = self.graph.chunk_texts(query.tenant, [h.chunk_id for h in hits])
         context = self.graph.get_context(query.tenant, query.session_id) if query.session_id else []
         return RetrieveReply(
             hits=[
@@ -344,11 +346,11 @@ class Indexer:
                     collection=h.collection,
                     chunk_id=h.chunk_id,
                     position=h.position,
-                    text=h.text,
+                    text=texts[h.chunk_id],
                     score=h.score,
                 )
                 for h in hits
-                if h.doc_id in docs
+                if h.doc_id in docs and h.chunk_id in texts
             ],
             session_context=context,
         )

@@ -13,13 +13,6 @@ def open_stores(
     """The vector index and the document graph the settings name (embedded files by default)."""
     from hades.milvus import MilvusVectorIndex
 
-    vectors = MilvusVectorIndex(
-        settings.milvus_uri or str(common.data_dir / "milvus.db"),
-        settings.dims,
-        collection=settings.milvus_collection,
-        token=settings.milvus_token.get_secret_value() if settings.milvus_token else None,
-        hybrid_candidates=settings.hybrid_candidates,
-    )
     graph: DocumentGraph
     if settings.graph_backend == "arango":
         from hades.arango import ArangoDocumentGraph
@@ -36,4 +29,12 @@ def open_stores(
         from hades.sqlite import SqliteDocumentGraph
 
         graph = SqliteDocumentGraph(settings.sqlite_path or common.data_dir / "graph.sqlite3")
+    vectors = MilvusVectorIndex(
+        settings.milvus_uri or str(common.data_dir / "milvus.db"),
+        settings.dims,
+        term_key=graph.secret("milvus-terms"),
+        collection=settings.milvus_collection,
+        token=settings.milvus_token.get_secret_value() if settings.milvus_token else None,
+        hybrid_candidates=settings.hybrid_candidates,
+    )
     return vectors, graph
