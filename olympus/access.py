@@ -13,6 +13,7 @@ The principles, each closing a way in that was found open:
   ``allow_responses`` lets a service answer exactly the requests it received.
 - The JetStream API is granted call by call: a worker may look at the streams and create, read
   and pull from its own durable consumers; it cannot create, change, purge or delete a stream.
+  H.A.D.E.S. alone may read and delete single dead letters: those of a document it deletes.
   Streams are set up by the admin user (``olympus up``, ``olympus streams``).
 - A producer (another system feeding documents) may publish only to its own tenant's ingest
   subjects, ``olympus.ingest.<tenant>.>``, and the embedder dead-letters a message whose body
@@ -153,6 +154,9 @@ def service_permissions() -> dict[str, Permissions]:
                 subjects.EVENTS_ALL,
                 subjects.QUERY_GENERATE,
                 subjects.DLQ_ALL,
+                # a deleted document's dead letters (they hold its text) are erased with it
+                _js_api("STREAM.MSG.GET", subjects.DLQ_STREAM.name),
+                _js_api("STREAM.MSG.DELETE", subjects.DLQ_STREAM.name),
                 *_stream_info(),
                 *index_pulls,
                 *_in_flight_marks(),

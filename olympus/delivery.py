@@ -2,8 +2,9 @@
 
 The delivery rules of DESIGN.md live here, in one place, for every JetStream subscriber:
 ack after the handler returns; on an error nak with a back-off; an invalid message or one
-that failed ``max_deliver`` times goes to ``olympus.dlq.<stage>`` with the error and the
-original, and is terminated. Long work sends in-progress acks so AckWait does not redeliver it.
+that failed ``max_deliver`` times goes to ``olympus.dlq.<stage>`` (``.<tenant>.<doc>`` added
+when it names a document) with the error and the original, and is terminated. Long work
+sends in-progress acks so AckWait does not redeliver it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,8 +39,17 @@ from pydantic import ValidationError
 
 from olympus import metrics, telemetry
 from olympus.logging import get_logger
-from schemas import subjects
-from schemas.messages import Accepted, DeadLetter, ErrorCode, ErrorInfo, Message, Reply
+from schemas import ids, subjects
+from schemas.messages import (
+    IDENTIFIER_PATTERN,
+    NAME_PATTERN,
+    Accepted,
+    DeadLetter,
+    ErrorCode,
+    ErrorInfo,
+    Message,
+    Reply,
+)
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
@@ -303,6 +314,46 @@ def dead_letter(raw: Msg, stage: str, error: BaseException | str, deliveries: in
     )
 
 
+def letter_owner(raw: Msg) -> tuple[str, str] | None:
+    """The tenant and document a message is about, if it names them validly: its dead letter
+    is filed under them (``subjects.dlq_subject``). An ingest subject's tenant is the
+    producer's and wins over the body's; a body without ``doc_id`` gets the id ingest gives it."""
+    try:
+        body = json.loads(raw.data)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    owner = subjects.ingest_owner(raw.subject)
+    tenant = owner[0] if owner else body.get("tenant")
+    doc_id = body.get("doc_id")
+    if doc_id is None and owner and isinstance(body.get("filename"), str):
+        doc_id = ids.document_id(owner[0], owner[1], body["filename"])
+    if not (isinstance(tenant, str) and isinstance(doc_id, str)):
+        return None
+    if not (re.fullmatch(NAME_PATTERN, tenant) and re.fullmatch(IDENTIFIER_PATTERN, doc_id)):
+        return None
+    return tenant, doc_id
+
+
+async def forget_letters(js: JetStreamContext, tenant: str, doc_id: str) -> int:
+    """Erase a deleted document's dead letters (they hold its text): one by one, because a
+    deleted message is overwritten in the stream's files, while a purge leaves its bytes in
+    the block file until the whole block goes. Returns how many there were."""
+    stream, letters = subjects.DLQ_STREAM.name, subjects.dlq_document(tenant, doc_id)
+    seq, erased = 1, 0
+    while True:
+        try:
+            found = await js.get_msg(stream, seq=seq, subject=letters, next=True)
+        except NotFoundError:  # no more of them (or no dead-letter stream yet)
+            return erased
+        if found.seq is None:  # the server always says; nats-py types it optional
+            return erased
+        await js.delete_msg(stream, found.seq)
+        erased += 1
+        seq = found.seq + 1
+
+
 def _describe(error: BaseException, data: bytes | None = None) -> str:
     if isinstance(error, ValidationError):
         if data is not None:
@@ -447,7 +498,8 @@ class DeliveryMiddleware(BaseMiddleware):
         metrics.DEAD_LETTERED.labels(stage).inc()
         log.error("dead-lettered", stage=stage, subject=raw.subject, error=letter.error)
         js = raw._client.jetstream()
-        await js.publish(subjects.dlq_subject(stage), letter.model_dump_json().encode())
+        owner = letter_owner(raw) or (None, None)
+        await js.publish(subjects.dlq_subject(stage, *owner), letter.model_dump_json().encode())
 
 
 POISON_AFTER_DEATHS = 2

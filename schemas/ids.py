@@ -18,6 +18,11 @@ def document_id(tenant: str, collection: str, filename: str) -> str:
     return _digest(tenant, collection, filename, length=24)
 
 
+def subject_token(doc_id: str) -> str:
+    """A document id as one NATS subject token (an id may hold dots; a token may not)."""
+    return _digest(doc_id, length=24)
+
+
 def chunk_id(doc_id: str, position: int, text: str) -> str:
     return _digest(doc_id, str(position), text)
 

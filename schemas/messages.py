@@ -26,14 +26,15 @@ from schemas.ids import document_id
 
 SCHEMA_VERSION: Literal[1] = 1
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """A tenant or collection name: it becomes a NATS subject token, so no dots or spaces."""
 NAME_RULE = "1 to 64 letters, digits, '-' or '_'"
 
 
 def valid_name(value: str, what: str = "name") -> str:
     """``value`` if it is a valid tenant or collection name; else a ValueError that says why."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+    if not re.fullmatch(NAME_PATTERN, value):
         raise ValueError(f"invalid {what} {value!r}: {NAME_RULE}")
     return value
 

@@ -16,12 +16,16 @@ No other module spells a subject. Read this file top to bottom and you have seen
     olympus.index.turn                 generator -> indexer: a finished question and answer
     olympus.rpc.<area>.<verb>          gateway/CLI -> indexer (core request/reply)
     olympus.rpc.health.<service>       liveness ping every worker answers
-    olympus.dlq.<stage>                what finally failed, with the error (JetStream OLYMPUS_DLQ)
+    olympus.dlq.<stage>[.<tenant>.<doc>]  what finally failed, with the error (JetStream
+                                       OLYMPUS_DLQ); a document's letters name it, so its
+                                       deletion erases them
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from schemas import ids
 
 PREFIX = "olympus"
 
@@ -125,8 +129,17 @@ DLQ_PREFIX = f"{PREFIX}.dlq"
 DLQ_ALL = f"{DLQ_PREFIX}.>"
 
 
-def dlq_subject(stage: str) -> str:
-    return f"{DLQ_PREFIX}.{stage}"
+def dlq_subject(stage: str, tenant: str | None = None, doc_id: str | None = None) -> str:
+    """``olympus.dlq.<stage>``; for a document's message ``olympus.dlq.<stage>.<tenant>.<doc>``
+    (``<doc>``: ``ids.subject_token``), so deleting the document finds and erases them."""
+    if tenant is None or doc_id is None:
+        return f"{DLQ_PREFIX}.{stage}"
+    return f"{DLQ_PREFIX}.{stage}.{tenant}.{ids.subject_token(doc_id)}"
+
+
+def dlq_document(tenant: str, doc_id: str) -> str:
+    """Every dead letter of one document, at any stage (a subject filter)."""
+    return f"{DLQ_PREFIX}.*.{tenant}.{ids.subject_token(doc_id)}"
 
 
 # --- services, queue groups and durable consumers ---------------------------------------------

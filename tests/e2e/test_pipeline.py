@@ -21,6 +21,7 @@ from httpx_sse import connect_sse
 from olympus import access
 from olympus.keys import KeyStore
 from schemas import subjects
+from tests.support.messages import index_upsert
 from tests.support.samples import TOPICS, docx_bomb, render
 from tests.support.stack import RunningStack, start_stack, wait_for
 
@@ -171,12 +172,36 @@ def test_a_docx_bomb_fails_with_its_reason_and_the_embedder_stays_small(olympus,
 
 
 def test_a_deleted_document_leaves_its_text_in_no_stream_and_no_file(olympus, http):
-    """Erasure: the ingest and index streams let a message go once it is processed, the graph
-    zeroes deleted rows and folds its WAL in, and Milvus (which keeps a deleted row in its files
-    until it compacts them) never held the text, only vectors and sealed terms."""
+    """Erasure: the ingest and index streams let a message go once it is processed, a deleted
+    document's dead letters are erased with it, the graph zeroes deleted rows and folds its
+    WAL in, and Milvus (which keeps a deleted row in its files until it compacts them) never
+    held the text, only vectors and sealed terms."""
     canary = "Quokkacanary7 lives on Rottnest island and smiles for photographs."
     doc = add(http, "canary.txt", canary)
     assert wait_for(http, doc["doc_id"])["status"] == "indexed"
+    # A message about it that failed for good: its dead letter holds the text too.
+    refused = index_upsert(doc["doc_id"], [canary], 1, dims=3, tenant="default")
+    kept = index_upsert("someone-else", ["Wallabycanary2"], 1, dims=3, tenant="default")
+
+    async def dead_letter_both() -> dict[str, str]:
+        nc = await nats.connect(**olympus.bus())
+        js = nc.jetstream()
+        for upsert in (refused, kept):  # wrong dimensions: dead-lettered at once
+            await js.publish(subjects.INDEX_UPSERT, upsert.model_dump_json().encode())
+        sub = await js.pull_subscribe(subjects.DLQ_ALL, stream=subjects.DLQ_STREAM.name)
+        filed: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(filed) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                for msg in await sub.fetch(10, timeout=0.5):
+                    original = json.loads(json.loads(msg.data)["original"])
+                    filed[original["doc_id"]] = msg.subject
+        await nc.close()
+        return filed
+
+    filed = asyncio.run(dead_letter_both())
+    assert filed[doc["doc_id"]] == subjects.dlq_subject("index", "default", doc["doc_id"])
+    assert "someone-else" in filed
     assert http.delete(f"/rag/documents/{doc['doc_id']}").status_code == 202
     deadline = time.monotonic() + 30
     while http.get(f"/rag/documents/{doc['doc_id']}").status_code != 404:
@@ -187,7 +212,7 @@ def test_a_deleted_document_leaves_its_text_in_no_stream_and_no_file(olympus, ht
         nc = await nats.connect(**olympus.bus())
         js = nc.jetstream()
         found = []
-        for spec in (subjects.INGEST_STREAM, subjects.INDEX_STREAM):
+        for spec in (subjects.INGEST_STREAM, subjects.INDEX_STREAM, subjects.DLQ_STREAM):
             state = (await js.stream_info(spec.name)).state
             for seq in range(state.first_seq, state.last_seq + 1):
                 with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -196,9 +221,14 @@ def test_a_deleted_document_leaves_its_text_in_no_stream_and_no_file(olympus, ht
         await nc.close()
         return found
 
-    assert asyncio.run(streams_holding(b"Quokkacanary7")) == []
+    # The letters go after the graph's delete, in the same handler: wait for that.
+    deadline = time.monotonic() + 30
+    while asyncio.run(streams_holding(b"Quokkacanary7")):
+        assert time.monotonic() < deadline, asyncio.run(streams_holding(b"Quokkacanary7"))
+        time.sleep(0.2)
+    assert asyncio.run(streams_holding(b"Wallabycanary2"))  # another document's letter stays
     files = [p for p in olympus.data_dir.rglob("*") if p.is_file()]
-    assert {"graph.sqlite3", "milvus.db"} <= {
+    assert {"graph.sqlite3", "milvus.db", "jetstream"} <= {
         p.relative_to(olympus.data_dir).parts[0] for p in files
     }
     for needle in (b"quokkacanary7", b"rottnest"):

@@ -1,6 +1,10 @@
+import json
+
 import pytest
+from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from olympus import delivery
 from schemas import subjects
 from schemas.formats import media_type_of
 from schemas.ids import chunk_id, document_id, ingest_msg_id
@@ -53,6 +57,11 @@ def test_subjects_are_built_in_one_place():
     assert subjects.ingest_owner("olympus.ingest.docs") is None
     assert subjects.event_subject("indexed") == "olympus.events.document.indexed"
     assert subjects.dlq_subject("ingest") == "olympus.dlq.ingest"
+    filed = subjects.dlq_subject("ingest", "acme", "report.v2:1")
+    assert filed.startswith("olympus.dlq.ingest.acme.")
+    assert filed.count(".") == 4  # the id's dots and colon do not reach the subject
+    # the filter: any stage, this tenant, this document (erased for real in tests/e2e)
+    assert subjects.dlq_document("acme", "report.v2:1") == "olympus.dlq.*." + filed.split(".", 3)[3]
     assert subjects.reply_subject("r1") == "olympus.reply.r1"
     assert {s.name for s in subjects.STREAMS} == {
         "OLYMPUS_INGEST",
@@ -87,3 +96,32 @@ def test_metadata_is_bounded_so_listings_stay_small():
         IngestDocument(tenant="t", doc_id="d", metadata={"k": "v" * MAX_METADATA_BYTES})
     with pytest.raises(ValidationError, match="at most 64"):
         IngestDocument(tenant="t", doc_id="d", metadata={f"k{i}": 1 for i in range(65)})
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "owner"),
+    [
+        ("olympus.index.upsert", {"tenant": "acme", "doc_id": "d.1"}, ("acme", "d.1")),
+        # an ingest subject's tenant is the producer's: it wins over the body's
+        ("olympus.ingest.acme.docs", {"tenant": "other", "doc_id": "d"}, ("acme", "d")),
+        # no doc_id: the id ingest would give it
+        (
+            "olympus.ingest.acme.docs",
+            {"filename": "a.txt"},
+            ("acme", document_id("acme", "docs", "a.txt")),
+        ),
+        ("olympus.index.upsert", {"tenant": "a.b", "doc_id": "d"}, None),
+        ("olympus.index.upsert", {"tenant": "acme", "doc_id": "d\n"}, None),
+        ("olympus.index.upsert", {"tenant": "acme", "doc_id": 7}, None),
+        ("olympus.index.upsert", [1, 2], None),
+    ],
+)
+def test_a_dead_letter_is_filed_under_the_document_it_names(subject, body, owner):
+    raw = Msg(_client=None, subject=subject, data=json.dumps(body).encode())
+    assert delivery.letter_owner(raw) == owner
+
+
+def test_a_letter_of_no_document_is_filed_by_stage():
+    assert (
+        delivery.letter_owner(Msg(_client=None, subject="olympus.index.upsert", data=b"{")) is None
+    )

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from faststream import FastStream
 from faststream.nats import NatsRouter
+from faststream.nats.annotations import JsClient
 
 from hades import DocumentGraph, VectorIndex
 from olympus import delivery
@@ -98,8 +99,10 @@ def router(worker: Worker[Indexer], concurrency: int) -> NatsRouter:
         subjects.INDEX_DELETE,
         **policy.durable(subjects.INDEX_STREAM, subjects.DURABLE_INDEXER_DELETE, concurrency),
     )
-    async def on_delete(body: IndexDelete) -> None:
+    async def on_delete(body: IndexDelete, js: JsClient) -> None:
         await worker.runtime.delete(body)
+        # Its dead letters hold the document's text: they are erased with it.
+        await delivery.forget_letters(js, body.tenant, body.doc_id)
 
     @r.subscriber(
         subjects.INDEX_STATUS,
