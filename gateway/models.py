@@ -143,7 +143,7 @@ _WHY = {
     413: "the body, a file or the input is over its limit",
     415: "a file type Olympus does not read",
     422: "the request does not match its schema",
-    429: "over a rate limit: see `Retry-After`",
+    429: "over a rate limit, or the tenant's share of the ingest queue: see `Retry-After`",
     503: "a stage of the pipeline is down or did not answer in time",
 }
 AUTHENTICATED = (400, 401, 403, 413, 429, 503)

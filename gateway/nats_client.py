@@ -78,6 +78,17 @@ class NatsClient:
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
             raise Unavailable("the ingest stream did not acknowledge the document") from exc
 
+    async def queued(self, tenant: str) -> int:
+        """How many of ``tenant``'s ingest messages wait in the stream (a work queue: a message
+        leaves once processed), counted by JetStream, so every gateway replica sees the same."""
+        try:
+            info = await self.js.stream_info(
+                subjects.INGEST_STREAM.name, subjects_filter=subjects.ingest_subject(tenant, "*")
+            )
+        except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
+            raise Unavailable("the ingest stream did not answer") from exc
+        return sum((info.state.subjects or {}).values())
+
     async def publish_index(self, subject: str, message: Message, msg_id: str) -> None:
         try:
             await self.js.publish(

@@ -27,6 +27,13 @@ class GatewaySettings(BaseSettings):
     max_files_per_request: int = Field(
         default=100, ge=1, description="files one upload may carry (413 above it)"
     )
+    max_queued_per_tenant: int = Field(
+        default=200,
+        ge=1,
+        description="documents one tenant may have waiting to be indexed (429 above it): the "
+        "ingest queue is first come, first served, so this bounds how long one tenant's flood "
+        "holds up the others",
+    )
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=16 * 1024, description="largest body of any route but uploads"
     )

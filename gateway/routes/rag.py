@@ -15,6 +15,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
+from gateway.errors import RateLimited
 from gateway.models import (
     AUTHENTICATED,
     AcceptedDocument,
@@ -54,6 +55,7 @@ MAX_FILENAME = 255
 _ERRORS = problems(415)
 _NOT_FOUND = problems(404)
 _SUPPORTED = ", ".join(sorted(MEDIA_TYPES))
+_QUEUE_RETRY_S = 5  # what a tenant over its share of the ingest queue is told to wait
 
 
 def _unsupported(filename: str) -> HTTPException:
@@ -68,6 +70,17 @@ async def _current(nats_client: NatsDep, tenant: str, doc_id: str) -> DocumentIn
         subjects.RPC_DOCUMENT_GET, DocumentGet(tenant=tenant, doc_id=doc_id), DocumentReply
     )
     return reply.document
+
+
+async def _admit(nats_client: NatsDep, settings: SettingsDep, tenant: str, files: int) -> None:
+    """Refuse a tenant's upload while it has its share of the ingest queue waiting."""
+    waiting = await nats_client.queued(tenant)
+    if waiting + files > settings.max_queued_per_tenant:
+        raise RateLimited(
+            f"{waiting} of this tenant's documents are waiting to be indexed; at most "
+            f"{settings.max_queued_per_tenant} may wait at once: send these when fewer wait",
+            retry_after_s=_QUEUE_RETRY_S,
+        )
 
 
 async def _ingest(
@@ -196,6 +209,7 @@ async def add_document(
         data = body.content.encode()
     filename = plain_filename(body.filename)
     _check(filename, data, settings.max_upload_bytes)
+    await _admit(nats_client, settings, key.tenant, 1)
     return await _ingest(nats_client, key.tenant, body.collection, filename, data, body.metadata)
 
 
@@ -229,6 +243,7 @@ async def upload_documents(
         data = await upload.read(settings.max_upload_bytes + 1)
         _check(filename, data, settings.max_upload_bytes)
         loaded.append((filename, data))
+    await _admit(nats_client, settings, key.tenant, len(loaded))
     accepted = [
         await _ingest(nats_client, key.tenant, collection, filename, data, None)
         for filename, data in loaded

@@ -27,6 +27,7 @@ from tests.support.stack import RunningStack, start_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UPLOAD_LIMIT = 512 * 1024  # room for the DOCX bomb (240 KB), not for the big file
+QUEUE_SHARE = 20  # documents a tenant may have waiting (more than any other test sends at once)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,10 @@ def olympus(tmp_path_factory) -> RunningStack:
     running = start_stack(
         "e2e",
         tmp_path_factory.mktemp("olympus"),
-        env={"OLYMPUS_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)},
+        env={
+            "OLYMPUS_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+            "OLYMPUS_GATEWAY_MAX_QUEUED_PER_TENANT": str(QUEUE_SHARE),
+        },
     )
     yield running
     running.stack.stop()
@@ -507,6 +511,31 @@ async def _dead_letter_for(olympus: RunningStack, subject: str, needle: str) -> 
     finally:
         await nc.close()
     raise AssertionError(f"no dead letter from {subject} holding {needle!r}")
+
+
+def test_a_tenant_flooding_the_queue_is_told_to_wait_and_the_others_are_not(olympus, http):
+    """The ingest queue is first come, first served: one tenant's thousand uploads would hold
+    up every other tenant's. Each tenant may have its share waiting, counted by JetStream."""
+    embedder = next(c for c in olympus.stack.supervisor._children if c.name == "embedder")
+    flood = KeyStore(olympus.data_dir / "api_keys.json").create("flood")
+    files = [("files", (f"f{i}.txt", f"Flood note {i}.".encode())) for i in range(QUEUE_SHARE)]
+    with olympus.client(flood) as them:
+        os.kill(embedder.proc.pid, signal.SIGSTOP)  # nothing leaves the queue meanwhile
+        try:
+            accepted = them.post("/rag/documents", files=files)
+            assert accepted.status_code == 202, accepted.text
+            refused = them.post("/rag/add_document", json={"filename": "x.txt", "content": "x"})
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "5"
+            assert f"{QUEUE_SHARE} of this tenant's documents are waiting" in refused.text
+            other = add(http, "meanwhile.txt", "Another tenant's upload is not held back.")
+        finally:
+            os.kill(embedder.proc.pid, signal.SIGCONT)
+        assert wait_for(http, other["doc_id"])["status"] == "indexed"
+        for doc in accepted.json()["documents"]:
+            assert wait_for(them, doc["doc_id"])["status"] == "indexed"
+        again = them.post("/rag/add_document", json={"filename": "x.txt", "content": "x"})
+        assert again.status_code == 202, again.text
 
 
 def test_tenants_never_see_each_other(olympus, http):
