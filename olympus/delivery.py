@@ -25,7 +25,7 @@ from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
-from faststream.security import SASLPlaintext
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -245,12 +245,13 @@ def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroke
     if telemetry.settings().endpoint:
         middlewares.insert(0, TracingMiddleware)  # outermost: its span is current inside
     options = settings.nats_connect_options()
-    # NatsBroker takes credentials as a security object, not as nats.connect's user/password.
-    security = (
-        SASLPlaintext(username=options["user"], password=options["password"])
-        if "user" in options and "password" in options
-        else None
-    )
+    # NatsBroker takes credentials and TLS as a security object, not as nats.connect's options.
+    tls = options.get("tls")
+    security: NatsSecurity | None = None
+    if "user" in options and "password" in options:
+        security = NatsUserPassword(options["user"], options["password"], ssl_context=tls)
+    elif tls is not None:
+        security = NatsSecurity(ssl_context=tls)
     return NatsBroker(
         servers=options["servers"],
         security=security,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal, TypedDict
 
@@ -16,6 +17,7 @@ class NatsConnectOptions(TypedDict, total=False):
     user: str
     password: str
     inbox_prefix: str
+    tls: ssl.SSLContext
 
 
 def inbox_prefix(user: str) -> str:
@@ -34,6 +36,11 @@ class CommonSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str | None = None
     nats_password: SecretStr | None = None
+    nats_tls_ca: Path | None = Field(
+        default=None,
+        description="the CA that signed the NATS servers' certificates: connect over TLS and "
+        "trust only it (production requires it)",
+    )
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     max_deliver: int = Field(default=5, ge=1, le=100)
@@ -50,6 +57,11 @@ class CommonSettings(BaseSettings):
             raise ValueError(
                 "OLYMPUS_NATS_USER and OLYMPUS_NATS_PASSWORD must be set in production"
             )
+        if self.environment == "production" and self.nats_tls_ca is None:
+            raise ValueError(
+                "OLYMPUS_NATS_TLS_CA must be set in production: the bus carries every document "
+                "and answer, and its passwords, so it runs over TLS"
+            )
         return self
 
     def nats_connect_options(self) -> NatsConnectOptions:
@@ -58,4 +70,6 @@ class CommonSettings(BaseSettings):
             options["user"] = self.nats_user
             options["password"] = self.nats_password.get_secret_value()
             options["inbox_prefix"] = inbox_prefix(self.nats_user)
+        if self.nats_tls_ca is not None:
+            options["tls"] = ssl.create_default_context(cafile=str(self.nats_tls_ca))
         return options

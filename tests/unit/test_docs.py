@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -67,9 +68,17 @@ def test_readme_opens_with_the_two_commands():
 @pytest.mark.parametrize(
     "config", ["single.conf", "cluster/node-1.conf", "cluster/node-2.conf", "cluster/node-3.conf"]
 )
-def test_deploy_nats_configs_are_valid(config):
+def test_deploy_nats_configs_are_valid(config, tmp_path):
+    certs = tmp_path / "certs"
+    subprocess.run([ROOT / "deploy/nats/make-certs.sh", certs], check=True, capture_output=True)
     env = {**os.environ} | {
         f"OLYMPUS_NATS_{who.upper()}_PASSWORD": "x" for who in (*access.SERVICES, access.ADMIN)
+    }
+    env |= {
+        "OLYMPUS_NATS_TLS_CERT": str(certs / "server.pem"),
+        "OLYMPUS_NATS_TLS_KEY": str(certs / "server-key.pem"),
+        "OLYMPUS_NATS_TLS_CA": str(certs / "ca.pem"),
+        "OLYMPUS_NATS_STORE_DIR": str(tmp_path / "jetstream"),
     }
     result = subprocess.run(
         [natsserver.binary(), "-t", "-c", str(ROOT / "deploy" / "nats" / config)],
@@ -80,3 +89,16 @@ def test_deploy_nats_configs_are_valid(config):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+SHELLCHECK = shutil.which("shellcheck")
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed (.ci/run installs it)")
+def test_deploy_scripts_pass_shellcheck():
+    scripts = sorted((ROOT / "deploy").rglob("*.sh"))
+    assert scripts
+    result = subprocess.run(
+        [str(SHELLCHECK), *scripts], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout
