@@ -3,16 +3,19 @@ streaming at once per key. Counted with the ``limits`` library (moving windows).
 
 The windows live in ``OLYMPUS_GATEWAY_RATE_LIMIT_STORAGE``: ``memory://`` counts per gateway
 process (the embedded stack has one); ``redis://host:6379`` or ``memcached://host:11211`` share
-the counts between gateway replicas. Streams at once are counted per gateway process.
+the counts between gateway replicas. Streams at once are counted on the bus (``OLYMPUS_SLOTS``),
+which every replica shares already.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
 import time
-from collections import Counter
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -21,6 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import RateLimited, openai_body
 from gateway.settings import GatewaySettings
+from olympus.logging import get_logger
+from schemas import subjects
+
+if TYPE_CHECKING:
+    from gateway.nats_client import NatsClient
+
+log = get_logger("olympus.gateway")
 
 
 class Limits:
@@ -59,12 +69,15 @@ class Limits:
 
 
 class StreamSlots:
-    """At most ``per_key`` answers at once per API key: ASGI middleware around the answer
-    routes (and every MCP request: its `ask` streams), so a slot is held until the last byte
-    of a stream has gone.
+    """At most ``per_key`` answers at once per API key, through all gateways: ASGI middleware
+    around the answer routes (and every MCP request: its `ask` streams), so a slot is held
+    until the last byte of a stream has gone.
 
-    The key is recognised by a hash of its ``Authorization`` header, before the route checks it
-    (an unknown key holds a slot only for the moment it takes to be refused).
+    A slot is a message in the memory stream ``OLYMPUS_SLOTS`` under the key's digest, deleted
+    when the answer ends; one a dead gateway left behind expires after ``SLOT_LEASE_S``, and a
+    live gateway renews the slots of answers that last longer. The key is recognised by a hash
+    of its ``Authorization`` header, before the route checks it (an unknown key holds a slot
+    only for the moment it takes to be refused).
     """
 
     PATHS = ("/chat", "/v1/chat/completions", "/mcp")
@@ -72,7 +85,7 @@ class StreamSlots:
     def __init__(self, app: ASGIApp, per_key: int) -> None:
         self.app = app
         self.per_key = per_key
-        self.open: Counter[str] = Counter()
+        self.renew_s = subjects.SLOT_LEASE_S / 3
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not self._answers(scope):
@@ -82,20 +95,54 @@ class StreamSlots:
         if holder is None:
             await self.app(scope, receive, send)
             return
-        if self.open[holder] >= self.per_key:
-            await _too_many(scope, send, self.per_key)
-            return
-        self.open[holder] += 1
+        bus: NatsClient = scope["app"].state.bus
         try:
-            await self.app(scope, receive, send)
+            slot, streaming = await bus.take_slot(holder)
+        except Exception as exc:  # no answer could be had without the bus either
+            log.warning("could not take a stream slot", error=str(exc))
+            await _refuse(scope, send, "unavailable", 503, "the bus did not answer: try again")
+            return
+        slots = [slot]
+        try:
+            if streaming > self.per_key:
+                message = f"this key already has {self.per_key} answers streaming: wait for one"
+                await _refuse(scope, send, "rate_limited", 429, message)
+                return
+            async with _renewing(bus, holder, slots, self.renew_s):
+                await self.app(scope, receive, send)
         finally:
-            self.open[holder] -= 1
-            if self.open[holder] <= 0:
-                del self.open[holder]
+            with contextlib.suppress(Exception):  # the bus is gone: the slot expires by itself
+                await bus.free_slot(slots[-1])
 
     def _answers(self, scope: Scope) -> bool:
         path: str = scope["path"]
         return path in self.PATHS[1:] or (path.startswith("/mcp/") and path.endswith(self.PATHS[0]))
+
+
+@contextlib.asynccontextmanager
+async def _renewing(
+    bus: NatsClient, holder: str, slots: list[int], every_s: float
+) -> AsyncIterator[None]:
+    """While the answer lasts, replace its slot before the stream would let it expire."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                fresh, _ = await bus.take_slot(holder)
+                await bus.free_slot(slots[-1])
+            except Exception as exc:  # try again next time; the old slot lasts until then
+                log.warning("could not renew a stream slot", error=str(exc))
+                continue
+            slots.append(fresh)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _holder(scope: Scope) -> str | None:
@@ -105,19 +152,16 @@ def _holder(scope: Scope) -> str | None:
     return None
 
 
-async def _too_many(scope: Scope, send: Send, per_key: int) -> None:
+async def _refuse(scope: Scope, send: Send, code: str, status: int, message: str) -> None:
     import json
 
-    message = f"this key already has {per_key} answers streaming: wait for one to finish"
     body: dict[str, Any] = (
-        openai_body("rate_limited", message)
-        if scope["path"].startswith("/v1/")
-        else {"detail": message}
+        openai_body(code, message) if scope["path"].startswith("/v1/") else {"detail": message}
     )
     await send(
         {
             "type": "http.response.start",
-            "status": 429,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
         }
     )

@@ -89,6 +89,18 @@ class NatsClient:
             raise Unavailable("the ingest stream did not answer") from exc
         return sum((info.state.subjects or {}).values())
 
+    async def take_slot(self, holder: str) -> tuple[int, int]:
+        """Record one more answer streaming for ``holder``; return its slot (a stream sequence)
+        and how many the holder now streams through every gateway."""
+        subject = subjects.slot_subject(holder)
+        ack = await self.js.publish(subject, b"", timeout=self.timeout_s)
+        info = await self.js.stream_info(subjects.SLOTS_STREAM.name, subjects_filter=subject)
+        return ack.seq, sum((info.state.subjects or {}).values())
+
+    async def free_slot(self, slot: int) -> None:
+        with contextlib.suppress(NotFoundError):  # expired already: a very long answer
+            await self.js.delete_msg(subjects.SLOTS_STREAM.name, slot)
+
     async def publish_index(self, subject: str, message: Message, msg_id: str) -> None:
         try:
             await self.js.publish(

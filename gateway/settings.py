@@ -52,7 +52,7 @@ class GatewaySettings(BaseSettings):
         description="where the counts live: memory:// per gateway, redis://… shared by replicas",
     )
     max_streams_per_key: int = Field(
-        default=8, ge=1, description="answers streaming at once per API key (per gateway)"
+        default=8, ge=1, description="answers streaming at once per API key, through all gateways"
     )
     sse_max_s: float = Field(default=3600.0, gt=0, description="longest a progress stream lasts")
     chat_idle_timeout_s: float = Field(

@@ -120,6 +120,9 @@ def service_permissions() -> dict[str, Permissions]:
                 *_stream_info(),
                 # /readyz reports each durable consumer's backlog
                 *backlogs,
+                # answers streaming now, per key, counted by every gateway (gateway.limits)
+                f"{subjects.SLOTS_PREFIX}.>",
+                _js_api("STREAM.MSG.DELETE", subjects.SLOTS_STREAM.name),
                 # resuming an answer: an ordered consumer on OLYMPUS_REPLY, or its last message
                 _js_api("CONSUMER.CREATE", reply),
                 _js_api("CONSUMER.CREATE", reply, ">"),

@@ -16,6 +16,8 @@ No other module spells a subject. Read this file top to bottom and you have seen
     olympus.index.turn                 generator -> indexer: a finished question and answer
     olympus.rpc.<area>.<verb>          gateway/CLI -> indexer (core request/reply)
     olympus.rpc.health.<service>       liveness ping every worker answers
+    olympus.slots.<holder>             gateway -> gateways: an answer streaming now (JetStream
+                                       OLYMPUS_SLOTS, memory; the per-key limit of all replicas)
     olympus.dlq.<stage>[.<tenant>.<doc>]  what finally failed, with the error (JetStream
                                        OLYMPUS_DLQ); a document's letters name it, so its
                                        deletion erases them
@@ -142,6 +144,17 @@ def dlq_document(tenant: str, doc_id: str) -> str:
     return f"{DLQ_PREFIX}.*.{tenant}.{ids.subject_token(doc_id)}"
 
 
+# --- answers streaming now (the per-key limit across gateway replicas) -------------------------
+SLOTS_PREFIX = f"{PREFIX}.slots"
+SLOT_LEASE_S = 600.0
+"""How long a slot outlives a gateway that died holding it; a live one renews it sooner."""
+
+
+def slot_subject(holder: str) -> str:
+    """One message per answer the holder (a digest of its API key) is streaming."""
+    return f"{SLOTS_PREFIX}.{holder}"
+
+
 # --- services, queue groups and durable consumers ---------------------------------------------
 EMBEDDER = "embedder"
 INDEXER = "indexer"
@@ -218,7 +231,14 @@ REPLY_STREAM = StreamSpec(
     duplicate_window_s=60,
     description="Answers as they stream, kept minutes so a dropped client can resume",
 )
-STREAMS = (INGEST_STREAM, INDEX_STREAM, EVENTS_STREAM, DLQ_STREAM, REPLY_STREAM)
+SLOTS_STREAM = StreamSpec(
+    name="OLYMPUS_SLOTS",
+    subjects=(f"{SLOTS_PREFIX}.>",),
+    max_age_s=SLOT_LEASE_S,
+    memory=True,
+    description="Answers streaming now, one message each per API key, counted by every gateway",
+)
+STREAMS = (INGEST_STREAM, INDEX_STREAM, EVENTS_STREAM, DLQ_STREAM, REPLY_STREAM, SLOTS_STREAM)
 
 INFLIGHT_BUCKET = "OLYMPUS_INFLIGHT"
 """KV bucket: the messages a worker began and has not finished (a mark left by a death)."""

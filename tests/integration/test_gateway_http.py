@@ -4,6 +4,7 @@ shapes: ``{"detail"}`` and OpenAI's ``{"error"}`` on ``/v1``)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -263,24 +264,39 @@ def test_a_key_streams_a_bounded_number_of_answers_at_once(make_client, nats_url
 
     first = threading.Thread(target=ask)
     first.start()
-    while not _slots(http).open:  # until the first holds its slot
+    while not _slots_taken(nats_url):  # until the first holds its slot
         threading.Event().wait(0.01)
-    ask()  # the second, while the first waits
+    # The second, while the first waits, through another gateway: the limit is every replica's.
+    other = make_client(max_streams_per_key=1, request_timeout_s=2.0)
+    r = other.post(
+        "/mcp/s/chat", json={"input": "hello?", "stream": False}, headers=dict(http.headers)
+    )
+    results.append(r.status_code)
     first.join()
     done.set()
     embedder.join()
     assert results == [429, 503]
+    deadline = time.monotonic() + 10  # each answer gives its slot back once its last byte went
+    while _slots_taken(nats_url):
+        assert time.monotonic() < deadline, "a slot was never given back"
+        threading.Event().wait(0.05)
 
 
-def _slots(http):
-    """The app's StreamSlots middleware, to see when a slot is taken."""
-    from gateway.limits import StreamSlots
+def _slots_taken(nats_url: str) -> int:
+    """Answers streaming now, as the gateways count them (the OLYMPUS_SLOTS stream)."""
+    import asyncio
 
-    app = http.app.middleware_stack
-    while app is not None and not isinstance(app, StreamSlots):
-        app = getattr(app, "app", None)
-    assert app is not None
-    return app
+    import nats
+
+    from schemas import subjects
+
+    async def count() -> int:
+        nc = await nats.connect(nats_url)
+        info = await nc.jetstream().stream_info(subjects.SLOTS_STREAM.name)
+        await nc.close()
+        return info.state.messages
+
+    return asyncio.run(count())
 
 
 @pytest.mark.parametrize(

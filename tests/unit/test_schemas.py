@@ -69,7 +69,10 @@ def test_subjects_are_built_in_one_place():
         "OLYMPUS_EVENTS",
         "OLYMPUS_DLQ",
         "OLYMPUS_REPLY",
+        "OLYMPUS_SLOTS",
     }
+    assert subjects.SLOTS_STREAM.memory
+    assert subjects.SLOTS_STREAM.max_age_s == subjects.SLOT_LEASE_S
     assert subjects.REPLY_STREAM.memory
     assert subjects.REPLY_STREAM.max_age_s > 0
 
