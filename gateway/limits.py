@@ -130,11 +130,13 @@ async def _renewing(
             await asyncio.sleep(every_s)
             try:
                 fresh, _ = await bus.take_slot(holder)
-                await bus.free_slot(slots[-1])
             except Exception as exc:  # try again next time; the old slot lasts until then
                 log.warning("could not renew a stream slot", error=str(exc))
                 continue
+            previous = slots[-1]
             slots.append(fresh)
+            with contextlib.suppress(Exception):  # if it stays, it expires by itself
+                await bus.free_slot(previous)
 
     task = asyncio.create_task(renew())
     try:

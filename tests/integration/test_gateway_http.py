@@ -262,10 +262,16 @@ def test_a_key_streams_a_bounded_number_of_answers_at_once(make_client, nats_url
         r = http.post("/mcp/s/chat", json={"input": "hello?", "stream": False})
         results.append(r.status_code)
 
+    _middleware(http).renew_s = 0.3  # a long answer's slot is renewed (every 200 s in use)
     first = threading.Thread(target=ask)
     first.start()
     while not _slots_taken(nats_url):  # until the first holds its slot
         threading.Event().wait(0.01)
+    held, deadline = _slot_stream(nats_url), time.monotonic() + 10
+    while _slot_stream(nats_url).first_seq == held.first_seq:  # renewed: a new slot...
+        assert time.monotonic() < deadline, "the slot was never renewed"
+        threading.Event().wait(0.05)
+    assert _slot_stream(nats_url).messages == 1  # ...in place of the old one
     # The second, while the first waits, through another gateway: the limit is every replica's.
     other = make_client(max_streams_per_key=1, request_timeout_s=2.0)
     r = other.post(
@@ -282,21 +288,35 @@ def test_a_key_streams_a_bounded_number_of_answers_at_once(make_client, nats_url
         threading.Event().wait(0.05)
 
 
-def _slots_taken(nats_url: str) -> int:
-    """Answers streaming now, as the gateways count them (the OLYMPUS_SLOTS stream)."""
+def _slot_stream(nats_url: str):
+    """The OLYMPUS_SLOTS stream's state: the answers streaming now, as the gateways count them."""
     import asyncio
 
     import nats
 
     from schemas import subjects
 
-    async def count() -> int:
+    async def state():
         nc = await nats.connect(nats_url)
         info = await nc.jetstream().stream_info(subjects.SLOTS_STREAM.name)
         await nc.close()
-        return info.state.messages
+        return info.state
 
-    return asyncio.run(count())
+    return asyncio.run(state())
+
+
+def _slots_taken(nats_url: str) -> int:
+    return _slot_stream(nats_url).messages
+
+
+def _middleware(http):
+    from gateway.limits import StreamSlots
+
+    app = http.app.middleware_stack
+    while app is not None and not isinstance(app, StreamSlots):
+        app = getattr(app, "app", None)
+    assert app is not None
+    return app
 
 
 @pytest.mark.parametrize(
