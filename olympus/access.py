@@ -71,9 +71,12 @@ def _stream_info() -> tuple[str, ...]:
 
 
 def _pull(stream: subjects.StreamSpec, durable: str) -> tuple[str, ...]:
-    """What one durable pull consumer needs: create or look it up, fetch, ack (+ in progress)."""
+    """What one durable pull consumer needs: create or look it up, fetch, ack (+ in progress),
+    and on a work queue erase what it has handled (``delivery.erase``)."""
     name = stream.name
+    erase = (_js_api("STREAM.MSG.DELETE", name),) if stream.work_queue else ()
     return (
+        *erase,
         _js_api("CONSUMER.INFO", name, durable),
         _js_api("CONSUMER.CREATE", name, durable),
         _js_api("CONSUMER.CREATE", name, durable, ">"),
@@ -105,7 +108,9 @@ def service_permissions() -> dict[str, Permissions]:
         _js_api("CONSUMER.INFO", s.name, d) for s in subjects.STREAMS for d in s.durables
     )
     index_pulls = tuple(
-        p for d in subjects.INDEX_STREAM.durables for p in _pull(subjects.INDEX_STREAM, d)
+        dict.fromkeys(
+            p for d in subjects.INDEX_STREAM.durables for p in _pull(subjects.INDEX_STREAM, d)
+        )
     )
     return {
         GATEWAY: Permissions(

@@ -4,7 +4,9 @@ The delivery rules of DESIGN.md live here, in one place, for every JetStream sub
 ack after the handler returns; on an error nak with a back-off; an invalid message or one
 that failed ``max_deliver`` times goes to ``olympus.dlq.<stage>`` (``.<tenant>.<doc>`` added
 when it names a document) with the error and the original, and is terminated. Long work
-sends in-progress acks so AckWait does not redeliver it.
+sends in-progress acks so AckWait does not redeliver it. A work-queue message is erased once
+it is done with (handled or dead-lettered), before its ack: an ack only unlinks it, leaving
+its bytes (a document's text) in the stream's block file.
 """
 
 from __future__ import annotations
@@ -355,6 +357,25 @@ async def forget_letters(js: JetStreamContext, tenant: str, doc_id: str) -> int:
         seq = found.seq + 1
 
 
+WORK_QUEUES = frozenset(s.name for s in subjects.STREAMS if s.work_queue)
+
+
+async def erase(raw: Msg) -> None:
+    """Overwrite a work-queue message in its stream's files once it is done with. Its ack
+    would only unlink it: the bytes stay in the block until every message in it has gone,
+    and a deleted document's text with them. A message already gone is no error; a failure
+    is logged and the ack still follows (the work is done either way)."""
+    meta = raw.metadata
+    if meta.stream not in WORK_QUEUES:
+        return
+    try:
+        await raw._client.jetstream().delete_msg(meta.stream, meta.sequence.stream)
+    except NotFoundError:
+        pass
+    except Exception as exc:
+        log.warning("could not erase a handled message", stream=meta.stream, error=repr(exc))
+
+
 def _describe(error: BaseException, data: bytes | None = None) -> str:
     if isinstance(error, ValidationError):
         if data is not None:
@@ -421,6 +442,7 @@ class DeliveryMiddleware(BaseMiddleware):
         trace.get_current_span().set_attribute("messaging.nats.delivery_attempt", attempt)
         if attempt > self.policy.max_deliver:
             await self._dead_letter(raw, stage, "the worker stopped while handling it", attempt)
+            await erase(raw)
             raise RejectMessage()
         marks = await InFlight.of(raw)
         if marks.poison:
@@ -428,6 +450,7 @@ class DeliveryMiddleware(BaseMiddleware):
                 raw, stage, f"poison: the worker died handling it {marks.deaths} times", attempt
             )
             await marks.end()
+            await erase(raw)
             raise RejectMessage()
         # Kept alive from here: a suspect may wait at the gate for the work in flight to end.
         keep_alive = asyncio.create_task(self._keep_alive(raw))
@@ -435,9 +458,14 @@ class DeliveryMiddleware(BaseMiddleware):
             async with self.gate.enter(alone=marks.suspect):
                 await marks.begin()
                 try:
-                    return await self._handle(call_next, msg, raw, stage, attempt)
+                    result = await self._handle(call_next, msg, raw, stage, attempt)
+                except RejectMessage:
+                    await erase(raw)
+                    raise
                 finally:
                     await marks.end()
+                await erase(raw)
+                return result
         finally:
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -162,6 +162,49 @@ async def test_long_work_is_kept_alive_not_redelivered(nats_url, js):
     assert calls == [3]
 
 
+class Note(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+def _files_holding(folder, needle: bytes) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+async def test_a_work_queue_message_done_with_leaves_no_bytes_in_the_stream_files(
+    nats_url, js, tmp_path
+):
+    """An ack only unlinks a work-queue message: while a message before it waits, its bytes
+    (a document's text) stay in the block file. Handled and dead-lettered ones are erased."""
+    broker, policy = _broker(nats_url)
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    calls: list[str] = []
+
+    @_subscribe(broker, policy, subject)
+    async def handler(body: Note) -> None:
+        calls.append(body.text)
+
+    stream_files = tmp_path / "nats" / "js" / "jetstream" / "$G" / "streams"
+    ingest_files = stream_files / subjects.INGEST_STREAM.name
+    await js.publish(f"{subject}-nobody", b'{"text": "Waitingcanary"}')  # keeps the block
+    async with broker:
+        await broker.start()
+        await js.publish(subject, b'{"text": "Handledcanary"}')
+        await js.publish(subject, b'{"text": "Refusedcanary", "extra": 1}')
+        await _eventually(lambda: _dead_letters(js, subject))
+
+        async def only_the_waiting_one_left() -> bool:
+            info = await js.stream_info(subjects.INGEST_STREAM.name)
+            return info.state.messages == 1 and bool(calls)
+
+        await _eventually(only_the_waiting_one_left)
+    await _eventually(lambda: _true_when(bool(_files_holding(ingest_files, b"Waitingcanary"))))
+    assert calls == ["Handledcanary"]
+    assert _files_holding(ingest_files, b"Handledcanary") == []
+    assert _files_holding(ingest_files, b"Refusedcanary") == []
+    assert _files_holding(stream_files, b"Refusedcanary") != []  # its dead letter keeps it
+
+
 class _FailsOnce:
     """The real Milvus Lite index, whose first upsert fails (a store hiccup)."""
 
