@@ -82,20 +82,23 @@ class NatsClient:
         """How many of ``tenant``'s ingest messages wait in the stream (a work queue: a message
         leaves once processed), counted by JetStream, so every gateway replica sees the same."""
         try:
-            info = await self.js.stream_info(
-                subjects.INGEST_STREAM.name, subjects_filter=subjects.ingest_subject(tenant, "*")
+            return await self._count(
+                subjects.INGEST_STREAM.name, subjects.ingest_subject(tenant, "*")
             )
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
             raise Unavailable("the ingest stream did not answer") from exc
-        return sum((info.state.subjects or {}).values())
 
     async def take_slot(self, holder: str) -> tuple[int, int]:
         """Record one more answer streaming for ``holder``; return its slot (a stream sequence)
         and how many the holder now streams through every gateway."""
         subject = subjects.slot_subject(holder)
         ack = await self.js.publish(subject, b"", timeout=self.timeout_s)
-        info = await self.js.stream_info(subjects.SLOTS_STREAM.name, subjects_filter=subject)
-        return ack.seq, sum((info.state.subjects or {}).values())
+        return ack.seq, await self._count(subjects.SLOTS_STREAM.name, subject)
+
+    async def _count(self, stream: str, subject_filter: str) -> int:
+        """How many messages ``stream`` holds on the subjects the filter matches."""
+        info = await self.js.stream_info(stream, subjects_filter=subject_filter)
+        return sum((info.state.subjects or {}).values())
 
     async def free_slot(self, slot: int) -> None:
         with contextlib.suppress(NotFoundError):  # expired already: a very long answer

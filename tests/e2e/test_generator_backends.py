@@ -25,7 +25,14 @@ from httpx_sse import connect_sse
 
 from olympus import natsserver
 from tests.support.samples import ZEPHYR as DOC
-from tests.support.stack import OUTPUT, RunningStack, indexed, start_stack, wait_for_history
+from tests.support.stack import (
+    OUTPUT,
+    RunningStack,
+    eventually,
+    indexed,
+    start_stack,
+    wait_for_history,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 IDLE_S = 3  # the generator's patience with a silent model server, here
@@ -133,13 +140,6 @@ def events_of(http, session: str, body: dict, stop_after: int | None = None):
 def resume(http, session: str, request_id: str):
     with connect_sse(http, "GET", f"/mcp/{session}/chat/{request_id}") as source:
         return [(s.event, json.loads(s.data)) for s in source.iter_sse() if s.data]
-
-
-def eventually(check, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "it did not happen in time"
-        time.sleep(0.1)
 
 
 def test_the_server_writes_the_answer_olympus_streams_cites_and_remembers(http, doc):

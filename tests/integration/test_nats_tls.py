@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pytest
 
 from olympus import access, natsserver
 from olympus.settings import CommonSettings
+from tests.support.stack import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -95,13 +95,6 @@ def bus(node: Node, user: str, ca: Path) -> CommonSettings:
 def connected_over_tls(node: Node, user: str) -> bool:
     (seen,) = node.monitoring("connz?auth=true")["connections"]
     return seen["authorized_user"] == user and seen["tls_version"].startswith("1.")
-
-
-def eventually(check, what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -46,6 +46,14 @@ class RunningStack:
         )
 
 
+def eventually(check, what: str = "it did not happen in time", timeout_s: float = 30) -> None:
+    """Wait until ``check()`` is true; fail saying ``what`` if it is not within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
 def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
     """The document once its status is one of ``statuses``; fails the test after the timeout."""
     deadline = time.monotonic() + timeout_s
