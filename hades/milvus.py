@@ -17,6 +17,7 @@ from pymilvus import (
     MilvusClient,
     RRFRanker,
 )
+from pymilvus.milvus_client import IndexParams
 
 from hades.analysis import bm25_terms, sealed_terms
 from hades.protocols import ChunkRecord, SearchQuery, VectorHit
@@ -66,11 +67,15 @@ class PrivateLite:
 
 
 class MilvusVectorIndex:
-    """Dense vectors (HNSW, cosine) and BM25 over stemmed terms, fused with RRF for hybrid.
+    """Dense vectors (cosine: exact on Lite, HNSW on a server) and BM25 over stemmed terms,
+    fused with RRF for hybrid.
 
     No text is stored: Milvus keeps a deleted row in its segment files until it compacts them,
     so a document's words would outlive its deletion. BM25 reads the terms sealed with
     ``term_key`` (``sealed_terms``) and the chunk texts come from the graph.
+
+    ``dense_index`` is the dense field's Milvus index type: by default FLAT (exact) on Lite and
+    HNSW on a server; an existing collection whose index differs is re-indexed on open.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class MilvusVectorIndex:
         token: str | None = None,
         hybrid_candidates: int = 100,
         rrf_k: int = 60,
+        dense_index: str | None = None,
     ) -> None:
         self.lite = PrivateLite(Path(uri)) if "://" not in uri else None
         self.dims = dims
@@ -94,8 +100,18 @@ class MilvusVectorIndex:
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
         self._consistency = {"consistency_level": "Strong"} if "://" in uri else {}
+        # Milvus Lite searches an HNSW graph with a filter as a mask and stops walking before it
+        # reaches most rows a selective filter keeps: at 10k chunks a tenant holding 1% of them
+        # got 24% of its true top 10, one document 7% of its chunks (bench/scale.py). So Lite
+        # searches exactly (FLAT), which costs it little up to ~10k chunks and ~3x for a large
+        # tenant at 50k, where a Milvus server should take over; a server keeps HNSW (its search
+        # switches to brute force when a filter keeps few rows).
+        self._dense_index = dense_index or ("FLAT" if self.lite else "HNSW")
+        self._hnsw = self._dense_index == "HNSW"
         if not self.client.has_collection(collection):
             self._create()
+        else:
+            self._use_the_dense_index()
         fields = {f["name"] for f in self.client.describe_collection(collection)["fields"]}
         if "text" in fields:
             raise RuntimeError(
@@ -126,13 +142,7 @@ class MilvusVectorIndex:
             )
         )
         index = self.client.prepare_index_params()
-        # Nested "params": pymilvus 3 flattens the outer dict and Lite reads only the inner one.
-        index.add_index(
-            field_name="dense",
-            index_type="HNSW",
-            metric_type="COSINE",
-            params={"params": {"M": 16, "efConstruction": 200}},
-        )
+        self._add_dense_index(index)
         index.add_index(
             field_name="sparse",
             index_type="SPARSE_INVERTED_INDEX",
@@ -144,6 +154,29 @@ class MilvusVectorIndex:
         self.client.create_collection(
             self.name, schema=schema, index_params=index, **self._consistency
         )
+
+    def _add_dense_index(self, index: IndexParams) -> None:
+        # Nested "params": pymilvus 3 flattens the outer dict and Lite reads only the inner one.
+        index.add_index(
+            field_name="dense",
+            index_type=self._dense_index,
+            metric_type="COSINE",
+            params={"params": {"M": 16, "efConstruction": 200} if self._hnsw else {}},
+        )
+
+    def _use_the_dense_index(self) -> None:
+        """Rebuild a dense index made by an older Olympus when it is not the one to use."""
+        made = self.client.describe_index(self.name, "dense").get("index_type")
+        if made == self._dense_index:
+            return
+        self.client.release_collection(self.name)
+        self.client.drop_index(self.name, "dense")
+        index = self.client.prepare_index_params()
+        self._add_dense_index(index)
+        self.client.create_index(self.name, index)
+
+    def _ann(self, candidates: int) -> dict:
+        return {"ef": max(64, candidates)} if self._hnsw else {}
 
     # --- writes -------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[ChunkRecord]) -> None:
@@ -237,7 +270,7 @@ class MilvusVectorIndex:
             limit=limit,
             filter=expr,
             output_fields=_OUTPUT,
-            search_params={"params": {"ef": max(64, limit)}},
+            search_params={"params": self._ann(limit)},
             **self._consistency,
         )
         return list(result[0])
@@ -260,7 +293,7 @@ class MilvusVectorIndex:
             AnnSearchRequest(
                 data=[self._require_vector(query)],
                 anns_field="dense",
-                param={"params": {"ef": max(64, candidates)}},
+                param={"params": self._ann(candidates)},
                 limit=candidates,
                 expr=expr,
             ),

@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from hades import DocumentGraph, SearchQuery, VectorIndex
+from hades import ChunkRecord, DocumentGraph, SearchQuery, VectorIndex
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from tests.support.hades_contract import (
@@ -58,6 +59,69 @@ class TestMilvusLite(VectorIndexContract):
         index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
         assert index.search(SearchQuery("t", "bm25", 1, text="persisted"))[0].doc_id == "d"
         index.close()
+
+    def test_a_small_tenant_and_one_document_find_all_theirs_after_reopening(
+        self, tmp_path: Path
+    ) -> None:
+        """A filter that keeps few rows must not cost recall. Once reopened, Milvus Lite searched
+        an HNSW graph with the filter as a mask, and the walk stopped before it reached most of
+        the kept rows: a tenant holding 1% of 5,000 chunks got 45% of its true top 10."""
+        dims, rng = 64, np.random.default_rng(7)
+        centres = rng.standard_normal((20, dims))
+
+        def records(tenant: str, doc: str, n: int) -> list[ChunkRecord]:
+            v = centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dims))
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            return [
+                ChunkRecord(f"{doc}-{i}", tenant, "c", doc, i, f"passage {i}", v[i].tolist())
+                for i in range(n)
+            ]
+
+        path = str(tmp_path / "filtered.db")
+        index = MilvusVectorIndex(path, dims, term_key=TERM_KEY)
+        few = records("few", "small", 30)
+        one = records("many", "one", 12)
+        index.upsert(few + one)
+        for d in range(40):
+            index.upsert(records("many", f"d{d}", 100))
+        index.flush()
+        index.close()
+        index = MilvusVectorIndex(path, dims, term_key=TERM_KEY)
+        try:
+            kept = np.array([c.vector for c in few])
+            for query in rng.standard_normal((10, dims)):
+                exact = {few[i].chunk_id for i in np.argsort(-(kept @ query))[:10]}
+                hits = index.search(SearchQuery("few", "dense", 10, vector=query.tolist()))
+                assert {h.chunk_id for h in hits} == exact
+                hits = index.search(
+                    SearchQuery("many", "dense", 100, vector=query.tolist(), doc_ids=("one",))
+                )
+                assert {h.chunk_id for h in hits} == {c.chunk_id for c in one}
+        finally:
+            index.close()
+
+    def test_the_hnsw_index_an_older_olympus_made_is_rebuilt_exact(self, tmp_path: Path) -> None:
+        path = str(tmp_path / "older.db")
+        index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
+        chunks = chunks_of("t", "d", ["kept through the rebuild", "and this one"])
+        index.upsert(chunks)
+        index.flush()
+        index.client.release_collection(index.name)
+        index.client.drop_index(index.name, "dense")
+        older = index.client.prepare_index_params()
+        older.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"params": {}})
+        index.client.create_index(index.name, older)
+        assert index.client.describe_index(index.name, "dense")["index_type"] == "HNSW"
+        index.close()
+        index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
+        try:
+            assert index.client.describe_index(index.name, "dense")["index_type"] == "FLAT"
+            for target in chunks:
+                hits = index.search(SearchQuery("t", "dense", 1, vector=target.vector))
+                assert [h.chunk_id for h in hits] == [target.chunk_id]
+            assert index.count("t") == 2
+        finally:
+            index.close()
 
     def test_its_files_hold_no_word_of_the_text(self, tmp_path: Path) -> None:
         """Milvus keeps a deleted row in its segments and log until it compacts them: what it
