@@ -19,6 +19,9 @@ def server_options(settings: GatewaySettings) -> dict[str, Any]:
         "http": "httptools",
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": settings.trusted_proxies or None,
+        # uvicorn's 5 s is the Retry-After of a full ingest queue: a client waiting exactly that
+        # long sent its next upload on the connection as it closed (httpx.ReadError).
+        "timeout_keep_alive": settings.keep_alive_s,
     }
 
 

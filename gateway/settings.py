@@ -39,6 +39,12 @@ class GatewaySettings(BaseSettings):
     )
     max_query_chars: int = Field(default=2000, ge=1, le=8192)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    keep_alive_s: int = Field(
+        default=75,
+        ge=6,
+        description="an idle client connection stays open this long: longer than any Retry-After "
+        "the gateway gives, so a client that waits as told does not race its connection's close",
+    )
     access_log: bool = Field(default=False, description="one log line per HTTP request")
     rate_limit: str = Field(
         default="50/second;1000/minute",

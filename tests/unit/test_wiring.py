@@ -80,3 +80,11 @@ def test_forwarded_headers_are_believed_only_from_configured_proxies():
     assert alone["proxy_headers"] is False  # uvicorn's own default believes 127.0.0.1
     behind = server_options(GatewaySettings(trusted_proxies="10.0.0.0/8"))
     assert (behind["proxy_headers"], behind["forwarded_allow_ips"]) == (True, "10.0.0.0/8")
+
+
+def test_an_idle_connection_outlives_the_wait_a_full_ingest_queue_asks_for():
+    from gateway.__main__ import server_options
+    from gateway.routes.rag import _QUEUE_RETRY_S
+    from gateway.settings import GatewaySettings
+
+    assert server_options(GatewaySettings())["timeout_keep_alive"] > _QUEUE_RETRY_S
