@@ -13,8 +13,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from olympus.stack import temporary_stack
 
@@ -68,6 +76,34 @@ def filename_of(corpus_id: str) -> str:
     return f"{corpus_id}.txt"
 
 
+def _told_to_wait(exc: BaseException) -> bool:
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (429, 503)
+
+
+def _wait(state: RetryCallState) -> float:
+    """As long as the 429 or 503 said (its Retry-After), else backing off from half a second."""
+    exc = state.outcome.exception() if state.outcome else None
+    said = (
+        exc.response.headers.get("Retry-After") if isinstance(exc, httpx.HTTPStatusError) else None
+    )
+    return float(said) if said else _backoff(state)
+
+
+_backoff = wait_exponential(multiplier=0.5, max=10)
+_patient = AsyncRetrying(
+    retry=retry_if_exception(_told_to_wait), wait=_wait, stop=stop_after_delay(600), reraise=True
+)
+
+
+async def _call(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request, sent again as long as a 429 or 503 says (a bounded queue, a restart)."""
+    async for attempt in _patient.copy():
+        with attempt:
+            r = await http.request(method, url, **kwargs)
+            r.raise_for_status()
+    return r
+
+
 async def ingest(
     http: httpx.AsyncClient, corpus: dict[str, str], collection: str, concurrency: int = 16
 ) -> dict[str, str]:
@@ -81,15 +117,9 @@ async def ingest(
     async def worker() -> None:
         while not queue.empty():
             corpus_id, text = queue.get_nowait()
-            r = await http.post(
-                "/rag/add_document",
-                json={
-                    "filename": filename_of(corpus_id),
-                    "content": text,
-                    "collection": collection,
-                },
-            )
-            r.raise_for_status()
+            # The tenant's share of the ingest queue is bounded: a 429 says when to send again.
+            body = {"filename": filename_of(corpus_id), "content": text, "collection": collection}
+            r = await _call(http, "POST", "/rag/add_document", json=body)
             ids[r.json()["doc_id"]] = corpus_id
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -104,9 +134,8 @@ async def wait_indexed(
     while time.monotonic() < deadline:
         counts = {}
         for status in ("indexed", "failed"):
-            r = await http.get(
-                "/rag/documents", params={"collection": collection, "status": status, "limit": 1}
-            )
+            params = {"collection": collection, "status": status, "limit": 1}
+            r = await _call(http, "GET", "/rag/documents", params=params)
             counts[status] = r.json()["total"]
         if counts["indexed"] + counts["failed"] >= expected:
             return counts
@@ -117,9 +146,8 @@ async def wait_indexed(
 async def chunk_total(http: httpx.AsyncClient, collection: str) -> int:
     total, offset = 0, 0
     while True:
-        r = await http.get(
-            "/rag/documents", params={"collection": collection, "limit": 1000, "offset": offset}
-        )
+        params = {"collection": collection, "limit": 1000, "offset": offset}
+        r = await _call(http, "GET", "/rag/documents", params=params)
         items = r.json()["items"]
         total += sum(d["chunk_count"] for d in items)
         if len(items) < 1000:
@@ -141,17 +169,14 @@ async def run_queries(
     async def worker() -> None:
         while pending:
             qid, text = pending.pop()
-            r = await http.post(
-                "/mcp/eval/query",
-                json={
-                    "input": text[:2000],
-                    "top_k": 100,
-                    "mode": mode,
-                    "collection": collection,
-                    "unique_documents": True,
-                },
-            )
-            r.raise_for_status()
+            body = {
+                "input": text[:2000],
+                "top_k": 100,
+                "mode": mode,
+                "collection": collection,
+                "unique_documents": True,
+            }
+            r = await _call(http, "POST", "/mcp/eval/query", json=body)
             hits = r.json()["retrieved_documents"]
             # Rank, not raw score: fused scores tie, and the gateway's order is the answer.
             run[qid] = {doc_ids[h["doc_id"]]: float(100 - i) for i, h in enumerate(hits)}
