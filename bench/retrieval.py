@@ -25,7 +25,7 @@ RESULTS = Path(__file__).parent / "results"
 CONCURRENCY = (1, 8)
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     cuts = statistics.quantiles(ordered, n=100, method="inclusive")
     return {"p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "n": len(ordered)}
@@ -65,7 +65,7 @@ async def _gateway(url: str, key: str, corpus, queries, warmup: int) -> dict:
 
             await _drive(call, queries[:warmup], 1)
             for clients in CONCURRENCY:
-                results[(mode, clients)] = _percentiles(await _drive(call, queries, clients))
+                results[(mode, clients)] = percentiles(await _drive(call, queries, clients))
     return results
 
 
@@ -107,7 +107,7 @@ async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
 
         await _drive(call, queries[:warmup], 1)
         for clients in CONCURRENCY:
-            results[(mode, clients)] = _percentiles(await _drive(call, queries, clients))
+            results[(mode, clients)] = percentiles(await _drive(call, queries, clients))
     await batcher.stop()
     return results
 
