@@ -138,6 +138,34 @@ async def test_a_large_bulk_request_does_not_hold_up_a_question(fp32):
     assert calls.count("bulk") == 3 * 256 // 8  # in batches, never all at once
 
 
+async def test_lanes_encode_batches_at_once_and_each_caller_gets_its_own(fp32):
+    import threading
+
+    both_in = threading.Barrier(2, timeout=60)  # broken unless two batches are in at once
+
+    def together(texts):
+        both_in.wait()
+        return fp32.embed_batch(texts)
+
+    batcher = EmbeddingBatcher(together, fp32.dims, batch_size=2, lanes=2)
+    batcher.start()
+    try:
+        docs = [SENTENCES[:3], SENTENCES[3:4]]  # four texts: two batches, one in each lane
+        results = await asyncio.gather(*(batcher.embed(d) for d in docs))
+    finally:
+        await batcher.stop()
+    for texts, vectors in zip(docs, results, strict=True):
+        np.testing.assert_allclose(vectors, fp32.embed(texts), atol=1e-5)
+
+
+def test_a_cpu_gets_one_single_threaded_lane_per_core_and_a_gpu_one_lane():
+    from workers.embedder.encoder import pick_lanes
+
+    assert pick_lanes(0, "cpu", 4) == (4, 1)
+    assert pick_lanes(2, "cpu", 8) == (2, 4)
+    assert pick_lanes(0, "cuda", 0) == (1, 0)
+
+
 async def test_batcher_reports_model_failures_to_the_caller():
     def broken(_texts):
         raise RuntimeError("out of memory")

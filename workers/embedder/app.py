@@ -42,7 +42,7 @@ def create_app(
         # Heavy imports here: building the app (for AsyncAPI, or a wiring test) loads no model.
         from workers.embedder.batching import EmbeddingBatcher
         from workers.embedder.chunking import Chunker
-        from workers.embedder.encoder import Encoder
+        from workers.embedder.encoder import Encoder, pick_device, pick_lanes
         from workers.embedder.extract import Reader, ReadLimits
 
         async def publish(subject: str, message: Message, msg_id: str | None = None) -> None:
@@ -51,23 +51,29 @@ def create_app(
                 message, subject, headers=headers, stream=subjects.INDEX_STREAM.name
             )
 
+        device = pick_device(settings.device)
+        lanes, threads = pick_lanes(settings.lanes, device, settings.threads)
         encoder = Encoder(
             settings.model,
-            device=settings.device,
+            device=device,
             dtype=settings.dtype,
             batch_size=settings.batch_size,
-            threads=settings.threads,
+            threads=threads,
         )
         chunker = Chunker(
             encoder.tokenizer, settings.chunk_tokens or encoder.max_length, settings.chunk_overlap
         )
-        batcher = EmbeddingBatcher(encoder.embed_batch, encoder.dims, encoder.batch_size)
+        batcher = EmbeddingBatcher(
+            encoder.embed_batch, encoder.dims, encoder.batch_size, lanes=lanes
+        )
         batcher.start()
         worker.log.info(
             "embedder ready",
             model=encoder.name,
             device=encoder.device,
             dtype=str(encoder.dtype),
+            lanes=lanes,
+            threads_per_lane=threads,
             dims=encoder.dims,
             chunk_tokens=chunker.capacity + 2,
         )

@@ -1,8 +1,12 @@
 """Coalesce the chunks of many documents in flight into length-sorted batches for the model.
 
 Each document's handler awaits ``embed``; one loop takes everything waiting, sorts it by length
-and runs it through the model one batch at a time on a single thread. Queries jump the queue
-between batches, so a question waits for at most one batch of ingest work.
+and runs it through the model a batch at a time on each of ``lanes`` threads. Queries jump the
+queue between batches, so a question waits for at most one batch of ingest work.
+
+On a CPU, lanes of one torch thread each beat one lane of all the threads: a single forward
+pass split over both cores of a 2-core machine waits at every operator for the slower core, and
+the slower core is the one the indexer, NATS or the gateway just took (bench/ingest.py).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class EmbeddingBatcher:
         dims: int,
         batch_size: int,
         pool_texts: int = 512,
+        lanes: int = 1,
     ) -> None:
         self._embed_batch = embed_batch
         self._dims = dims
@@ -57,17 +62,20 @@ class EmbeddingBatcher:
         self._bulk: asyncio.Queue[_Request] = asyncio.Queue()
         self._bulk_turn = False
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="encoder")
+        self._lanes = asyncio.Semaphore(lanes)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="embedding-batcher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._in_flight]:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def embed(self, texts: Sequence[str], *, lane: Lane = "document") -> np.ndarray:
@@ -99,17 +107,25 @@ class EmbeddingBatcher:
             items = [(r, i) for r in pool for i in range(len(r.texts))]
             for positions in length_batches([r.texts[i] for r, i in items], self._batch_size):
                 await self._drain_queries()
-                batch = [items[p] for p in positions]
-                vectors = await self._encode([r.texts[i] for r, i in batch], [r for r, _ in batch])
-                if vectors is None:
-                    continue
-                for (request, index), vector in zip(batch, vectors, strict=True):
-                    request.out[index] = vector
-                    request.remaining -= 1
-                    if request.remaining == 0 and not request.future.done():
-                        request.future.set_result(request.out)
+                await self._lanes.acquire()  # the lane is given back when its batch is done
+                task = asyncio.create_task(self._deliver([items[p] for p in positions]))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
             if any(not q.empty() for q in (self._documents, self._bulk, self._queries)):
                 self._wakeup.set()
+
+    async def _deliver(self, batch: list[tuple[_Request, int]]) -> None:
+        try:
+            vectors = await self._encode([r.texts[i] for r, i in batch], [r for r, _ in batch])
+        finally:
+            self._lanes.release()
+        if vectors is None:
+            return
+        for (request, index), vector in zip(batch, vectors, strict=True):
+            request.out[index] = vector
+            request.remaining -= 1
+            if request.remaining == 0 and not request.future.done():
+                request.future.set_result(request.out)
 
     def _take(self, queue: asyncio.Queue[_Request]) -> list[_Request]:
         pool: list[_Request] = []
@@ -127,7 +143,8 @@ class EmbeddingBatcher:
             while not self._queries.empty() and len(waiting) < self._batch_size:
                 waiting.append(self._queries.get_nowait())
             texts = [t for r in waiting for t in r.texts]
-            vectors = await self._encode(texts, waiting)
+            async with self._lanes:
+                vectors = await self._encode(texts, waiting)
             if vectors is None:
                 continue
             start = 0

@@ -46,6 +46,17 @@ def pick_dtype(requested: str, device: str) -> torch.dtype:
     return torch.bfloat16 if supported else torch.float32
 
 
+def pick_lanes(requested: int, device: str, threads: int) -> tuple[int, int]:
+    """How many batches the encoder runs at once, and the torch threads of each. On a CPU one
+    lane per core of one thread each (unless asked): 71 vs 60-66 chunks/s on 2 idle cores, and
+    more beside the rest of the stack; on a GPU one lane."""
+    if device.startswith("cuda"):
+        return requested or 1, threads
+    cores = threads or torch.get_num_threads()
+    lanes = requested or cores
+    return lanes, max(1, cores // lanes)
+
+
 def max_length_of(model_path: str, tokenizer_max: int) -> int:
     """sentence-transformers models state the length they were trained at; trust it first."""
     config = Path(model_path) / "sentence_bert_config.json"

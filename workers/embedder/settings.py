@@ -31,4 +31,11 @@ class EmbedderSettings(BaseSettings):
         default=64, ge=1, description="what the parts of a DOCX (a zip) may inflate to"
     )
     readers: int = Field(default=1, ge=1, le=16, description="reader processes for PDF/DOCX/HTML")
-    threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
+    threads: int = Field(default=0, ge=0, description="torch threads in all; 0: all cores")
+    lanes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="batches encoded at once, sharing the threads; 0: one per core on a CPU, "
+        "1 on a GPU",
+    )
