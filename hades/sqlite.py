@@ -68,6 +68,15 @@ def _chunk_handle(chunk_id: str) -> str:
     return f"chunks/{chunk_id}"
 
 
+# A document's chunks: its has_chunk edges, each chunk found by its primary key. Joined the
+# other way round ('chunks/' || c.chunk_id = e._to) SQLite scanned every chunk of the tenant for
+# each call, once per indexed document: the cost that grew with the collection.
+_CHUNKS_OF = (
+    "FROM edges e JOIN chunks c ON c.chunk_id = substr(e._to, 8) "  # after "chunks/"
+    "WHERE e._from=? AND e.kind='has_chunk' AND c.tenant=? ORDER BY c.position"
+)
+
+
 def _row_to_info(row: sqlite3.Row) -> DocumentInfo:
     data = dict(row)
     data["metadata"] = json.loads(data["metadata"])
@@ -269,8 +278,7 @@ class SqliteDocumentGraph:
 
     def chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
         rows = self.db.execute(
-            "SELECT c.chunk_id FROM edges e JOIN chunks c ON e._to = 'chunks/' || c.chunk_id "
-            "WHERE e._from=? AND e.kind='has_chunk' AND c.tenant=? ORDER BY c.position",
+            f"SELECT c.chunk_id {_CHUNKS_OF}",
             (_doc_handle(doc_id), tenant),
         )
         return [r[0] for r in rows]
@@ -299,9 +307,7 @@ class SqliteDocumentGraph:
 
     def chunks(self, tenant: str, doc_id: str) -> list[ChunkText]:
         rows = self.db.execute(
-            "SELECT c.chunk_id, c.position, c.text FROM edges e "
-            "JOIN chunks c ON e._to = 'chunks/' || c.chunk_id "
-            "WHERE e._from=? AND e.kind='has_chunk' AND c.tenant=? ORDER BY c.position",
+            f"SELECT c.chunk_id, c.position, c.text {_CHUNKS_OF}",
             (_doc_handle(doc_id), tenant),
         )
         return [ChunkText(chunk_id=r[0], position=r[1], text=r[2]) for r in rows]
