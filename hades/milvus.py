@@ -107,7 +107,6 @@ class MilvusVectorIndex:
         # tenant at 50k, where a Milvus server should take over; a server keeps HNSW (its search
         # switches to brute force when a filter keeps few rows).
         self._dense_index = dense_index or ("FLAT" if self.lite else "HNSW")
-        self._hnsw = self._dense_index == "HNSW"
         if not self.client.has_collection(collection):
             self._create()
         else:
@@ -154,6 +153,10 @@ class MilvusVectorIndex:
         self.client.create_collection(
             self.name, schema=schema, index_params=index, **self._consistency
         )
+
+    @property
+    def _hnsw(self) -> bool:
+        return self._dense_index == "HNSW"
 
     def _add_dense_index(self, index: IndexParams) -> None:
         # Nested "params": pymilvus 3 flattens the outer dict and Lite reads only the inner one.

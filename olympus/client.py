@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
+from tenacity import RetryCallState, wait_exponential
 
 TERMINAL = {"indexed", "failed", "deleted"}
 CHAT_EVENTS = frozenset({"sources", "token", "done", "error"})
@@ -101,10 +102,7 @@ class Gateway:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise GatewayError(0, f"cannot reach the gateway at {self.url}: {exc}") from exc
-        if response.status_code >= 400:
-            wait = response.headers.get("retry-after", "")
-            retry_after = float(wait) if wait.replace(".", "", 1).isdigit() else None
-            raise GatewayError(response.status_code, _detail(response), retry_after)
+        raise_for_gateway(response)
         return response.json() if response.content else None
 
     def _stream(
@@ -275,6 +273,29 @@ def _passage(data: dict[str, Any], n: int) -> Passage:
         score=data["score"],
         n=n,
     )
+
+
+def raise_for_gateway(response: httpx.Response) -> None:
+    """A GatewayError for a 4xx or 5xx, with the message and the Retry-After it gave."""
+    if response.status_code >= 400:
+        wait = response.headers.get("retry-after", "")
+        retry_after = float(wait) if wait.replace(".", "", 1).isdigit() else None
+        raise GatewayError(response.status_code, _detail(response), retry_after)
+
+
+def told_to_wait(exc: BaseException) -> bool:
+    """A 429 or 503: the request may go again once the gateway's wait is over."""
+    return isinstance(exc, GatewayError) and exc.status in (429, 503)
+
+
+def wait_as_told(state: RetryCallState) -> float:
+    """As long as a 429 or 503 said (its Retry-After), else backing off from half a second."""
+    exc = state.outcome.exception() if state.outcome else None
+    said = exc.retry_after_s if isinstance(exc, GatewayError) else None
+    return said if said is not None else _backoff(state)
+
+
+_backoff = wait_exponential(multiplier=0.5, max=10)
 
 
 def _detail(response: httpx.Response) -> str:

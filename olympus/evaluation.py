@@ -16,14 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 
+from olympus.client import raise_for_gateway, told_to_wait, wait_as_told
 from olympus.stack import temporary_stack
 
 MODES = ("dense", "bm25", "hybrid")
@@ -76,22 +71,11 @@ def filename_of(corpus_id: str) -> str:
     return f"{corpus_id}.txt"
 
 
-def _told_to_wait(exc: BaseException) -> bool:
-    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (429, 503)
-
-
-def _wait(state: RetryCallState) -> float:
-    """As long as the 429 or 503 said (its Retry-After), else backing off from half a second."""
-    exc = state.outcome.exception() if state.outcome else None
-    said = (
-        exc.response.headers.get("Retry-After") if isinstance(exc, httpx.HTTPStatusError) else None
-    )
-    return float(said) if said else _backoff(state)
-
-
-_backoff = wait_exponential(multiplier=0.5, max=10)
 _patient = AsyncRetrying(
-    retry=retry_if_exception(_told_to_wait), wait=_wait, stop=stop_after_delay(600), reraise=True
+    retry=retry_if_exception(told_to_wait),
+    wait=wait_as_told,
+    stop=stop_after_delay(600),
+    reraise=True,
 )
 
 
@@ -100,7 +84,7 @@ async def _call(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -
     async for attempt in _patient.copy():
         with attempt:
             r = await http.request(method, url, **kwargs)
-            r.raise_for_status()
+            raise_for_gateway(r)
     return r
 
 

@@ -24,15 +24,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from tenacity import (
-    RetryCallState,
-    retry,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import retry, retry_if_exception, stop_after_delay
 
-from olympus.client import Document, Formats, Gateway, GatewayError
+from olympus.client import Document, Formats, Gateway, GatewayError, told_to_wait, wait_as_told
 from olympus.remote import add_connection_flags, fail, gateway
 from schemas.ids import content_hash
 
@@ -45,17 +39,9 @@ MARGIN_S = 5.0  # a change recorded this long before the last look may not have 
 QUIET_LOG_S = 10.0  # how often a run whose output is not a terminal prints where it stands
 
 
-def _wait(state: RetryCallState) -> float:
-    """As long as a 429 or 503 said (its Retry-After), else backing off from half a second."""
-    exc = state.outcome.exception() if state.outcome else None
-    said = exc.retry_after_s if isinstance(exc, GatewayError) else None
-    return said if said is not None else _backoff(state)
-
-
-_backoff = wait_exponential(multiplier=0.5, max=10)
 _patient = retry(
-    retry=retry_if_exception(lambda e: isinstance(e, GatewayError) and e.status in (429, 503)),
-    wait=_wait,
+    retry=retry_if_exception(told_to_wait),
+    wait=wait_as_told,
     stop=stop_after_delay(300),
     reraise=True,
 )
