@@ -69,8 +69,10 @@ if question:
                         state["error"] = (event.data.get("error") or {}).get("message")
             except GatewayError as exc:
                 state["error"] = str(exc)
-            finally:
-                st.session_state.inflight = None
+            # The answer ended: nothing is left to stop. Not in a `finally`: a click on Stop
+            # makes Streamlit abandon this run and close this generator *before* the next run
+            # calls stop(), which must still find the answer to cancel.
+            st.session_state.inflight = None
 
         st.write_stream(tokens())
         stop_slot.empty()
