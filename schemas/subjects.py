@@ -58,6 +58,14 @@ INDEX_STATUS = f"{INDEX_PREFIX}.status"
 INDEX_TURN = f"{INDEX_PREFIX}.turn"
 INDEX_ALL = f"{INDEX_PREFIX}.>"
 
+
+def holds_text(subject: str) -> bool:
+    """Whether a work-queue message on ``subject`` carries a document's or a conversation's
+    text: such a message is overwritten in the stream's files once handled, so deleting the
+    document leaves none of it behind (``olympus.delivery.erase``)."""
+    return subject.startswith(f"{INGEST_PREFIX}.") or subject in (INDEX_UPSERT, INDEX_TURN)
+
+
 # --- document events --------------------------------------------------------------------------
 EVENTS_PREFIX = f"{PREFIX}.events.document"
 EVENTS_ALL = f"{EVENTS_PREFIX}.>"

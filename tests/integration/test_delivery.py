@@ -91,6 +91,41 @@ async def test_a_failure_is_retried_then_acknowledged(nats_url, js):
     assert await _dead_letters(js, subject) == []
 
 
+async def test_ordinary_work_writes_no_marks_and_a_retry_is_no_suspect(nats_url, js):
+    """Deliveries are recorded only when something unusual happens: twenty messages handled
+    leave the bucket untouched; one handed back for a retry writes that record and removes it
+    when it succeeds, and its retry is no suspect (that would add an "alone" record)."""
+    broker, policy = _broker(nats_url)
+    subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
+    bucket = f"KV_{subjects.INFLIGHT_BUCKET}"
+    calls: list[int] = []
+
+    @_subscribe(broker, policy, subject)
+    async def handler(body: Ping) -> None:
+        calls.append(body.n)
+        if body.n == 99 and calls.count(99) == 1:
+            raise RuntimeError("transient")
+
+    async def writes() -> int:
+        return (await js.stream_info(bucket)).state.last_seq
+
+    before = await writes()
+    async with broker:
+        await broker.start()
+        for n in range(20):
+            await js.publish(subject, json.dumps({"n": n}).encode())
+        await _eventually(lambda: _true_when(len(calls) == 20))
+        await asyncio.sleep(0.3)
+        assert await writes() == before
+        await js.publish(subject, b'{"n": 99}')
+        await _eventually(lambda: _true_when(calls.count(99) == 2))
+        await asyncio.sleep(0.5)
+    assert await writes() == before + 2  # handed back, then forgotten once done
+    kv = await js.key_value(subjects.INFLIGHT_BUCKET)
+    with pytest.raises(nats.js.errors.NoKeysError):
+        await kv.keys()  # nothing left of it (a purge leaves only its marker)
+
+
 async def test_what_keeps_failing_is_dead_lettered_with_error_and_original(nats_url, js):
     broker, policy = _broker(nats_url)
     subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
@@ -391,7 +426,7 @@ async def test_a_message_its_worker_died_on_twice_is_dead_lettered_as_poison(
     # At least once: a delivery lost with a dead worker's pull request can come twice at once.
     assert letters
     for letter in letters:
-        assert letter["error"] == "poison: the worker died handling it 2 times"
+        assert letter["error"].startswith("poison: its worker died handling it alone (")
         assert json.loads(letter["original"]) == {"n": 13}
         assert letter["deliveries"] >= 3
     assert deaths == 2
