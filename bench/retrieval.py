@@ -79,7 +79,9 @@ async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
     from workers.indexer.stores import open_stores
 
     encoder = Encoder()
-    batcher = EmbeddingBatcher(encoder.embed_batch, encoder.dims, encoder.batch_size)
+    batcher = EmbeddingBatcher(
+        encoder.tokenize, encoder.embed_tokens, encoder.dims, encoder.batch_size
+    )
     batcher.start()
     vectors, graph = open_stores(CommonSettings(data_dir=data_dir), IndexerSettings())
 

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from workers.embedder.batching import EmbeddingBatcher
+from workers.embedder.batching import EmbeddingBatcher, length_batches
 from workers.embedder.chunking import Chunker
 from workers.embedder.encoder import Encoder
 
@@ -46,11 +46,17 @@ def test_bf16_stays_close_to_fp32(fp32, bf16):
     assert cosine.min() >= 0.99
 
 
-def test_batches_are_sorted_by_length_and_cover_everything(fp32):
-    batches = fp32.batches(SENTENCES)
-    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
-    lengths = [len(SENTENCES[i]) for b in batches for i in b]
-    assert lengths == sorted(lengths, reverse=True)
+def test_batches_are_sorted_by_token_count_and_cover_everything(fp32):
+    # Characters mislead: the shorter string is the longer one in tokens.
+    texts = [
+        "the cat sat on the mat and the dog lay on the rug",
+        "QCD: \u03b1s(MZ)\u22480.118\u00b10.001",
+    ]
+    lengths = [len(ids) for ids in fp32.tokenize(texts)]
+    assert lengths[1] > lengths[0]
+    assert len(texts[1]) < len(texts[0])
+    batches = length_batches([*lengths, 3, 40], batch_size=3)
+    assert batches == [[3, 1, 0], [2]]
 
 
 def test_chunks_fit_the_model_and_overlap(fp32):
@@ -58,10 +64,70 @@ def test_chunks_fit_the_model_and_overlap(fp32):
     text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(400))
     chunks = chunker.split(text)
     assert len(chunks) > 3
-    assert max(fp32.token_lengths(chunks)) <= fp32.max_length
+    assert max(len(fp32.tokenizer(c)["input_ids"]) for c in chunks) <= fp32.max_length
     # Overlap: the start of each chunk repeats words from the end of the one before.
     assert chunks[1].split()[0] in chunks[0]
     assert chunker.split("   \n  ") == []
+
+
+def _prose(rng) -> str:
+    words = [
+        "valve",
+        "pressure",
+        "steam",
+        "turbine",
+        "Zephyr",
+        "measured",
+        "flow",
+        "rate",
+        "the",
+        "a",
+        "of",
+        "in",
+        "to",
+        "and",
+    ]
+    paragraphs = []
+    for _ in range(rng.randint(1, 6)):
+        sentences = []
+        for _ in range(rng.randint(1, 12)):
+            said = [rng.choice(words) for _ in range(rng.choice([3, 8, 15, 25, 40, 90]))]
+            ending = rng.choice([".", "!", "?", " (p = .05).", ", e.g. the valve."])
+            sentences.append(" ".join(said).capitalize() + ending)
+        paragraphs.append(" ".join(sentences))
+    return rng.choice(["\n\n", "\n"]).join(paragraphs)
+
+
+def test_plain_text_is_cut_where_semantic_text_splitter_cuts_it(fp32):
+    """Our cuts come from one tokenization; the library's from tokenizing candidate pieces.
+    Paragraphs, lines, sentences and words in the same order of preference, the same overlap:
+    the same chunks."""
+    import random
+
+    from semantic_text_splitter import TextSplitter
+
+    chunker = Chunker(fp32.tokenizer, fp32.max_length, overlap=32)
+    library = TextSplitter.from_huggingface_tokenizer(
+        chunker._tokenizer, chunker.capacity, chunker.overlap
+    )
+    rng = random.Random(7)
+    compared = 0
+    for _ in range(120):
+        text = _prose(rng)
+        ours = chunker.split(text)
+        assert max(len(fp32.tokenizer(c)["input_ids"]) for c in ours) <= fp32.max_length
+        if len(ours) > 1:
+            compared += 1
+            assert ours == [c for c in library.chunks(text) if c.strip()]
+    assert compared >= 80
+
+
+def test_text_without_any_break_is_still_cut_to_fit(fp32):
+    chunker = Chunker(fp32.tokenizer, 64, overlap=8)
+    blob = "x" * 3000  # no space, no punctuation: nothing but token boundaries
+    chunks = chunker.split(blob)
+    assert "".join(chunks) == blob
+    assert max(len(fp32.tokenizer(c)["input_ids"]) for c in chunks) <= 64
 
 
 def test_markdown_chunks_follow_headings(fp32):
@@ -72,7 +138,7 @@ def test_markdown_chunks_follow_headings(fp32):
 
 
 async def test_batcher_gives_each_caller_its_own_vectors(fp32):
-    batcher = EmbeddingBatcher(fp32.embed_batch, fp32.dims, batch_size=3)
+    batcher = EmbeddingBatcher(fp32.tokenize, fp32.embed_tokens, fp32.dims, batch_size=3)
     batcher.start()
     try:
         docs = [SENTENCES[:2], SENTENCES[2:], SENTENCES[1:3]]
@@ -89,11 +155,11 @@ async def test_batcher_gives_each_caller_its_own_vectors(fp32):
 async def test_waiting_queries_share_one_forward_pass(fp32):
     calls: list[int] = []
 
-    def counting(texts):
-        calls.append(len(texts))
-        return fp32.embed_batch(texts)
+    def counting(batch):
+        calls.append(len(batch))
+        return fp32.embed_tokens(batch)
 
-    batcher = EmbeddingBatcher(counting, fp32.dims, batch_size=8)
+    batcher = EmbeddingBatcher(fp32.tokenize, counting, fp32.dims, batch_size=8)
     questions = [[s] for s in SENTENCES] + [["two texts", "in one request"]]
     pending = [asyncio.ensure_future(batcher.embed(q, lane="query")) for q in questions]
     await asyncio.sleep(0)  # all five are waiting before the loop starts
@@ -114,12 +180,14 @@ async def test_a_large_bulk_request_does_not_hold_up_a_question(fp32):
     started = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def recording(texts):  # in the encoder's thread
-        calls.append("question" if texts == ["where is the valve?"] else "bulk")
-        loop.call_soon_threadsafe(started.set)
-        return fp32.embed_batch(texts)
+    question_tokens = fp32.tokenize(["where is the valve?"])
 
-    batcher = EmbeddingBatcher(recording, fp32.dims, batch_size=8)
+    def recording(batch):  # in the encoder's thread
+        calls.append("question" if batch == question_tokens else "bulk")
+        loop.call_soon_threadsafe(started.set)
+        return fp32.embed_tokens(batch)
+
+    batcher = EmbeddingBatcher(fp32.tokenize, recording, fp32.dims, batch_size=8)
     batcher.start()
     try:
         bulk = [
@@ -143,11 +211,11 @@ async def test_lanes_encode_batches_at_once_and_each_caller_gets_its_own(fp32):
 
     both_in = threading.Barrier(2, timeout=60)  # broken unless two batches are in at once
 
-    def together(texts):
+    def together(batch):
         both_in.wait()
-        return fp32.embed_batch(texts)
+        return fp32.embed_tokens(batch)
 
-    batcher = EmbeddingBatcher(together, fp32.dims, batch_size=2, lanes=2)
+    batcher = EmbeddingBatcher(fp32.tokenize, together, fp32.dims, batch_size=2, lanes=2)
     batcher.start()
     try:
         docs = [SENTENCES[:3], SENTENCES[3:4]]  # four texts: two batches, one in each lane
@@ -167,10 +235,10 @@ def test_a_cpu_gets_one_single_threaded_lane_per_core_and_a_gpu_one_lane():
 
 
 async def test_batcher_reports_model_failures_to_the_caller():
-    def broken(_texts):
+    def broken(_batch):
         raise RuntimeError("out of memory")
 
-    batcher = EmbeddingBatcher(broken, 4, batch_size=2)
+    batcher = EmbeddingBatcher(lambda texts: [[1, 2]] * len(texts), broken, 4, batch_size=2)
     batcher.start()
     try:
         with pytest.raises(RuntimeError, match="out of memory"):
@@ -219,7 +287,7 @@ async def test_a_query_gets_its_vector_or_skips_the_model_for_bm25(fp32):
     from schemas.messages import QueryEmbed
     from workers.embedder.handlers import QueryHandler
 
-    batcher = EmbeddingBatcher(fp32.embed_batch, fp32.dims, fp32.batch_size)
+    batcher = EmbeddingBatcher(fp32.tokenize, fp32.embed_tokens, fp32.dims, fp32.batch_size)
     batcher.start()
     try:
         handler = QueryHandler(batcher, fp32.name, fp32.tokenizer)

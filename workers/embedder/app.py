@@ -64,7 +64,7 @@ def create_app(
             encoder.tokenizer, settings.chunk_tokens or encoder.max_length, settings.chunk_overlap
         )
         batcher = EmbeddingBatcher(
-            encoder.embed_batch, encoder.dims, encoder.batch_size, lanes=lanes
+            encoder.tokenize, encoder.embed_tokens, encoder.dims, encoder.batch_size, lanes=lanes
         )
         batcher.start()
         worker.log.info(

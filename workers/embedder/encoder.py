@@ -1,6 +1,8 @@
 """The encoder: any Hugging Face encoder, mean pooling, L2-normalised (as sentence-transformers).
 
-Texts are embedded in batches sorted by length, so a batch pads to similar lengths.
+Texts are tokenized first and embedded in batches sorted by their token counts, so a batch pads
+to similar lengths: sorted by characters instead (as sentence-transformers sorts), SciFact's
+chunks padded to 17% more tokens than they hold and encoded 15% slower (bench/ingest.py).
 """
 
 from __future__ import annotations
@@ -91,36 +93,39 @@ class Encoder:
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         self.max_length = max_length_of(path, self.tokenizer.model_max_length)
         self.dims = int(self.model.config.hidden_size)
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids as the model reads them: special tokens added, truncated to
+        the model's length. Batches are cut by these lengths, and the forward pass takes them."""
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
+        return list(encoded["input_ids"])
 
     @torch.inference_mode()
-    def _forward(self, texts: Sequence[str]) -> np.ndarray:
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    def embed_tokens(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """One forward pass over tokenized texts, padded to the longest: their unit vectors."""
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        ids_t = torch.from_numpy(input_ids).to(self.device)
+        mask_t = torch.from_numpy(mask).to(self.device)
+        hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+        weights = mask_t.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
         return pooled.cpu().numpy()
 
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)
-        return [len(ids) for ids in encoded["input_ids"]]
-
-    def batches(self, texts: Sequence[str]) -> list[list[int]]:
-        """Indices of ``texts`` grouped into batches of similar length, longest first."""
-        return length_batches(texts, self.batch_size)
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        return self._forward(texts)
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """All texts, in their order, batched by length."""
+        """All texts, in their order, in batches of similar token length."""
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for idx in self.batches(texts):
-            out[idx] = self._forward([texts[i] for i in idx])
+        if not texts:
+            return out
+        tokens = self.tokenize(texts)
+        for idx in length_batches([len(ids) for ids in tokens], self.batch_size):
+            out[idx] = self.embed_tokens([tokens[i] for i in idx])
         return out

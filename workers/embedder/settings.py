@@ -21,7 +21,12 @@ class EmbedderSettings(BaseSettings):
     batch_size: int = Field(default=16, ge=1, le=1024)
     chunk_tokens: int = Field(default=0, ge=0, description="0: the model's maximum length")
     chunk_overlap: int = Field(default=32, ge=0)
-    concurrency: int = Field(default=64, ge=1, description="ingest messages handled at once")
+    concurrency: int = Field(
+        default=128,
+        ge=1,
+        description="ingest messages handled at once: the more in flight, the more evenly "
+        "the encoder's batches fill (64 padded ~9% of what it encoded, 128 ~4%)",
+    )
     max_chunks_per_document: int = Field(default=5000, ge=1)
     read_memory_mb: int = Field(
         default=1536, ge=256, description="memory a reader process may use for one PDF/DOCX/HTML"
