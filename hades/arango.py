@@ -157,7 +157,12 @@ class ArangoDocumentGraph:
         if edges:
             db.collection("edges").insert_many(edges)
 
-    def set_status(self, tenant: str, document: DocumentInfo) -> DocumentInfo | None:
+    def set_statuses(
+        self, tenant: str, documents: Sequence[DocumentInfo]
+    ) -> list[DocumentInfo | None]:
+        return [self._set_status(tenant, document) for document in documents]
+
+    def _set_status(self, tenant: str, document: DocumentInfo) -> DocumentInfo | None:
         if not self.accepts(tenant, document.doc_id, document.version, document.status):
             return None
         key = _key(tenant, document.doc_id)

@@ -107,12 +107,11 @@ class DocumentGraph(Protocol):
     def put_documents(self, writes: Sequence[DocumentWrite]) -> None:
         """Store documents (status ``indexed``) with their chunks and edges, atomically."""
 
-    def set_status(
-        self,
-        tenant: str,
-        document: DocumentInfo,
-    ) -> DocumentInfo | None:
-        """Record a status change; None when it was stale and ignored."""
+    def set_statuses(
+        self, tenant: str, documents: Sequence[DocumentInfo]
+    ) -> list[DocumentInfo | None]:
+        """Record status changes, in order, in one write; for each the document as it now is,
+        or None where the change was stale (an older version, an earlier step) and ignored."""
 
     def delete_document(self, tenant: str, doc_id: str, version: int) -> DocumentInfo | None:
         """Remove the document, its chunks and edges; remember the deletion's version."""

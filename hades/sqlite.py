@@ -193,23 +193,29 @@ class SqliteDocumentGraph:
         db.executemany("DELETE FROM edges WHERE _from=?", [(h,) for h in handles])
         db.execute("DELETE FROM chunks WHERE tenant=? AND doc_id=?", (tenant, doc_id))
 
-    def set_status(self, tenant: str, document: DocumentInfo) -> DocumentInfo | None:
+    def set_statuses(
+        self, tenant: str, documents: Sequence[DocumentInfo]
+    ) -> list[DocumentInfo | None]:
+        changed: list[str | None] = []
         with self._tx() as db:
-            if not self.accepts(tenant, document.doc_id, document.version, document.status):
-                return None
-            current = self.get_document(tenant, document.doc_id)
-            if current is not None:
-                # A status change keeps what the indexed version knew until it is replaced.
-                document = document.model_copy(
-                    update={
-                        "chunk_count": current.chunk_count,
-                        "metadata": document.metadata or current.metadata,
-                    }
+            for document in documents:
+                if not self.accepts(tenant, document.doc_id, document.version, document.status):
+                    changed.append(None)
+                    continue
+                current = self.get_document(tenant, document.doc_id)
+                if current is not None:
+                    # A status change keeps what the indexed version knew until it is replaced.
+                    document = document.model_copy(
+                        update={
+                            "chunk_count": current.chunk_count,
+                            "metadata": document.metadata or current.metadata,
+                        }
+                    )
+                self._upsert_row(
+                    db, tenant, document, current.created_at if current else document.created_at
                 )
-            self._upsert_row(
-                db, tenant, document, current.created_at if current else document.created_at
-            )
-        return self.get_document(tenant, document.doc_id)
+                changed.append(document.doc_id)
+        return [None if d is None else self.get_document(tenant, d) for d in changed]
 
     def delete_document(self, tenant: str, doc_id: str, version: int) -> DocumentInfo | None:
         with self._tx() as db:

@@ -42,6 +42,13 @@ def index_msg_id(doc_id: str, step: str, version: int) -> str:
     return f"{doc_id}:{step}:{version}"
 
 
+def status_msg_id(changes: list[tuple[str, str, int]]) -> str:
+    """The ``Nats-Msg-Id`` of status changes given as (doc_id, status, version): the same
+    changes published again (a retried publish, a redelivered ingest message) are dropped."""
+    digest = hashlib.sha256("|".join(f"{d}:{s}:{v}" for d, s, v in changes).encode())
+    return f"status:{digest.hexdigest()[:32]}"
+
+
 def turn_msg_id(request_id: str) -> str:
     """The ``Nats-Msg-Id`` of a finished question and answer: each answer is remembered once."""
     return f"turn:{request_id}"

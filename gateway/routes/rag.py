@@ -30,7 +30,7 @@ from gateway.models import (
 from olympus import telemetry
 from schemas import subjects
 from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, content_problem, media_type_of
-from schemas.ids import content_hash, document_id, index_msg_id, ingest_msg_id
+from schemas.ids import content_hash, document_id, ingest_msg_id, status_msg_id
 from schemas.messages import (
     MAX_OFFSET,
     DocumentChunks,
@@ -46,6 +46,7 @@ from schemas.messages import (
     IngestDocument,
     Metadata,
     Name,
+    StatusChange,
 )
 
 router = APIRouter(prefix="/rag", tags=["documents"], responses=problems(*AUTHENTICATED))
@@ -90,7 +91,8 @@ async def _ingest(
     filename: str,
     data: bytes,
     metadata: Metadata | None,
-) -> AcceptedDocument:
+) -> tuple[AcceptedDocument, StatusChange | None]:
+    """Publish one document; what it is now, and its "queued" change unless it was a repeat."""
     media_type = media_type_of(filename)
     text = None if media_type in BINARY_MEDIA_TYPES else _utf8(data)
     digest = content_hash(data)
@@ -125,7 +127,7 @@ async def _publish(
     tenant: str,
     collection: str,
     filename: str,
-) -> AcceptedDocument:
+) -> tuple[AcceptedDocument, StatusChange | None]:
     ack = await nats_client.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", digest))
     accepted = AcceptedDocument(
         doc_id=doc.doc_id, filename=filename, collection=collection, status="queued"
@@ -133,21 +135,30 @@ async def _publish(
     if ack.duplicate:
         # Same content inside the dedupe window: nothing new happens; say where it stands.
         current = await _current(nats_client, tenant, doc.doc_id)
-        return accepted.model_copy(update={"status": current.status if current else "queued"})
+        return accepted.model_copy(update={"status": current.status if current else "queued"}), None
+    queued = StatusChange(
+        collection=collection,
+        doc_id=doc.doc_id,
+        filename=filename,
+        version=ack.seq,
+        status="queued",
+        content_hash=digest,
+    )
+    return accepted, queued
+
+
+async def _record_queued(
+    nats_client: NatsDep, tenant: str, changes: list[StatusChange | None]
+) -> None:
+    """Tell H.A.D.E.S. that these documents wait, in one message for the whole upload."""
+    queued = [c for c in changes if c is not None]
+    if not queued:
+        return
     await nats_client.publish_index(
         subjects.INDEX_STATUS,
-        IndexStatus(
-            tenant=tenant,
-            collection=collection,
-            doc_id=doc.doc_id,
-            filename=filename,
-            version=ack.seq,
-            status="queued",
-            content_hash=digest,
-        ),
-        msg_id=index_msg_id(doc.doc_id, "queued", ack.seq),
+        IndexStatus(tenant=tenant, changes=queued),
+        msg_id=status_msg_id([(c.doc_id, c.status, c.version) for c in queued]),
     )
-    return accepted
 
 
 def _utf8(data: bytes) -> str | None:
@@ -210,7 +221,11 @@ async def add_document(
     filename = plain_filename(body.filename)
     _check(filename, data, settings.max_upload_bytes)
     await _admit(nats_client, settings, key.tenant, 1)
-    return await _ingest(nats_client, key.tenant, body.collection, filename, data, body.metadata)
+    accepted, queued = await _ingest(
+        nats_client, key.tenant, body.collection, filename, data, body.metadata
+    )
+    await _record_queued(nats_client, key.tenant, [queued])
+    return accepted
 
 
 @router.post(
@@ -244,11 +259,12 @@ async def upload_documents(
         _check(filename, data, settings.max_upload_bytes)
         loaded.append((filename, data))
     await _admit(nats_client, settings, key.tenant, len(loaded))
-    accepted = [
+    published = [
         await _ingest(nats_client, key.tenant, collection, filename, data, None)
         for filename, data in loaded
     ]
-    return UploadResponse(documents=accepted)
+    await _record_queued(nats_client, key.tenant, [queued for _, queued in published])
+    return UploadResponse(documents=[accepted for accepted, _ in published])
 
 
 @router.get("/formats", response_model=Formats)

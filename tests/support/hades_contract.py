@@ -167,10 +167,21 @@ class DocumentGraphContract:
         assert graph.following_chunks("t", old[0].chunk_id, 3) == []
 
     def test_versions_order_status_changes(self, graph: DocumentGraph) -> None:
-        assert graph.set_status("t", info("d", 5, "queued")) is not None
-        assert graph.set_status("t", info("d", 5, "processing")).status == "processing"
-        assert graph.set_status("t", info("d", 5, "queued")) is None  # stale: same version, earlier
-        assert graph.set_status("t", info("d", 4, "processing")) is None  # stale: older version
+        (queued,) = graph.set_statuses("t", [info("d", 5, "queued")])
+        assert queued is not None
+        assert queued.status == "queued"
+        # In one write, in order: each change is judged against the ones before it.
+        stored = graph.set_statuses(
+            "t",
+            [
+                info("d", 5, "processing"),
+                info("d", 5, "queued"),  # stale: same version, an earlier step
+                info("d", 4, "processing"),  # stale: an older version
+                info("e", 1, "queued"),
+            ],
+        )
+        assert [s.status if s else None for s in stored] == ["processing", None, None, "queued"]
+        assert graph.get_document("t", "d").status == "processing"
         assert graph.accepts("t", "d", 5, "indexed")
         assert not graph.accepts("t", "d", 4, "indexed")
 
@@ -188,9 +199,14 @@ class DocumentGraphContract:
         assert graph.delete_document("t", "d", 2) is None
 
     def test_list_and_count_documents(self, graph: DocumentGraph) -> None:
-        for i, status in enumerate(["queued", "processing", "failed"]):
-            graph.set_status("t", info(f"d{i}", 1, status))
-        graph.set_status("u", info("x", 1, "queued"))
+        graph.set_statuses(
+            "t",
+            [
+                info(f"d{i}", 1, status)
+                for i, status in enumerate(["queued", "processing", "failed"])
+            ],
+        )
+        graph.set_statuses("u", [info("x", 1, "queued")])
         items, total = graph.list_documents("t", limit=2)
         assert total == 3
         assert len(items) == 2

@@ -273,11 +273,44 @@ async def test_the_last_failed_try_marks_the_document_failed(fp32):
     doc = IngestDocument(tenant="t", filename="a.txt", content="some text to embed")
     with pytest.raises(RuntimeError):
         await handler.handle(doc, version=3)
-    assert [m.status for _, m in publish.sent] == ["processing"]
+    await handler.statuses.close()  # "processing" is not waited for: it goes with the next
+    assert [c.status for _, m in publish.sent for c in m.changes] == ["processing"]
     with pytest.raises(RuntimeError):
         await handler.handle(doc, version=3, last_try=True)
-    statuses = [(m.status, m.error) for _, m in publish.sent[1:]]
+    # "failed" is published before the handler lets the message go, with "processing" beside it
+    statuses = [(c.status, c.error) for _, m in publish.sent[1:] for c in m.changes]
     assert statuses == [("processing", None), ("failed", "RuntimeError: the encoder crashed")]
+
+
+async def test_status_changes_that_come_together_travel_together():
+    """A status message per document cost the bus and H.A.D.E.S. as much as the chunks did:
+    changes within the delay go in one message per tenant; a failed publish reaches whoever
+    waits for it."""
+    from schemas.messages import StatusChange
+    from workers.embedder.handlers import Statuses
+
+    publish = _Recorder()
+    statuses = Statuses(publish, delay_s=0.05)
+
+    def change(doc: str, status: str = "processing") -> StatusChange:
+        return StatusChange(
+            collection="c", doc_id=doc, filename=f"{doc}.txt", version=1, status=status
+        )
+
+    await statuses.record("t", change("a"), wait=False)
+    await statuses.record("u", change("b"), wait=False)
+    await statuses.record("t", change("c", "failed"), wait=True)
+    assert sorted((m.tenant, [c.doc_id for c in m.changes]) for _, m in publish.sent) == [
+        ("t", ["a", "c"]),
+        ("u", ["b"]),
+    ]
+
+    async def broken(subject, message, msg_id=None):
+        raise ConnectionError("the bus is down")
+
+    failing = Statuses(broken, delay_s=0.01)
+    with pytest.raises(ConnectionError):
+        await failing.record("t", change("d", "failed"), wait=True)
 
 
 # --- the query handler, called directly -------------------------------------------------------

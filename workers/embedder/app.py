@@ -95,6 +95,7 @@ def create_app(
         )
 
     async def stop(runtime: Runtime) -> None:
+        await runtime.ingest.statuses.close()
         runtime.ingest.reader.close()
 
     worker = Worker(subjects.EMBEDDER, common, start, stop)

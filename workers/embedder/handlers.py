@@ -15,8 +15,10 @@ from olympus import telemetry
 from olympus.logging import get_logger
 from schemas import subjects
 from schemas.formats import content_problem, media_type_of
-from schemas.ids import chunk_id, content_hash, index_msg_id
+from schemas.ids import chunk_id, content_hash, index_msg_id, status_msg_id
 from schemas.messages import (
+    MAX_ERROR_CHARS,
+    MAX_STATUS_CHANGES,
     ChunkPayload,
     EmbedReply,
     EmbedRequest,
@@ -29,6 +31,7 @@ from schemas.messages import (
     QueryEmbed,
     QueryRetrieve,
     RetrieveReply,
+    StatusChange,
 )
 from workers.embedder.batching import EmbeddingBatcher
 from workers.embedder.chunking import Chunker
@@ -51,8 +54,10 @@ class IngestHandler:
         model_name: str,
         max_chunks: int,
         reader: Reader | None = None,
+        statuses: Statuses | None = None,
     ) -> None:
         self.reader = reader or Reader(ReadLimits())
+        self.statuses = statuses or Statuses(publish)
         self.chunker = chunker
         self.batcher = batcher
         self.publish = publish
@@ -147,19 +152,80 @@ class IngestHandler:
         status: Literal["processing", "failed"],
         error: str | None = None,
     ) -> None:
-        await self.publish(
-            subjects.INDEX_STATUS,
-            IndexStatus(
-                tenant=doc.tenant,
-                collection=doc.collection,
-                doc_id=doc.doc_id,
-                filename=doc.filename,
-                version=version,
-                status=status,
-                error=error,
-            ),
-            msg_id=index_msg_id(doc.doc_id, status, version),
+        change = StatusChange(
+            collection=doc.collection,
+            doc_id=doc.doc_id,
+            filename=doc.filename,
+            version=version,
+            status=status,
+            error=error[:MAX_ERROR_CHARS] if error else None,
         )
+        # "processing" may arrive late or not at all (the "indexed" that follows overrides it);
+        # "failed" must be recorded before the message is let go, or the document would wait
+        # for ever.
+        await self.statuses.record(doc.tenant, change, wait=status == "failed")
+
+
+class Statuses:
+    """Status changes published together, one message per tenant for whatever changed within
+    ``delay_s``: a status message per document cost the bus and H.A.D.E.S. as much as the
+    document's chunks did (bench/ingest.py)."""
+
+    def __init__(self, publish: Publisher, delay_s: float = 0.25) -> None:
+        self.publish = publish
+        self.delay_s = delay_s
+        self._waiting: dict[str, list[tuple[StatusChange, asyncio.Future[None]]]] = {}
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def record(self, tenant: str, change: StatusChange, *, wait: bool) -> None:
+        """Publish ``change`` with the others soon; with ``wait``, return once it is published
+        (raising what the publish raised)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, []).append((change, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush_soon())
+        if wait:
+            await future
+        else:
+            future.add_done_callback(_log_failure)
+
+    async def close(self) -> None:
+        """Publish what waits, now (the worker is stopping)."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        await self._flush()
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        self._flushing = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for tenant, items in waiting.items():
+            for start in range(0, len(items), MAX_STATUS_CHANGES):
+                part = items[start : start + MAX_STATUS_CHANGES]
+                changes = [change for change, _ in part]
+                try:
+                    await self.publish(
+                        subjects.INDEX_STATUS,
+                        IndexStatus(tenant=tenant, changes=changes),
+                        msg_id=status_msg_id([(c.doc_id, c.status, c.version) for c in changes]),
+                    )
+                except Exception as exc:
+                    for _, future in part:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for _, future in part:
+                    if not future.done():
+                        future.set_result(None)
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a status change was not published", error=str(future.exception()))
 
 
 EMBEDDINGS_IN_SPAN = 8  # texts shown per EMBEDDING span; the count and every id always are

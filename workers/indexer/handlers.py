@@ -274,25 +274,28 @@ class Indexer:
         )
 
     # --- status -------------------------------------------------------------------------------
-    async def status(self, op: IndexStatus) -> DocumentEvent | None:
+    async def status(self, op: IndexStatus) -> list[DocumentEvent]:
+        """Record the changes (one transaction), then announce each that was not stale."""
         now = time.time()
-        info = DocumentInfo(
-            doc_id=op.doc_id,
-            collection=op.collection,
-            filename=op.filename,
-            status=op.status,
-            error=op.error,
-            version=op.version,
-            content_hash=op.content_hash,
-            created_at=now,
-            updated_at=now,
-        )
-        stored = await self._store(self.graph.set_status, op.tenant, info)
-        if stored is None:
-            return None
-        event = DocumentEvent.of(op.tenant, stored)
-        await self.emit(event)
-        return event
+        infos = [
+            DocumentInfo(
+                doc_id=change.doc_id,
+                collection=change.collection,
+                filename=change.filename,
+                status=change.status,
+                error=change.error,
+                version=change.version,
+                content_hash=change.content_hash,
+                created_at=now,
+                updated_at=now,
+            )
+            for change in op.changes
+        ]
+        stored = await self._store(self.graph.set_statuses, op.tenant, infos)
+        events = [DocumentEvent.of(op.tenant, info) for info in stored if info is not None]
+        for event in events:
+            await self.emit(event)
+        return events
 
     # --- reads --------------------------------------------------------------------------------
     async def retrieve(self, query: QueryRetrieve) -> RetrieveReply | None:
