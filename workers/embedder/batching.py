@@ -157,7 +157,15 @@ class EmbeddingBatcher:
                 await self._wakeup.wait()
                 continue
             await self._lanes.acquire()  # given back when the work sent to it is done
-            work = self._answer_queries() if self._queries else self._deliver(self._next_batch())
+            if self._idle():  # what was waiting went to the lane just freed
+                self._lanes.release()
+                continue
+            # The work is taken now, not when its task first runs: else the loop would see the
+            # same texts still waiting and send a second lane after them with nothing to do.
+            if self._queries:
+                work = self._answer_queries(self._take_queries())
+            else:
+                work = self._deliver(self._next_batch())
             task = asyncio.create_task(work)
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -180,12 +188,15 @@ class EmbeddingBatcher:
             if request.remaining == 0 and not request.future.done():
                 request.future.set_result(request.out)
 
-    async def _answer_queries(self) -> None:
-        # The questions waiting go through the model together, in one forward pass.
+    def _take_queries(self) -> list[_Request]:
         waiting, self._queries = (
             self._queries[: self._batch_size],
             self._queries[self._batch_size :],
         )
+        return waiting
+
+    async def _answer_queries(self, waiting: list[_Request]) -> None:
+        # The questions waiting go through the model together, in one forward pass.
         try:
             vectors = await self._encode([t for r in waiting for t in r.tokens], waiting)
         finally:
