@@ -23,11 +23,13 @@ from olympus.keys import ApiKey, KeyStore, Scope
 _bearer = HTTPBearer(auto_error=False, description="An Olympus API key")
 
 
-def get_bus(request: Request) -> NatsClient:
+# async, though they only read app.state: FastAPI runs a plain ``def`` dependency on a worker
+# thread, two thread hops on every request.
+async def get_bus(request: Request) -> NatsClient:
     return request.app.state.bus
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
