@@ -255,7 +255,7 @@ def run(data: Path, sizes: list[int], rounds: int, other_max: int) -> list[dict]
     return rows
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> str:
     try:
         flags = next(
             line.split(":", 1)[1].split()
@@ -286,7 +286,7 @@ def main() -> None:
         print(json.dumps(_arm(args.arm, texts, args.dtype, args.rounds, args.vectors)))
         return
     rows = run(args.data, args.sizes, args.rounds, args.other_max)
-    cpu = f"{os.cpu_count()} cores, {_cpu_flags()}"
+    cpu = f"{os.cpu_count()} cores, {cpu_flags()}"
     print(f"\nCPU: {cpu}; precision {rows[0]['dtype']}, backend torch; chunks/s, best of rounds")
     print(
         f"{'docs':>6}{'chunks':>8}{'pipeline':>10}{'raw':>8}{'s-t':>8}{'olympus':>9}"

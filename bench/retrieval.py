@@ -3,8 +3,9 @@ search called in-process on H.A.D.E.S. (same encoder, same Indexer code, same st
 
     python -m bench.retrieval [--data ../shared/data/scifact] [--docs 1000] [--queries 200]
 
-Both sides run the same queries at 1 and 8 concurrent clients for each mode; the figure is the
-p50 the gateway and NATS add (target <= 5 ms).
+Both sides run the same queries at 1 and 8 concurrent clients for each mode. The figures: the
+p50 the gateway and NATS add at one client (target <= 3 ms), and the queries per second 8
+clients get through the gateway against in-process one at a time (target > 1).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "n": len(ordered)}
 
 
-async def _drive(call, queries: list[str], clients: int) -> list[float]:
+async def _drive(call, queries: list[str], clients: int) -> dict[str, float]:
+    """Latency percentiles and queries per second of ``clients`` callers sharing ``queries``."""
     pending = list(queries)
     latencies: list[float] = []
 
@@ -42,8 +44,10 @@ async def _drive(call, queries: list[str], clients: int) -> list[float]:
             await call(text)
             latencies.append(time.perf_counter() - started)
 
+    started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies
+    wall = time.perf_counter() - started
+    return {**percentiles(latencies), "qps": len(latencies) / wall}
 
 
 async def _gateway(url: str, key: str, corpus, queries, warmup: int) -> dict:
@@ -65,7 +69,7 @@ async def _gateway(url: str, key: str, corpus, queries, warmup: int) -> dict:
 
             await _drive(call, queries[:warmup], 1)
             for clients in CONCURRENCY:
-                results[(mode, clients)] = percentiles(await _drive(call, queries, clients))
+                results[(mode, clients)] = await _drive(call, queries, clients)
     return results
 
 
@@ -109,7 +113,7 @@ async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
 
         await _drive(call, queries[:warmup], 1)
         for clients in CONCURRENCY:
-            results[(mode, clients)] = percentiles(await _drive(call, queries, clients))
+            results[(mode, clients)] = await _drive(call, queries, clients)
     await batcher.stop()
     return results
 
@@ -133,8 +137,8 @@ def main() -> None:
         direct = asyncio.run(_in_process(config.data_dir, queries, warmup))
     rows = []
     print(
-        f"\n{'mode':<8}{'clients':>8}{'gateway p50':>13}{'p99':>8}"
-        f"{'in-proc p50':>13}{'p99':>8}{'added p50':>11}"
+        f"\n{'mode':<8}{'clients':>8}{'gateway p50':>13}{'p99':>8}{'q/s':>7}"
+        f"{'in-proc p50':>13}{'p99':>8}{'q/s':>7}{'added p50':>11}{'q/s vs 1 in-proc':>18}"
     )
     for (mode, clients), g in gateway.items():
         d = direct[(mode, clients)]
@@ -144,11 +148,13 @@ def main() -> None:
             "gateway": g,
             "in_process": d,
             "added_p50_ms": g["p50_ms"] - d["p50_ms"],
+            "qps_vs_in_process_sequential": g["qps"] / direct[(mode, 1)]["qps"],
         }
         rows.append(row)
         print(
-            f"{mode:<8}{clients:>8}{g['p50_ms']:>13.1f}{g['p99_ms']:>8.1f}"
-            f"{d['p50_ms']:>13.1f}{d['p99_ms']:>8.1f}{row['added_p50_ms']:>11.1f}"
+            f"{mode:<8}{clients:>8}{g['p50_ms']:>13.1f}{g['p99_ms']:>8.1f}{g['qps']:>7.1f}"
+            f"{d['p50_ms']:>13.1f}{d['p99_ms']:>8.1f}{d['qps']:>7.1f}{row['added_p50_ms']:>11.1f}"
+            f"{row['qps_vs_in_process_sequential']:>18.2f}"
         )
     RESULTS.mkdir(exist_ok=True)
     out = {"docs": args.docs, "queries": len(queries), "rows": rows}
