@@ -24,6 +24,7 @@ from schemas import subjects
 from tests.support.messages import index_upsert
 from tests.support.samples import TOPICS, docx_bomb, render
 from tests.support.stack import RunningStack, start_stack, wait_for
+from tests.support.store_audit import audit_stopped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UPLOAD_LIMIT = 512 * 1024  # room for the DOCX bomb (240 KB), not for the big file
@@ -662,15 +663,7 @@ def test_the_logs_carry_no_secret_and_no_access_line(olympus):
 
 def test_after_a_restart_nothing_is_orphaned_and_context_is_kept(olympus):
     olympus.stack.stop()
-    audit = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "tests.support.store_audit", str(olympus.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-    )
+    audit = audit_stopped(olympus.data_dir)
     indexed = [d for d in audit["documents"].values() if d["status"] == "indexed"]
     assert len(indexed) >= len(TOPICS)
     for doc in indexed:

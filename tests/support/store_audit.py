@@ -7,8 +7,10 @@ exits, and the stack must be able to open it again afterwards.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
@@ -36,6 +38,18 @@ def audit(data_dir: Path, tenant: str) -> dict[str, object]:
     vectors.close()
     graph.close()
     return report
+
+
+def audit_stopped(data_dir: Path, tenant: str = "default") -> dict[str, Any]:
+    """``audit`` in a process of its own (the test's own process keeps no lock)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.support.store_audit", str(data_dir), tenant],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    return dict(json.loads(out))
 
 
 if __name__ == "__main__":
