@@ -414,7 +414,7 @@ def test_ingest_is_interrupted_and_resumed_indexing_every_file_once(olympus, tmp
         time.sleep(0.2)
     first.send_signal(signal.SIGINT)
     out, err = first.communicate(timeout=60)
-    assert first.returncode == 130, err
+    assert first.returncode == 130, (out, err)
     assert b"interrupted" in out
     sent_before = {d["filename"] for d in _collection(olympus, "crates", watcher)}
     assert 40 <= len(sent_before) < len(names)
