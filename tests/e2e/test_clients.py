@@ -399,6 +399,13 @@ def _collection(olympus: RunningStack, collection: str, key: str) -> list[dict[s
         return list(page.json()["items"])
 
 
+def _ctrl_c_heard() -> None:
+    """In the child: SIGINT as a terminal's foreground job has it. A test run started in the
+    background of a non-interactive shell inherits SIGINT ignored (so does every process it
+    starts), and the command would then never hear the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ingest_is_interrupted_and_resumed_indexing_every_file_once(olympus, tmp_path):
     names, skipped = _mixed_folder(tmp_path / "corpus", 200)
     env = _cli_env(olympus, tmp_path)
@@ -406,7 +413,13 @@ def test_ingest_is_interrupted_and_resumed_indexing_every_file_once(olympus, tmp
     args = [sys.executable, "-m", "olympus.cli", "ingest", str(tmp_path / "corpus")]
     args += [str(tmp_path / "missing"), "--collection", "crates", "--concurrency", "1"]
     args += ["--ahead", "20"]  # so the interruption comes with most files not sent yet
-    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_ctrl_c_heard,  # (a shell's background job would ignore Ctrl-C)
+    )
     deadline = time.monotonic() + 240
     while len(_collection(olympus, "crates", watcher)) < 40:
         assert first.poll() is None, first.communicate()
