@@ -167,6 +167,7 @@ def service_permissions() -> dict[str, Permissions]:
                 _js_api("STREAM.MSG.DELETE", subjects.DLQ_STREAM.name),
                 *_stream_info(),
                 *index_pulls,
+                *_pull(subjects.DLQ_STREAM, subjects.DURABLE_INDEXER_LETTERS),
                 *_in_flight_marks(),
             ),
             subscribe=_own(

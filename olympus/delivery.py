@@ -314,6 +314,7 @@ def dead_letter(raw: Msg, stage: str, error: BaseException | str, deliveries: in
         original=original,
         original_encoding=encoding,
         headers={k: v for k, v in (raw.headers or {}).items() if k != subjects.HEADER_MSG_ID},
+        sequence=raw.metadata.sequence.stream if _is_jetstream(raw) else None,
     )
 
 

@@ -532,4 +532,9 @@ class DeadLetter(Message):
     original: str
     original_encoding: Literal["utf-8", "base64"]
     headers: dict[str, str] = Field(default_factory=dict)
+    sequence: int | None = Field(
+        default=None,
+        description="The original's sequence in its stream: an ingest message's is the version "
+        "of the document it carries",
+    )
     at: float = Field(default_factory=time.time)

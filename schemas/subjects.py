@@ -19,8 +19,9 @@ No other module spells a subject. Read this file top to bottom and you have seen
     olympus.slots.<holder>             gateway -> gateways: an answer streaming now (JetStream
                                        OLYMPUS_SLOTS, memory; the per-key limit of all replicas)
     olympus.dlq.<stage>[.<tenant>.<doc>]  what finally failed, with the error (JetStream
-                                       OLYMPUS_DLQ); a document's letters name it, so its
-                                       deletion erases them
+                                       OLYMPUS_DLQ); a document's letters name it: the
+                                       indexer marks it failed, a retry republishes the
+                                       original, its deletion erases them
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def health_subject(service: str) -> str:
 # --- dead letters -----------------------------------------------------------------------------
 DLQ_PREFIX = f"{PREFIX}.dlq"
 DLQ_ALL = f"{DLQ_PREFIX}.>"
+DLQ_DOCUMENTS = f"{DLQ_PREFIX}.*.*.*"
+"""The dead letters that name a document (``dlq_subject`` with a tenant and a document)."""
 
 
 def dlq_subject(stage: str, tenant: str | None = None, doc_id: str | None = None) -> str:
@@ -177,6 +180,7 @@ DURABLE_INDEXER_UPSERT = "indexer-upsert"
 DURABLE_INDEXER_DELETE = "indexer-delete"
 DURABLE_INDEXER_STATUS = "indexer-status"
 DURABLE_INDEXER_TURN = "indexer-turn"
+DURABLE_INDEXER_LETTERS = "indexer-letters"
 
 # --- NATS message headers we set ourselves ----------------------------------------------------
 HEADER_MSG_ID = "Nats-Msg-Id"
@@ -229,6 +233,8 @@ DLQ_STREAM = StreamSpec(
     subjects=(DLQ_ALL,),
     max_age_s=30 * 24 * 3600,
     description="Messages that failed for good, with the error and the original message",
+    # H.A.D.E.S. marks the document a letter names failed (kept: a retry republishes it)
+    durables=(DURABLE_INDEXER_LETTERS,),
 )
 REPLY_STREAM = StreamSpec(
     name="OLYMPUS_REPLY",

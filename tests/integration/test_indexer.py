@@ -11,7 +11,17 @@ import pytest
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from olympus.delivery import PermanentError
-from schemas.messages import DocumentEvent, IndexDelete, IndexUpsert, QueryRetrieve
+from schemas import subjects
+from schemas.messages import (
+    DeadLetter,
+    DocumentEvent,
+    IndexDelete,
+    IndexStatus,
+    IndexUpsert,
+    IngestDocument,
+    QueryRetrieve,
+    StatusChange,
+)
 from tests.support.hades_contract import TERM_KEY
 from tests.support.messages import index_upsert
 from workers.indexer.handlers import Indexer
@@ -84,6 +94,51 @@ async def test_delete_leaves_no_vector_no_chunk_and_blocks_a_late_write(indexer,
     assert [e.status for e in events] == ["indexed", "deleted"]  # the late write said nothing
     assert indexer.vectors.count("t", "d") == 0
     assert indexer.graph.get_document("t", "d") is None
+
+
+def _letter(original: IngestDocument | IndexUpsert, subject: str, sequence: int) -> DeadLetter:
+    return DeadLetter(
+        stage="index" if subject == subjects.INDEX_UPSERT else "ingest",
+        subject=subject,
+        error="the worker stopped while handling it",
+        error_type="WorkerLost",
+        deliveries=5,
+        original=original.model_dump_json(),
+        original_encoding="utf-8",
+        sequence=sequence,
+    )
+
+
+async def test_a_dead_letter_marks_its_document_failed_unless_overtaken(indexer):
+    """However a message failed for good (a worker dying on it included), its document says
+    so with the letter's error; a newer version, a forged subject, a delete are left alone."""
+    doc = IngestDocument(tenant="t", collection="c", filename="a.txt", content="words")
+    processing = StatusChange(
+        collection="c", doc_id=doc.doc_id, filename="a.txt", version=7, status="processing"
+    )
+    await indexer.status(IndexStatus(tenant="t", changes=[processing]))
+
+    forged = _letter(doc, subjects.ingest_subject("intruder", "c"), 7)
+    assert await indexer.dead_letter(forged) == []
+    deleting = doc.model_copy(update={"op": "delete"})
+    assert await indexer.dead_letter(_letter(deleting, subjects.ingest_subject("t", "c"), 8)) == []
+    assert indexer.graph.get_document("t", doc.doc_id).status == "processing"
+
+    (event,) = await indexer.dead_letter(_letter(doc, subjects.ingest_subject("t", "c"), 7))
+    assert (event.status, event.error) == (
+        "failed",
+        "WorkerLost: the worker stopped while handling it",
+    )
+    assert indexer.graph.get_document("t", doc.doc_id).status == "failed"
+
+    # The document indexed again since: an old letter of it changes nothing.
+    await indexer.upsert(_upsert("e", ["fresh text"], 9))
+    assert (
+        await indexer.dead_letter(_letter(_upsert("e", ["old text"], 3), subjects.INDEX_UPSERT, 40))
+        == []
+    )
+    (event,) = await indexer.dead_letter(_letter(_upsert("f", ["x"], 4), subjects.INDEX_UPSERT, 41))
+    assert (event.doc_id, event.status, event.version) == ("f", "failed", 4)
 
 
 async def test_vectors_of_the_wrong_size_are_refused_for_good(indexer):

@@ -130,11 +130,8 @@ def router(worker: Worker[Runtime], settings: EmbedderSettings) -> NatsRouter:
     )
     async def on_ingest(body: IngestDocument, message: NatsMessage) -> None:
         check_owner(message.raw_message.subject, body)
-        metadata = message.raw_message.metadata
         await worker.runtime.ingest.handle(
-            body,
-            version=metadata.sequence.stream,
-            last_try=metadata.num_delivered >= policy.max_deliver,
+            body, version=message.raw_message.metadata.sequence.stream
         )
 
     @r.subscriber(

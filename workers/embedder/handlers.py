@@ -66,20 +66,12 @@ class IngestHandler:
         # One thread parses and chunks: more would only fight the encoder's threads for cores.
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
 
-    async def handle(self, doc: IngestDocument, version: int, last_try: bool = False) -> str:
+    async def handle(self, doc: IngestDocument, version: int) -> str:
         """Process one ingest message; ``version`` is its stream sequence. Returns the outcome.
 
-        An unexpected error propagates, so the message is retried; on the ``last_try`` the
-        document is first marked failed with that error, so nobody waits on it for ever.
+        An unexpected error propagates, so the message is retried; once it has failed for
+        good, H.A.D.E.S. marks the document failed from its dead letter.
         """
-        try:
-            return await self._handle(doc, version)
-        except Exception as exc:
-            if last_try:
-                await self._status(doc, version, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-
-    async def _handle(self, doc: IngestDocument, version: int) -> str:
         structlog.contextvars.bind_contextvars(doc_id=doc.doc_id, collection=doc.collection)
         if doc.op == "delete":
             await self.publish(

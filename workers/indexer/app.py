@@ -19,6 +19,7 @@ from schemas.messages import (
     ContextClear,
     ContextGet,
     ContextReply,
+    DeadLetter,
     DocumentChunks,
     DocumentChunksGet,
     DocumentEvent,
@@ -110,6 +111,16 @@ def router(worker: Worker[Indexer], concurrency: int) -> NatsRouter:
     )
     async def on_status(body: IndexStatus) -> None:
         await worker.runtime.status(body)
+
+    @r.subscriber(
+        subjects.DLQ_DOCUMENTS,
+        **policy.durable(subjects.DLQ_STREAM, subjects.DURABLE_INDEXER_LETTERS, concurrency),
+        title=subjects.DLQ_DOCUMENTS,
+        description="Dead letters that name a document: the document is marked failed with the "
+        "letter's error (the letter stays, for a retry).",
+    )
+    async def on_dead_letter(body: DeadLetter) -> None:
+        await worker.runtime.dead_letter(body)
 
     @r.subscriber(
         subjects.INDEX_TURN,

@@ -15,16 +15,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import structlog
+from pydantic import ValidationError
 
 from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
 from olympus import telemetry
 from olympus.delivery import PermanentError
 from olympus.logging import get_logger
+from schemas import subjects
 from schemas.messages import (
+    MAX_ERROR_CHARS,
     ContextAdd,
     ContextClear,
     ContextGet,
     ContextReply,
+    DeadLetter,
     DocumentChunks,
     DocumentChunksGet,
     DocumentEvent,
@@ -42,11 +46,13 @@ from schemas.messages import (
     IndexStatus,
     IndexTurn,
     IndexUpsert,
+    IngestDocument,
     QueryGenerate,
     QueryRetrieve,
     RetrievedChunk,
     RetrieveReply,
     SessionTurn,
+    StatusChange,
 )
 
 log = get_logger("olympus.indexer")
@@ -77,6 +83,40 @@ def _documents(hits: Sequence[RetrievedChunk]) -> dict[str, Any]:
             "position": hit.position,
         }
     return attributes
+
+
+def failed_document(letter: DeadLetter) -> tuple[str, StatusChange] | None:
+    """The tenant and the ``failed`` status of the document version a dead letter's original
+    was about: an ingest (its version is its stream sequence) or an index upsert. None for
+    anything else: a delete, a chat turn, a message that was never valid, or an ingest whose
+    body names another tenant than its subject (a forgery: it marks nobody's document)."""
+    if letter.original_encoding != "utf-8":
+        return None
+    owner = subjects.ingest_owner(letter.subject)
+    try:
+        if owner is not None and letter.sequence is not None:
+            doc = IngestDocument.model_validate_json(letter.original)
+            if doc.op != "upsert" or (doc.tenant, doc.collection) != owner:
+                return None
+            about: IngestDocument | IndexUpsert = doc
+            version, digest = letter.sequence, None
+        elif letter.subject == subjects.INDEX_UPSERT:
+            about = IndexUpsert.model_validate_json(letter.original)
+            version, digest = about.version, about.content_hash
+        else:
+            return None
+    except ValidationError:
+        return None
+    change = StatusChange(
+        collection=about.collection,
+        doc_id=about.doc_id,
+        filename=about.filename,
+        version=version,
+        status="failed",
+        error=f"{letter.error_type}: {letter.error}"[:MAX_ERROR_CHARS],
+        content_hash=digest,
+    )
+    return about.tenant, change
 
 
 class Indexer:
@@ -296,6 +336,16 @@ class Indexer:
         for event in events:
             await self.emit(event)
         return events
+
+    async def dead_letter(self, letter: DeadLetter) -> list[DocumentEvent]:
+        """Mark the document a dead letter carries failed, with the letter's error: whatever
+        way its message failed for good (an error on every try, a worker that died on it, the
+        worker stopping on its last try), nobody waits on it for ever. A newer version of the
+        document, or its deletion, overtakes the letter as it would any status."""
+        failed = failed_document(letter)
+        if failed is None:
+            return []
+        return await self.status(IndexStatus(tenant=failed[0], changes=[failed[1]]))
 
     # --- reads --------------------------------------------------------------------------------
     async def retrieve(self, query: QueryRetrieve) -> RetrieveReply | None:
