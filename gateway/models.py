@@ -139,7 +139,7 @@ _WHY = {
     401: "no valid API key (`Authorization: Bearer <key>`)",
     403: "the key's scope does not allow this",
     404: "not found, or not the caller's tenant's",
-    409: "a conflicting name",
+    409: "a conflicting name, or a document in no state to retry",
     413: "the body, a file or the input is over its limit",
     415: "a file type Olympus does not read",
     422: "the request does not match its schema",

@@ -16,7 +16,7 @@ from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoRe
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy, PubAck
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import Unavailable
 from olympus import delivery, health, telemetry
@@ -28,6 +28,7 @@ from schemas.messages import (
     ChatControl,
     ChatEvent,
     ControlAction,
+    DeadLetter,
     DocumentEvent,
     ErrorInfo,
     IngestDocument,
@@ -77,6 +78,27 @@ class NatsClient:
             )
         except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
             raise Unavailable("the ingest stream did not acknowledge the document") from exc
+
+    async def ingest_letter(self, tenant: str, doc_id: str) -> tuple[int, DeadLetter] | None:
+        """A document's last dead letter from the ingest stage (it holds the document as it was
+        sent) and its sequence in the dead-letter stream; None when there is none."""
+        subject = subjects.dlq_subject(subjects.INGEST_STAGE, tenant, doc_id)
+        try:
+            raw = await self.js.get_last_msg(subjects.DLQ_STREAM.name, subject)
+        except NotFoundError:
+            return None
+        except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
+            raise Unavailable("the dead-letter stream did not answer") from exc
+        if raw.seq is None or raw.data is None:  # the server always says; typed optional
+            return None
+        try:
+            return raw.seq, DeadLetter.model_validate_json(raw.data)
+        except ValidationError:  # not a letter our workers wrote: nothing to retry from
+            return None
+
+    async def forget_letter(self, seq: int) -> None:
+        with contextlib.suppress(NotFoundError):  # another retry of it took it first
+            await self.js.delete_msg(subjects.DLQ_STREAM.name, seq)
 
     async def queued(self, tenant: str) -> int:
         """How many of ``tenant``'s ingest messages wait in the stream (a work queue: a message

@@ -135,6 +135,9 @@ def service_permissions() -> dict[str, Permissions]:
                 _js_api("CONSUMER.INFO", reply, ">"),
                 _js_api("STREAM.MSG.GET", reply),
                 f"$JS.FC.{reply}.>",
+                # a retry republishes a failed document's original from its dead letter
+                _js_api("STREAM.MSG.GET", subjects.DLQ_STREAM.name),
+                _js_api("STREAM.MSG.DELETE", subjects.DLQ_STREAM.name),
             ),
             subscribe=_own(GATEWAY, subjects.EVENTS_ALL, subjects.REPLY_ALL),
         ),

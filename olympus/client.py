@@ -195,6 +195,10 @@ class Gateway:
         for _, data in self._stream("GET", f"/rag/documents/{doc_id}/events", STATUS_EVENTS):
             yield _document(data)
 
+    def retry(self, doc_id: str) -> str:
+        """Process a failed document again from what the bus holds; its status now (queued)."""
+        return str(self._call("POST", f"/rag/documents/{doc_id}/retry")["status"])
+
     def delete(self, doc_id: str) -> bool:
         self._call("DELETE", f"/rag/documents/{doc_id}")
         return True

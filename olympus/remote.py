@@ -1,5 +1,6 @@
 """The commands that talk HTTP to a gateway, local or remote: ``login``, ``ask``, ``search``,
-``documents ls|show|rm`` (``ingest`` is in ``olympus.ingest``, ``mcp`` in ``olympus.mcp_stdio``).
+``documents ls|show|rm|retry`` (``ingest`` is in ``olympus.ingest``, ``mcp`` in
+``olympus.mcp_stdio``).
 
 Where the gateway is and which key to use comes from, first to last: ``--url`` / ``--key``, the
 environment (``OLYMPUS_URL``, ``OLYMPUS_API_KEY``), the file ``olympus login`` writes
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,17 +181,28 @@ def cmd_documents_show(args: argparse.Namespace) -> int:
 
 
 def cmd_documents_rm(args: argparse.Namespace) -> int:
+    return _each_document(args, "rm", lambda client, doc_id: client.delete(doc_id), "deleting")
+
+
+def cmd_documents_retry(args: argparse.Namespace) -> int:
+    return _each_document(args, "retry", lambda client, doc_id: client.retry(doc_id), "queued")
+
+
+def _each_document(
+    args: argparse.Namespace, verb: str, act: Callable[[Gateway, str], object], done: str
+) -> int:
+    """``act`` on each document named; one that fails is reported and the others go on."""
     client = gateway(args)
     failed = 0
     try:
         for doc_id in args.doc_ids:
             try:
-                client.delete(doc_id)
-                print(f"deleting {doc_id}")
+                act(client, doc_id)
+                print(f"{done} {doc_id}")
             except GatewayError as exc:
                 if exc.status in (0, 401, 403):
                     raise
-                print(f"olympus documents rm: {doc_id}: {exc}", file=sys.stderr)
+                print(f"olympus documents {verb}: {doc_id}: {exc}", file=sys.stderr)
                 failed += 1
     except GatewayError as exc:
         return fail(exc)
@@ -249,7 +262,7 @@ def add_commands(sub: Any) -> None:
     add_connection_flags(search)
     search.set_defaults(func=cmd_search)
 
-    documents = sub.add_parser("documents", help="list, show and delete documents")
+    documents = sub.add_parser("documents", help="list, show, retry and delete documents")
     docs = documents.add_subparsers(dest="documents", required=True)
     ls = docs.add_parser("ls", help="the documents, newest first")
     ls.add_argument("--collection")
@@ -266,3 +279,9 @@ def add_commands(sub: Any) -> None:
     rm.add_argument("doc_ids", nargs="+")
     add_connection_flags(rm)
     rm.set_defaults(func=cmd_documents_rm)
+    retry = docs.add_parser(
+        "retry", help="process failed documents again from what the bus holds (no re-upload)"
+    )
+    retry.add_argument("doc_ids", nargs="+")
+    add_connection_flags(retry)
+    retry.set_defaults(func=cmd_documents_retry)

@@ -33,7 +33,8 @@ from schemas import ids
 PREFIX = "olympus"
 
 # --- ingest -----------------------------------------------------------------------------------
-INGEST_PREFIX = f"{PREFIX}.ingest"
+INGEST_STAGE = "ingest"
+INGEST_PREFIX = f"{PREFIX}.{INGEST_STAGE}"
 INGEST_ALL = f"{INGEST_PREFIX}.>"
 
 

@@ -1,4 +1,4 @@
-"""Documents: status, chunks, collection and date; filter, search, inspect, delete."""
+"""Documents: status, chunks, collection and date; filter, search, inspect, retry, delete."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ if docs is not None:
         for chunk in chunks:
             with st.expander(f"Chunk {chunk['position'] + 1}"):
                 st.text(chunk["text"])
+        if chosen.status == "failed":
+            st.error(f"{chosen.filename} failed: {chosen.error}")
+            if st.button("Retry", help="process it again from what the bus holds, no upload"):
+                again = ui.attempt(lambda: gw.retry(chosen.doc_id), "retry it")
+                if again:
+                    st.success(f"{chosen.filename} is {again} again.")
         sure = st.checkbox(f"Yes, delete {chosen.filename} with its chunks and vectors")
         pressed = st.button("Delete", type="primary", disabled=not sure)
         if pressed and ui.attempt(lambda: gw.delete(chosen.doc_id), "delete it"):

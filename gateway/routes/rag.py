@@ -33,6 +33,7 @@ from schemas.formats import BINARY_MEDIA_TYPES, MEDIA_TYPES, content_problem, me
 from schemas.ids import content_hash, document_id, ingest_msg_id, status_msg_id
 from schemas.messages import (
     MAX_OFFSET,
+    DeadLetter,
     DocumentChunks,
     DocumentChunksGet,
     DocumentEvent,
@@ -328,6 +329,67 @@ async def delete_document(doc_id: DocId, key: WriteKeyDep, nats_client: NatsDep)
     )
     await nats_client.publish_ingest(doc, ingest_msg_id(doc_id, "delete", str(time.time_ns())))
     return DeleteResponse(doc_id=doc_id)
+
+
+@router.post(
+    "/documents/{doc_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AcceptedDocument,
+    responses=problems(404, 409),
+)
+async def retry_document(
+    doc_id: DocId, key: WriteKeyDep, nats_client: NatsDep, settings: SettingsDep
+) -> AcceptedDocument:
+    """Process a failed document again, from the original its dead letter holds: no new upload.
+
+    409 when the document has not failed, or when nothing is held to retry it from: it failed
+    on its content (a corrupt or unsupported file: upload a corrected one), or its dead letter
+    is older than the dead-letter stream keeps (30 days).
+    """
+    current = await _require(nats_client, key.tenant, doc_id)
+    if current.status != "failed":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"only a failed document can be retried; {doc_id!r} is {current.status}",
+        )
+    found = await nats_client.ingest_letter(key.tenant, doc_id)
+    original = _retryable(found[1], key.tenant, current) if found else None
+    if found is None or original is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"nothing is held to retry {doc_id!r} from: it failed on its content, or longer ago "
+            f"than dead letters are kept ({current.error}); upload the file again",
+        )
+    await _admit(nats_client, settings, key.tenant, 1)
+    seq, _ = found
+    # Its own message id: the upload's would be dropped as a repeat inside the dedupe window.
+    ack = await nats_client.publish_ingest(original, ingest_msg_id(doc_id, "retry", str(seq)))
+    if not ack.duplicate:  # a second retry of the same letter, at once, queues nothing more
+        queued = StatusChange(
+            collection=original.collection,
+            doc_id=doc_id,
+            filename=original.filename,
+            version=ack.seq,
+            status="queued",
+        )
+        await _record_queued(nats_client, key.tenant, [queued])
+    await nats_client.forget_letter(seq)
+    return AcceptedDocument(
+        doc_id=doc_id, filename=original.filename, collection=original.collection, status="queued"
+    )
+
+
+def _retryable(letter: DeadLetter, tenant: str, failed: DocumentInfo) -> IngestDocument | None:
+    """The document a dead letter holds, if it is the tenant's version that failed."""
+    if letter.original_encoding != "utf-8" or letter.sequence != failed.version:
+        return None
+    try:
+        doc = IngestDocument.model_validate_json(letter.original)
+    except ValueError:
+        return None
+    if (doc.tenant, doc.doc_id, doc.op) != (tenant, failed.doc_id, "upsert"):
+        return None
+    return doc
 
 
 @router.get("/documents/{doc_id}/chunks", response_model=DocumentChunks, responses=_NOT_FOUND)

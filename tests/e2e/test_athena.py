@@ -68,6 +68,19 @@ def test_an_unreadable_file_fails_with_its_reason(page):
     assert "1 failed" in app.warning[0].value
 
 
+def test_a_failed_document_says_why_and_a_retry_says_what_it_can_do(page):
+    """A file that failed on its content has nothing to be retried from: the page says so.
+    (A retry that indexes is tests/chaos/test_retry.py: it takes killing a worker twice.)"""
+    upload(page, "cracked.pdf", "%PDF-1.4 not really")
+    app = page("documents")
+    app.text_input[0].set_value("cracked").run()
+    assert "cracked.pdf failed:" in app.error[0].value
+    next(b for b in app.button if b.label == "Retry").click().run()
+    assert not app.exception, app.exception
+    assert "Could not retry it" in app.error[1].value
+    assert "upload the file again" in app.error[1].value
+
+
 def test_chat_streams_an_answer_citing_the_document(page):
     upload(page, "zephyr.md", DOC)
     app = page("chat")

@@ -499,6 +499,11 @@ def test_search_and_documents_commands(olympus, zephyr, tmp_path):
     assert f"deleting {doomed}" in removed.stdout
     assert "no-such-doc: no document 'no-such-doc'" in removed.stderr
 
+    # The retry of a failed document itself is tests/chaos/test_retry.py; here, what it says.
+    not_failed = _olympus("documents", "retry", zephyr, env=env)
+    assert not_failed.returncode == 1
+    assert f"{zephyr}: only a failed document can be retried" in not_failed.stderr
+
     missing = _olympus("documents", "show", "no-such-doc", env=env)
     assert (missing.returncode, missing.stderr.strip()) == (
         1,

@@ -1,0 +1,91 @@
+"""Chaos, second part: a document its worker died on is marked failed, and a retry indexes it
+from what the bus still holds, with no new upload.
+
+The embedder is killed (SIGKILL) twice while it embeds one large document: once, and again
+when the redelivered document runs alone (as a suspect does). That is poison: the next
+delivery dead-letters it, H.A.D.E.S. marks it failed from the letter, and
+``POST /rag/documents/{doc_id}/retry`` republishes the letter's original. Once the worker is
+healthy again (here: it always was; the document did not deserve its fate) the retry indexes it
+exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import nats
+import pytest
+from nats.js.errors import NoKeysError
+
+from schemas import subjects
+from tests.support.stack import RunningStack, eventually, start_stack, wait_for
+from tests.support.store_audit import audit_stopped
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.chaos]
+
+# Enough text to keep the embedder busy for seconds on any CPU (~300 chunks).
+LARGE = "\n\n".join(
+    f"Section {i}. " + " ".join(f"granite{j % 37} basalt{j % 11} quartz{i}" for j in range(60))
+    for i in range(300)
+)
+
+
+async def _alone_since(running: RunningStack) -> bool:
+    """Whether some ingest message runs alone now: a suspect, after its worker died on it."""
+    nc = await nats.connect(**running.bus())
+    try:
+        bucket = await nc.jetstream().key_value(subjects.INFLIGHT_BUCKET)
+        try:
+            keys = await bucket.keys()
+        except NoKeysError:
+            return False
+        for key in keys:
+            record = json.loads((await bucket.get(key)).value or b"{}")
+            if key.startswith(subjects.INGEST_STREAM.name) and record.get("alone"):
+                return True
+        return False
+    finally:
+        await nc.close()
+
+
+def test_a_document_its_worker_died_on_fails_and_a_retry_indexes_it(tmp_path):
+    running = start_stack("chaos-retry", tmp_path / "data", env={"OLYMPUS_ACK_WAIT_S": "4"})
+    try:
+        embedder = next(c for c in running.stack.supervisor._children if c.name == "embedder")
+        with running.client() as http:
+            r = http.post("/rag/add_document", json={"filename": "large.txt", "content": LARGE})
+            assert r.status_code == 202, r.text
+            doc_id = r.json()["doc_id"]
+            assert http.post(f"/rag/documents/{doc_id}/retry").status_code == 409  # not failed
+
+            wait_for(http, doc_id, statuses=("processing",), timeout_s=120)
+            os.kill(embedder.proc.pid, signal.SIGKILL)
+            eventually(lambda: embedder.restarts >= 1, "the embedder was not restarted", 120)
+            # Redelivered after AckWait to the restarted embedder, alone: killed again there.
+            eventually(
+                lambda: asyncio.run(_alone_since(running)), "the document never ran alone", 180
+            )
+            os.kill(embedder.proc.pid, signal.SIGKILL)
+
+            failed = wait_for(http, doc_id, statuses=("failed", "indexed"), timeout_s=180)
+            assert failed["status"] == "failed", failed
+            assert "poison" in failed["error"], failed
+
+            r = http.post(f"/rag/documents/{doc_id}/retry")
+            assert r.status_code == 202, r.text
+            assert r.json()["status"] == "queued"
+            indexed = wait_for(http, doc_id, timeout_s=300)
+            assert indexed["status"] == "indexed", indexed
+            assert indexed["error"] is None
+            assert http.post(f"/rag/documents/{doc_id}/retry").status_code == 409
+            assert http.post("/rag/documents/no-such-doc/retry").status_code == 404
+    finally:
+        running.stack.stop()
+    audit = audit_stopped(running.data_dir)
+    (document,) = audit["documents"].values()
+    assert document["status"] == "indexed"
+    assert document["vectors"] == document["graph_chunks"] == document["chunk_count"] > 100
+    assert audit["vectors_total"] == document["chunk_count"]
