@@ -250,6 +250,91 @@ async def test_batcher_reports_model_failures_to_the_caller():
         await batcher.stop()
 
 
+async def test_texts_of_a_caller_that_left_are_not_encoded(fp32):
+    """A deleted document's chunks (or a hung-up client's texts) still waiting for the model
+    leave the pool: only the batch already running is encoded."""
+    encoded: list[int] = []
+    running = asyncio.Event()
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(batch):  # in the encoder's thread
+        loop.call_soon_threadsafe(running.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=60)
+        encoded.append(len(batch))
+        return fp32.embed_tokens(batch)
+
+    batcher = EmbeddingBatcher(fp32.tokenize, slow, fp32.dims, batch_size=4)
+    batcher.start()
+    try:
+        doomed = asyncio.ensure_future(batcher.embed([f"chunk {i}" for i in range(40)]))
+        await running.wait()  # the first batch of 4 is in the model, 36 texts wait
+        doomed.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        kept = await batcher.embed(["another document"])
+    finally:
+        await batcher.stop()
+    assert encoded == [4, 1]
+    np.testing.assert_allclose(kept, fp32.embed(["another document"]), atol=1e-5)
+
+
+class _HeldBatcher:
+    """Holds every document in the model until released: the work stays in flight."""
+
+    def __init__(self):
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def embed(self, texts, *, lane="document"):
+        self.entered.set()
+        await self.release.wait()
+        return np.zeros((len(texts), 4), dtype=np.float32)
+
+
+async def test_a_delete_abandons_the_documents_work_in_flight(fp32):
+    from schemas import subjects
+    from schemas.messages import IngestDocument
+    from workers.embedder.handlers import IngestHandler
+
+    publish = _Recorder()
+    batcher = _HeldBatcher()
+    handler = IngestHandler(
+        Chunker(fp32.tokenizer, fp32.max_length, 32), batcher, publish, "m", 100
+    )
+    doc = IngestDocument(tenant="t", filename="a.txt", content="a long document to embed")
+    other = IngestDocument(tenant="t", filename="b.txt", content="another document")
+    upsert = asyncio.ensure_future(handler.handle(doc, version=3))
+    unrelated = asyncio.ensure_future(handler.handle(other, version=4))
+    await batcher.entered.wait()
+    deleted = await handler.handle(doc.model_copy(update={"op": "delete"}), version=5)
+    assert (deleted, await upsert) == ("deleted", "abandoned")
+    batcher.release.set()
+    assert await unrelated == "embedded"
+    await handler.statuses.close()
+    written = [
+        (subject, m.doc_id) for subject, m in publish.sent if subject != subjects.INDEX_STATUS
+    ]
+    assert written == [(subjects.INDEX_DELETE, doc.doc_id), (subjects.INDEX_UPSERT, other.doc_id)]
+
+
+async def test_a_worker_stopping_hands_the_work_back_instead_of_abandoning_it(fp32):
+    from schemas.messages import IngestDocument
+    from workers.embedder.handlers import IngestHandler
+
+    batcher = _HeldBatcher()
+    handler = IngestHandler(
+        Chunker(fp32.tokenizer, fp32.max_length, 32), batcher, _Recorder(), "m", 100
+    )
+    doc = IngestDocument(tenant="t", filename="a.txt", content="a long document to embed")
+    upsert = asyncio.ensure_future(handler.handle(doc, version=3))
+    await batcher.entered.wait()
+    upsert.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upsert
+    await handler.statuses.close()
+
+
 class _Recorder:
     def __init__(self):
         self.sent = []

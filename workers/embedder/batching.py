@@ -145,7 +145,19 @@ class EmbeddingBatcher:
             (self._bulk if lane == "bulk" else self._documents).add(request)
         metrics.EMBEDDED_TEXTS.labels("chunk" if lane == "document" else lane).inc(len(texts))
         self._wakeup.set()
-        return await request.future
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            # Whoever asked is gone (a deleted document, a client that hung up): what of its
+            # texts still waits is not encoded for nobody. A batch already running finishes.
+            self._forget(request)
+            raise
+
+    def _forget(self, request: _Request) -> None:
+        if request in self._queries:
+            self._queries.remove(request)
+        for pool in (self._documents, self._bulk):
+            pool.texts = [t for t in pool.texts if t[0] is not request]
 
     def _idle(self) -> bool:
         return not (self._queries or self._documents.texts or self._bulk.texts)

@@ -65,23 +65,53 @@ class IngestHandler:
         self.max_chunks = max_chunks
         # One thread parses and chunks: more would only fight the encoder's threads for cores.
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
+        # The upserts being worked on, by document: a newer message for one abandons them.
+        self._working: dict[tuple[str, str], dict[int, asyncio.Task[str]]] = {}
 
     async def handle(self, doc: IngestDocument, version: int) -> str:
         """Process one ingest message; ``version`` is its stream sequence. Returns the outcome.
 
-        An unexpected error propagates, so the message is retried; once it has failed for
-        good, H.A.D.E.S. marks the document failed from its dead letter.
+        A delete, or a newer upsert, of a document this worker is still embedding abandons that
+        work ("abandoned"): nothing of it is published, and what of its chunks still waits for
+        the model is not encoded. (On another replica the older work runs on, and H.A.D.E.S.
+        refuses its late write: the same outcome, later.) An unexpected error propagates, so the
+        message is retried; once it has failed for good, H.A.D.E.S. marks the document failed
+        from its dead letter.
         """
         structlog.contextvars.bind_contextvars(doc_id=doc.doc_id, collection=doc.collection)
+        key = (doc.tenant, doc.doc_id)
+        for older, work in self._working.get(key, {}).items():
+            if older < version:
+                work.cancel()
         if doc.op == "delete":
-            await self.publish(
-                subjects.INDEX_DELETE,
-                IndexDelete(
-                    tenant=doc.tenant, collection=doc.collection, doc_id=doc.doc_id, version=version
-                ),
-                msg_id=index_msg_id(doc.doc_id, "delete", version),
-            )
-            return "deleted"
+            return await self._delete(doc, version)
+        work = asyncio.ensure_future(self._upsert(doc, version))
+        self._working.setdefault(key, {})[version] = work
+        try:
+            return await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker is stopping: the message goes back
+            log.info("abandoned: a newer message for the document came", version=version)
+            return "abandoned"
+        finally:
+            versions = self._working[key]
+            versions.pop(version, None)
+            if not versions:
+                del self._working[key]
+
+    async def _delete(self, doc: IngestDocument, version: int) -> str:
+        await self.publish(
+            subjects.INDEX_DELETE,
+            IndexDelete(
+                tenant=doc.tenant, collection=doc.collection, doc_id=doc.doc_id, version=version
+            ),
+            msg_id=index_msg_id(doc.doc_id, "delete", version),
+        )
+        return "deleted"
+
+    async def _upsert(self, doc: IngestDocument, version: int) -> str:
         await self._status(doc, version, "processing")
         try:
             data = _decode_content(doc)

@@ -1,5 +1,6 @@
 """Chaos, second part: a document its worker died on is marked failed, and a retry indexes it
-from what the bus still holds, with no new upload.
+from what the bus still holds, with no new upload; a document deleted while it is being
+embedded leaves nothing behind.
 
 The embedder is killed (SIGKILL) twice while it embeds one large document: once, and again
 when the redelivered document runs alone (as a suspect does). That is poison: the next
@@ -12,6 +13,7 @@ exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -89,3 +91,50 @@ def test_a_document_its_worker_died_on_fails_and_a_retry_indexes_it(tmp_path):
     assert document["status"] == "indexed"
     assert document["vectors"] == document["graph_chunks"] == document["chunk_count"] > 100
     assert audit["vectors_total"] == document["chunk_count"]
+
+
+def test_a_document_deleted_while_embedded_leaves_nothing_behind(tmp_path):
+    running = start_stack("chaos-cancel", tmp_path / "data")
+    try:
+        with running.client() as http:
+            r = http.post("/rag/add_document", json={"filename": "large.txt", "content": LARGE})
+            doc_id = r.json()["doc_id"]
+            wait_for(http, doc_id, statuses=("processing",), timeout_s=120)
+            assert http.delete(f"/rag/documents/{doc_id}").status_code == 202
+            eventually(
+                lambda: http.get(f"/rag/documents/{doc_id}").status_code == 404,
+                "the document was never deleted",
+                120,
+            )
+            # The embedder dropped the work: what had not reached the model never will.
+            eventually(
+                lambda: any(
+                    line.get("event", "").startswith("abandoned") and line.get("doc_id") == doc_id
+                    for line in _log_lines(running)
+                ),
+                "the embedder never abandoned the deleted document's work",
+                120,
+            )
+            kept = http.post(
+                "/rag/add_document", json={"filename": "kept.txt", "content": "basalt"}
+            )
+            assert wait_for(http, kept.json()["doc_id"])["status"] == "indexed"
+            found = http.post(
+                "/mcp/chaos/query", json={"input": "granite basalt quartz", "mode": "bm25"}
+            ).json()
+            assert {p["doc_id"] for p in found["retrieved_documents"]} <= {kept.json()["doc_id"]}
+    finally:
+        running.stack.stop()
+    audit = audit_stopped(running.data_dir)
+    assert [d["filename"] for d in audit["documents"].values()] == ["kept.txt"]
+    assert audit["vectors_total"] == 1
+
+
+def _log_lines(running: RunningStack) -> list[dict]:
+    """The stack's JSON log lines (each is ``<service> | <json>``)."""
+    lines = []
+    for text in running.log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            if isinstance(line := json.loads(text.partition("| ")[2]), dict):
+                lines.append(line)
+    return lines
