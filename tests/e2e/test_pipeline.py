@@ -109,6 +109,33 @@ def test_changed_content_replaces_the_old_chunks(http):
     assert "penguins" in hits[0]["text"]
 
 
+def test_a_document_reported_indexed_is_found_at_once(http):
+    """Read-your-writes: the moment a document's status says indexed, a query finds it (its
+    vectors are written, and searchable, before its status), 100 of 100. In rounds of the
+    tenant's queue share; each query right after the listing that first shows it indexed."""
+    missed: list[str] = []
+    for n in range(100 // QUEUE_SHARE):
+        files = [
+            ("files", (f"ryw-{n}-{i}.txt", f"Record {n}-{i}: zq{n}x{i} tides and moons.".encode()))
+            for i in range(QUEUE_SHARE)
+        ]
+        r = http.post("/rag/documents", params={"collection": "ryw"}, files=files)
+        assert r.status_code == 202, r.text
+        pending = {d["doc_id"] for d in r.json()["documents"]}
+        deadline = time.monotonic() + 120
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} never indexed"
+            listing = http.get(
+                "/rag/documents", params={"collection": "ryw", "status": "indexed", "limit": 200}
+            ).json()["items"]
+            for doc_id in pending & {d["doc_id"] for d in listing}:
+                if not query(http, "tides and moons", doc_ids=[doc_id], collection="ryw"):
+                    missed.append(doc_id)
+                pending.discard(doc_id)
+            time.sleep(0.02)
+    assert missed == []
+
+
 def test_identical_content_is_a_no_op(http):
     content = "Lighthouses guide ships with a flashing light."
     doc = add(http, "light.txt", content)
