@@ -260,6 +260,9 @@ def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroke
         inbox_prefix=options.get("inbox_prefix", "_INBOX"),
         middlewares=middlewares,
         max_reconnect_attempts=-1,
+        # Stopping, a worker takes no new message and lets those in hand finish this long;
+        # what is still running then is handed back (DeliveryMiddleware).
+        graceful_timeout=settings.drain_s,
         # FastStream's per-message "Received"/"Processed" lines go to debug, through our logs.
         logger=logging.getLogger("olympus.faststream"),
         log_level=logging.DEBUG,
@@ -462,9 +465,16 @@ class DeliveryMiddleware(BaseMiddleware):
                 await marks.begin()
                 try:
                     result = await self._handle(call_next, msg, raw, stage, attempt)
-                except (NackMessage, asyncio.CancelledError):
-                    # Handed back for a retry, or the worker is stopping: it did not die.
+                except NackMessage:  # handed back for a retry: it did not die
                     await marks.hand_back()
+                    raise
+                except asyncio.CancelledError:
+                    # The worker is stopping with this in hand (its drain time is over): hand
+                    # it back now, for another worker or this one restarted, not after AckWait.
+                    await marks.hand_back(stopping=True)
+                    with contextlib.suppress(Exception):
+                        await raw.nak()
+                    log.info("handed back: the worker is stopping", subject=raw.subject)
                     raise
                 except HandlerException:  # rejected (dead-lettered) or acknowledged
                     await marks.end()
@@ -666,9 +676,20 @@ class InFlight:
             self.alone.append(self.attempt)
             await self._save()
 
-    async def hand_back(self) -> None:
-        """This delivery ended without an ack, on purpose (a retry, or the worker stopping)."""
+    async def hand_back(self, stopping: bool = False) -> None:
+        """This delivery ended without an ack, on purpose (a retry, or the worker stopping).
+
+        ``stopping``: written without waiting for the bucket's answer, as the nak beside it is.
+        The stop cancels anything that waits, and the connection's drain, which follows, sends
+        what was written. (Unrecorded, the next delivery would run alone, as a suspect.)"""
         self.handed_back.append(self.attempt)
+        if stopping:
+            record = {"handed_back": self.handed_back, "alone": self.alone}
+            with contextlib.suppress(Exception):
+                await self.client.publish(
+                    f"$KV.{subjects.INFLIGHT_BUCKET}.{self.key}", json.dumps(record).encode()
+                )
+            return
         await self._save()
 
     async def end(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -53,6 +54,7 @@ def configure(
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_not_a_stop)
     for name in ("olympus", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         # uvicorn writes access lines whenever its access logger has a handler, whatever its
@@ -68,6 +70,13 @@ def configure(
         cache_logger_on_first_use=True,
     )
     telemetry.configure(service)
+
+
+def _not_a_stop(record: logging.LogRecord) -> bool:
+    """Drop FastStream's error line for a handler cancelled as its worker stops: the message
+    was handed back (``olympus.delivery`` says so at info), nothing failed."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, asyncio.CancelledError) and record.name == "olympus.faststream")
 
 
 def get_logger(name: str = "olympus") -> structlog.stdlib.BoundLogger:

@@ -46,6 +46,12 @@ class CommonSettings(BaseSettings):
     max_deliver: int = Field(default=5, ge=1, le=100)
     retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0)
     ack_wait_s: float = Field(default=60.0, gt=1)
+    drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="a stopping worker lets the work in hand finish this long, then hands the "
+        "rest back to the bus (a container's stop grace period must be longer)",
+    )
     stream_replicas: int = Field(default=1, ge=1, le=5, description="3 on a 3-node cluster")
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     metrics_port: int = Field(default=0, ge=0, description="a worker's Prometheus port; 0: none")

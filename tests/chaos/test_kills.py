@@ -1,5 +1,5 @@
-"""Chaos, first part: a worker killed with SIGKILL while documents ingest, once a random part
-of them is indexed.
+"""Chaos, first part: a worker killed with SIGKILL (or stopped with SIGTERM) while documents
+ingest, once a random part of them is indexed.
 
 The stack runs as `olympus up` runs it, and its supervisor restarts what died. Once every
 document has settled, the stack is stopped and its stores are read back: each document indexed
@@ -35,9 +35,17 @@ def _text(rng: random.Random, i: int) -> str:
 
 
 @pytest.mark.parametrize(
-    ("victim", "seed"), [("indexer", 1), ("indexer", 2), ("embedder", 1), ("embedder", 2)]
+    ("victim", "seed", "how"),
+    [
+        ("indexer", 1, signal.SIGKILL),
+        ("indexer", 2, signal.SIGKILL),
+        ("embedder", 1, signal.SIGKILL),
+        ("embedder", 2, signal.SIGKILL),
+        # Stopped, not killed: it drains (tests/chaos/test_retry_and_cancel.py, the embedder).
+        ("indexer", 3, signal.SIGTERM),
+    ],
 )
-def test_a_worker_killed_mid_ingest_loses_and_doubles_nothing(tmp_path, victim, seed):
+def test_a_worker_killed_mid_ingest_loses_and_doubles_nothing(tmp_path, victim, seed, how):
     rng = random.Random(seed)
     running = start_stack(f"chaos-{victim}-{seed}", tmp_path / "data")
     try:
@@ -56,8 +64,8 @@ def test_a_worker_killed_mid_ingest_loses_and_doubles_nothing(tmp_path, victim, 
 
             eventually(lambda: indexed() >= target, "nothing got indexed", timeout_s=300)
             done = indexed()
-            os.kill(child.proc.pid, signal.SIGKILL)
-            why = f"{victim} killed with {done} of {DOCS} documents indexed (seed {seed})"
+            os.kill(child.proc.pid, how)
+            why = f"{victim} sent {how.name} with {done} of {DOCS} indexed (seed {seed})"
             eventually(lambda: child.restarts >= 1, f"{why}: it was not restarted", 120)
             settled = [wait_for(http, doc_id, timeout_s=300) for doc_id in ids]
         assert done < DOCS, f"{why}: the kill came after the work"

@@ -1,6 +1,6 @@
 """Chaos, second part: a document its worker died on is marked failed, and a retry indexes it
 from what the bus still holds, with no new upload; a document deleted while it is being
-embedded leaves nothing behind.
+embedded leaves nothing behind; a worker stopped (SIGTERM) hands back what it holds.
 
 The embedder is killed (SIGKILL) twice while it embeds one large document: once, and again
 when the redelivered document runs alone (as a suspect does). That is poison: the next
@@ -128,6 +128,40 @@ def test_a_document_deleted_while_embedded_leaves_nothing_behind(tmp_path):
     audit = audit_stopped(running.data_dir)
     assert [d["filename"] for d in audit["documents"].values()] == ["kept.txt"]
     assert audit["vectors_total"] == 1
+
+
+def test_a_stopping_worker_hands_back_what_it_holds_at_once(tmp_path):
+    """SIGTERM while documents too large to finish in the drain time are embedded: each is
+    handed back (nak) and taken up again by the restarted embedder, once, as ordinary work.
+    AckWait is ten minutes here: a document not handed back would wait that long."""
+    env = {"OLYMPUS_ACK_WAIT_S": "600", "OLYMPUS_DRAIN_S": "1"}
+    running = start_stack("chaos-drain", tmp_path / "data", env=env)
+    try:
+        embedder = next(c for c in running.stack.supervisor._children if c.name == "embedder")
+        with running.client() as http:
+            ids = []
+            for i in range(3):
+                content = LARGE.replace("Section", f"Part {i} section")
+                r = http.post(
+                    "/rag/add_document", json={"filename": f"l{i}.txt", "content": content}
+                )
+                ids.append(r.json()["doc_id"])
+            wait_for(http, ids[0], statuses=("processing",), timeout_s=120)
+            embedder.proc.send_signal(signal.SIGTERM)
+            eventually(lambda: embedder.restarts >= 1, "the embedder was not restarted", 120)
+            settled = [wait_for(http, doc_id, timeout_s=300) for doc_id in ids]
+            assert [d["status"] for d in settled] == ["indexed"] * 3
+    finally:
+        running.stack.stop()
+    lines = _log_lines(running)
+    handed_back = [x["doc_id"] for x in lines if x.get("event", "").startswith("handed back")]
+    assert sorted(handed_back) == sorted(ids)
+    embedded = [x["doc_id"] for x in lines if x.get("event") == "embedded"]
+    assert sorted(embedded) == sorted(ids)  # each once: none finished before the stop
+    assert not [x for x in lines if x.get("level") == "error"]
+    audit = audit_stopped(running.data_dir)
+    assert {d["status"] for d in audit["documents"].values()} == {"indexed"}
+    assert audit["vectors_total"] == sum(d["chunk_count"] for d in audit["documents"].values())
 
 
 def _log_lines(running: RunningStack) -> list[dict]:
