@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
+from schemas import subjects
 
 if TYPE_CHECKING:
     from olympus.keys import KeyStore
@@ -25,6 +26,25 @@ if TYPE_CHECKING:
 def _port_of(url: str, default: int) -> int:
     tail = url.rsplit(":", 1)[-1]
     return int(tail) if tail.isdigit() else default
+
+
+def _replicas(text: str) -> dict[str, int]:
+    """``embedder=2,generator=2`` -> {"embedder": 2, "generator": 2}."""
+    scalable = (subjects.EMBEDDER, subjects.GENERATOR)
+    counts: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition("=")
+        if name == subjects.INDEXER:
+            raise argparse.ArgumentTypeError(
+                "the embedded indexer is the only process that opens Milvus Lite and SQLite: "
+                "one indexer (with a Milvus server and ArangoDB, scale it in containers)"
+            )
+        if name not in scalable or not count.isdigit() or not 1 <= int(count) <= 16:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: say WORKER=N with WORKER one of {', '.join(scalable)}, N 1 to 16"
+            )
+        counts[name] = int(count)
+    return counts
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -42,6 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         phoenix_port=args.phoenix_port if args.phoenix else None,
         metrics_port=args.metrics_port or None,
         athena_port=args.athena_port or None,
+        replicas=args.replicas,
     )
     stack = Stack(config)
     stop = threading.Event()
@@ -328,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         default=9101,
         help="first of the workers' Prometheus ports (9101: embedder, then indexer, generator; "
         "0: none)",
+    )
+    up.add_argument(
+        "--replicas",
+        type=_replicas,
+        default={},
+        metavar="WORKER=N,...",
+        help="processes per model worker, sharing its work: embedder=2,generator=2 (the "
+        "indexer owns the embedded stores: one)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -71,7 +71,8 @@ class CommonSettings(BaseSettings):
         return self
 
     def nats_connect_options(self) -> NatsConnectOptions:
-        options: NatsConnectOptions = {"servers": [self.nats_url]}
+        servers = [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        options: NatsConnectOptions = {"servers": servers}
         if self.nats_user and self.nats_password:
             options["user"] = self.nats_user
             options["password"] = self.nats_password.get_secret_value()

@@ -141,6 +141,7 @@ class StackConfig:
     phoenix_port: int | None = None  # start a local Phoenix there and trace into it
     metrics_port: int | None = None  # workers serve Prometheus metrics here, one port each
     athena_port: int | None = None  # start Athena (the Streamlit UI) there
+    replicas: dict[str, int] = field(default_factory=dict)  # worker -> processes (1 if absent)
 
     @property
     def athena_url(self) -> str | None:
@@ -234,11 +235,15 @@ class Stack:
         python = sys.executable
         metrics_ports = self.config.worker_metrics_ports()
         for name in subjects.WORKERS:
-            worker_env = env | access.credentials_env(name, bus)
-            if metrics_ports:
-                worker_env["OLYMPUS_METRICS_PORT"] = str(metrics_ports[name])
-            command = [python, "-m", f"workers.{name}"]
-            self.supervisor.start(Supervised(name, command, worker_env))
+            worker_env = env | access.credentials_env(name, bus) | self._share_cores(name, env)
+            for k in range(self.config.replicas.get(name, 1)):
+                # Replicas share the durable consumers and queue groups: they split the work.
+                # The first serves the worker's metrics port; the others serve none.
+                port = metrics_ports.get(name, 0) if k == 0 else 0
+                replica_env = worker_env | {"OLYMPUS_METRICS_PORT": str(port)}
+                replica = name if k == 0 else f"{name}-{k + 1}"
+                command = [python, "-m", f"workers.{name}"]
+                self.supervisor.start(Supervised(replica, command, replica_env))
         gateway_env = env | access.credentials_env(access.GATEWAY, bus)
         self.supervisor.start(Supervised("gateway", [python, "-m", "gateway"], gateway_env))
         asyncio.run(self.wait_ready(common, timeout_s))
@@ -254,6 +259,15 @@ class Stack:
                 }
             ),
         )
+
+    def _share_cores(self, name: str, env: dict[str, str]) -> dict[str, str]:
+        """Replicas of a model worker split the cores instead of each taking all of them
+        (oversubscribed, two encoders on two cores ran slower than one), unless told."""
+        count = self.config.replicas.get(name, 1)
+        variable = f"OLYMPUS_{name.upper()}_THREADS"
+        if count < 2 or name == subjects.INDEXER or variable in env:
+            return {}
+        return {variable: str(max(1, (os.cpu_count() or 1) // count))}
 
     def _start_athena(self, env: dict[str, str], keys: KeyStore, timeout_s: float) -> None:
         """Athena after the gateway: it uses a key of its own, kept in <data>/athena.key."""

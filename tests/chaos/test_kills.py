@@ -72,9 +72,15 @@ def test_a_worker_killed_mid_ingest_loses_and_doubles_nothing(tmp_path, victim, 
         assert [d["filename"] for d in settled if d["status"] != "indexed"] == [], why
     finally:
         running.stack.stop()
-    audit = audit_stopped(running.data_dir)
+    assert_each_indexed_once(running.data_dir, DOCS, why)
+
+
+def assert_each_indexed_once(data_dir, count: int, why: str) -> None:
+    """The stopped stack's stores: ``count`` documents, each indexed, with as many vectors as
+    chunks in the graph and as its record says, and no vector besides."""
+    audit = audit_stopped(data_dir)
     documents = audit["documents"]
-    assert len(documents) == DOCS, why
+    assert len(documents) == count, why
     wrong = {
         d["filename"]: d
         for d in documents.values()
@@ -82,3 +88,37 @@ def test_a_worker_killed_mid_ingest_loses_and_doubles_nothing(tmp_path, victim, 
     }
     assert wrong == {}, why
     assert audit["vectors_total"] == sum(d["chunk_count"] for d in documents.values()), why
+
+
+def test_two_embedders_share_the_work_and_one_killed_loses_nothing(tmp_path):
+    """``olympus up --replicas embedder=2``: both take documents from the one durable consumer;
+    the second is killed mid-ingest and the first carries on (the dead one is restarted too)."""
+    rng = random.Random(7)
+    # AckWait short: what the killed one held goes to the other 10 s later, not 60.
+    env = {"OLYMPUS_ACK_WAIT_S": "10"}
+    running = start_stack("chaos-replicas", tmp_path / "data", env, replicas={"embedder": 2})
+    try:
+        children = {c.name: c for c in running.stack.supervisor._children}
+        second = children["embedder-2"]
+        with running.client() as http:
+            files = [("files", (f"doc-{i}.txt", _text(rng, i).encode())) for i in range(DOCS)]
+            ids = [
+                d["doc_id"] for d in http.post("/rag/documents", files=files).json()["documents"]
+            ]
+
+            def indexed() -> int:
+                listing = http.get("/rag/documents", params={"status": "indexed", "limit": 1000})
+                return len(listing.json()["items"])
+
+            eventually(lambda: indexed() >= DOCS // 4, "nothing got indexed", timeout_s=300)
+            done = indexed()
+            os.kill(second.proc.pid, signal.SIGKILL)
+            why = f"embedder-2 killed with {done} of {DOCS} indexed"
+            settled = [wait_for(http, doc_id, timeout_s=300) for doc_id in ids]
+        assert [d["filename"] for d in settled if d["status"] != "indexed"] == [], why
+    finally:
+        running.stack.stop()
+    log = running.log.read_text()
+    for name in ("embedder", "embedder-2"):
+        assert f'{name:>9} | {{"chunks"' in log, f"{name} embedded nothing"
+    assert_each_indexed_once(running.data_dir, DOCS, why)

@@ -99,6 +99,7 @@ def start_stack(
     phoenix: bool = False,
     metrics: bool = False,
     athena: bool = False,
+    replicas: dict[str, int] | None = None,
 ) -> RunningStack:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}.log"
@@ -110,6 +111,7 @@ def start_stack(
         phoenix_port=natsserver.free_port() if phoenix else None,
         metrics_port=free_ports(3) if metrics else None,
         athena_port=natsserver.free_port() if athena else None,
+        replicas=replicas or {},
     )
     stack = Stack(config, sink=log.open("w"))
     try:
