@@ -22,6 +22,7 @@ The principles, each closing a way in that was found open:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -368,21 +369,24 @@ def _apply(
     """Write the users; a running server reloads them, and this returns once it has (a
     reload signal is answered before the server has read the file)."""
     write_embedded_users(data_dir, bus)
-    pid_file = data_dir / NATS_PID_FILE
     run = data_dir / "run.json"
     # When the stack is not running, it reads the users as it starts.
-    if not pid_file.exists() or not run.exists():
+    if not run.exists():
         return
-    try:
-        natsserver.reload(pid_file)
-    except subprocess.CalledProcessError:
+    # Every node of the stack's nats-server (one, or a cluster's): nats.pid, nats-2.pid, ...
+    reloaded = False
+    for pid_file in sorted(data_dir.glob(f"{Path(NATS_PID_FILE).stem}*.pid")):
+        with contextlib.suppress(subprocess.CalledProcessError):  # a node not running now
+            natsserver.reload(pid_file)
+            reloaded = True
+    if not reloaded:
         return
-    url = json.loads(run.read_text())["nats_url"]
     deadline = time.monotonic() + 10
-    while natsserver.login_accepted(url, user, password or "-") != accepted:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nats-server did not take the new users within 10s ({url})")
-        time.sleep(0.05)
+    for url in json.loads(run.read_text())["nats_url"].split(","):
+        while natsserver.login_accepted(url, user, password or "-") != accepted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not take the new users within 10s ({url})")
+            time.sleep(0.05)
 
 
 def production_users(producers: Sequence[Producer] = ()) -> str:

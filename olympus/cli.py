@@ -63,6 +63,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         athena_port=args.athena_port or None,
         replicas=args.replicas,
+        cluster=args.cluster,
     )
     stack = Stack(config)
     stop = threading.Event()
@@ -357,6 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="WORKER=N,...",
         help="processes per model worker, sharing its work: embedder=2,generator=2 (the "
         "indexer owns the embedded stores: one)",
+    )
+    up.add_argument(
+        "--cluster",
+        type=int,
+        choices=(1, 3, 5),
+        default=1,
+        help="nats-server nodes on loopback: 3 is a JetStream cluster with every stream on all "
+        "three, the production topology on one machine (its streams are kept apart from a "
+        "single server's)",
     )
     up.set_defaults(func=cmd_up)
 

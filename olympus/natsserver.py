@@ -40,6 +40,40 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """One server's place in a JetStream cluster on one host (``olympus up --cluster 3``): its
+    name, its route port, every node's route port, and the routes' shared credential (a route
+    from anything else is refused)."""
+
+    name: str
+    route_port: int
+    route_ports: tuple[int, ...]
+    password: str
+    user: str = "route"
+    cluster: str = "olympus"
+
+    def render(self, host: str) -> str:
+        routes = [
+            f"    nats-route://{self.user}:{self.password}@{host}:{port}"
+            for port in self.route_ports
+            if port != self.route_port
+        ]
+        return "\n".join(
+            [
+                f"server_name: {json.dumps(self.name)}",
+                "cluster {",
+                f"  name: {self.cluster}",
+                f"  listen: {host}:{self.route_port}",
+                f"  authorization {{ user: {self.user}, password: {json.dumps(self.password)} }}",
+                "  routes: [",
+                *routes,
+                "  ]",
+                "}",
+            ]
+        )
+
+
 @dataclass
 class NatsServerConfig:
     store_dir: Path
@@ -48,6 +82,7 @@ class NatsServerConfig:
     max_payload_bytes: int = 16 * 1024 * 1024
     include: str | None = None  # a file beside the config, e.g. the users (olympus.access)
     pid_file: Path | None = None  # where nats-server writes its pid (config reloads use it)
+    node: ClusterNode | None = None  # a node of a cluster; None: a server alone
 
     @property
     def url(self) -> str:
@@ -62,6 +97,8 @@ class NatsServerConfig:
         ]
         if self.pid_file:
             lines.append(f"pid_file: {json.dumps(str(self.pid_file))}")
+        if self.node:
+            lines.append(self.node.render(self.host))
         if self.include:
             lines.append(f"include {json.dumps(self.include)}")
         return "\n".join(lines) + "\n"

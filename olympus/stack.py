@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -142,6 +143,13 @@ class StackConfig:
     metrics_port: int | None = None  # workers serve Prometheus metrics here, one port each
     athena_port: int | None = None  # start Athena (the Streamlit UI) there
     replicas: dict[str, int] = field(default_factory=dict)  # worker -> processes (1 if absent)
+    cluster: int = 1  # nats-server nodes; 3: a JetStream cluster, every stream on all three
+    nodes: list[tuple[int, int]] = field(default_factory=list)  # (client, route) port per node
+
+    def __post_init__(self) -> None:
+        if self.cluster > 1 and not self.nodes:
+            clients = [self.nats_port, *(natsserver.free_port() for _ in range(self.cluster - 1))]
+            self.nodes = [(client, natsserver.free_port()) for client in clients]
 
     @property
     def athena_url(self) -> str | None:
@@ -158,7 +166,39 @@ class StackConfig:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.nats_port}"
+        """Every node's URL, comma-separated: a client moves to another when one goes."""
+        ports = [client for client, _ in self.nodes] or [self.nats_port]
+        return ",".join(f"nats://{self.host}:{port}" for port in ports)
+
+    def nats_servers(
+        self, data: Path, max_payload: int
+    ) -> list[tuple[str, natsserver.NatsServerConfig]]:
+        """The nats-server processes to run: one, or a cluster's nodes, each with its name."""
+
+        def server(
+            name: str, port: int, node: natsserver.ClusterNode | None = None
+        ) -> natsserver.NatsServerConfig:
+            return natsserver.NatsServerConfig(
+                store_dir=data / ("jetstream" if node is None else f"jetstream-cluster/{name}"),
+                port=port,
+                host=self.host,
+                max_payload_bytes=max_payload,
+                include=access.EMBEDDED_USERS,
+                pid_file=data / (access.NATS_PID_FILE if name == "nats" else f"{name}.pid"),
+                node=node,
+            )
+
+        if not self.nodes:
+            return [("nats", server("nats", self.nats_port))]
+        # A route password of this run: the nodes start together and share it.
+        password = secrets.token_urlsafe(24)
+        routes = tuple(route for _, route in self.nodes)
+        servers = []
+        for i, (client, route) in enumerate(self.nodes, start=1):
+            name = "nats" if i == 1 else f"nats-{i}"
+            node = natsserver.ClusterNode(f"olympus-{name}", route, routes, password)
+            servers.append((name, server(name, client, node)))
+        return servers
 
     @property
     def gateway_url(self) -> str:
@@ -198,6 +238,8 @@ class Stack:
         data = self.config.data_dir
         private_folder(data)
         ports = [(self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")]
+        ports += [(p, "a NATS node") for node in self.config.nodes[1:] for p in node]
+        ports += [(route, "NATS routes") for _, route in self.config.nodes[:1]]
         if self.config.phoenix_port:
             ports.append((self.config.phoenix_port, "Phoenix"))
         if self.config.athena_port:
@@ -213,21 +255,21 @@ class Stack:
         bus = access.BusSecrets.load_or_create(data)
         access.write_embedded_users(data, bus)
         common = access.as_user(
-            CommonSettings(data_dir=data, nats_url=self.config.nats_url), access.ADMIN, bus
+            CommonSettings(
+                data_dir=data,
+                nats_url=self.config.nats_url,
+                stream_replicas=self.config.cluster,
+            ),
+            access.ADMIN,
+            bus,
         )
-        nats_config = natsserver.NatsServerConfig(
-            store_dir=data / "jetstream",
-            port=self.config.nats_port,
-            host=self.config.host,
-            max_payload_bytes=common.max_message_bytes,
-            include=access.EMBEDDED_USERS,
-            pid_file=data / access.NATS_PID_FILE,
-        )
-        self.supervisor.start(
-            Supervised("nats", nats_config.command(data / "nats-server.conf"), env)
-        )
-        natsserver.wait_until_listening(self.config.host, self.config.nats_port)
-        asyncio.run(delivery.prepare_streams(common))
+        servers = self.config.nats_servers(data, common.max_message_bytes)
+        for name, server in servers:
+            command = server.command(data / f"{name}-server.conf")
+            self.supervisor.start(Supervised(name, command, env))
+        for _, server in servers:
+            natsserver.wait_until_listening(self.config.host, server.port)
+        asyncio.run(_prepare_streams(common, timeout_s))
         self.supervisor.say("olympus", "streams ready")
         keys = KeyStore(data / "api_keys.json")
         if keys.is_empty():
@@ -350,6 +392,20 @@ def temporary_stack(
         )
         with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
             yield stack, config
+
+
+async def _prepare_streams(common: CommonSettings, timeout_s: float) -> None:
+    """Set the streams up once JetStream can: a cluster answers only once its nodes have
+    elected a leader (seconds after they listen)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await delivery.prepare_streams(common)
+            return
+        except (nats.js.errors.APIError, nats.errors.NoRespondersError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"JetStream did not become available: {exc}") from exc
+            await asyncio.sleep(0.5)
 
 
 def _wait_http(url: str, what: str, timeout_s: float) -> None:

@@ -100,6 +100,7 @@ def start_stack(
     metrics: bool = False,
     athena: bool = False,
     replicas: dict[str, int] | None = None,
+    cluster: int = 1,
 ) -> RunningStack:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}.log"
@@ -112,6 +113,7 @@ def start_stack(
         metrics_port=free_ports(3) if metrics else None,
         athena_port=natsserver.free_port() if athena else None,
         replicas=replicas or {},
+        cluster=cluster,
     )
     stack = Stack(config, sink=log.open("w"))
     try:
