@@ -97,8 +97,15 @@ class NatsClient:
             return None
 
     async def forget_letter(self, seq: int) -> None:
-        with contextlib.suppress(NotFoundError):  # another retry of it took it first
+        """Remove a dead letter a retry republished. Not finding it (another retry took it) or
+        failing to is no error: the retry has happened, and a letter of a version the document
+        has moved past retries nothing (the route checks the version)."""
+        try:
             await self.js.delete_msg(subjects.DLQ_STREAM.name, seq)
+        except NotFoundError:
+            pass
+        except (TimeoutError, NatsTimeout, NoRespondersError) as exc:
+            log.warning("could not remove a retried dead letter", seq=seq, error=repr(exc))
 
     async def queued(self, tenant: str) -> int:
         """How many of ``tenant``'s ingest messages wait in the stream (a work queue: a message

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import nats
 from faststream import AckPolicy, BaseMiddleware
+from faststream._internal.endpoint.subscriber.mixins import ConcurrentMixin
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
@@ -237,9 +238,57 @@ def fetch_times_out_as_nats_says() -> None:
     cls.fetch = fetch  # type: ignore[method-assign]
 
 
+def hand_back_what_never_started() -> None:
+    """Make a stopping subscriber hand back (nak) the messages it fetched and never began.
+
+    FastStream 0.7.8's concurrent subscribers take a message in two waits for a free worker
+    (``ConcurrentMixin._put_msg``, then ``_consume_msg``) before handling it; a stop cancels
+    what waits there without a word to the server, so each such message waited out AckWait
+    before anyone got it again (bench/chaos.py, SIGTERM: the last documents 60 s late). A
+    message that began is handed back by ``DeliveryMiddleware``. The nak is a plain publish,
+    sent by the connection's drain that follows. Safe to call more than once; remove when
+    FastStream hands them back itself.
+    """
+    cls = ConcurrentMixin
+    if getattr(cls._put_msg, "_olympus_hands_back", False):
+        return
+    put = cls._put_msg
+
+    @functools.wraps(put)
+    async def _put_msg(self: ConcurrentMixin[Any], msg: Any) -> None:
+        try:
+            await put(self, msg)
+        except asyncio.CancelledError:
+            await _nak_unstarted(msg)
+            raise
+
+    async def _consume_msg(self: ConcurrentMixin[Any], msg: Any) -> None:
+        # FastStream's own, with the wait for a worker apart from the work.
+        try:
+            await self.limiter.acquire()
+        except asyncio.CancelledError:
+            await _nak_unstarted(msg)
+            raise
+        try:
+            await self.consume(msg)
+        finally:
+            self.limiter.release()
+
+    _put_msg._olympus_hands_back = True  # type: ignore[attr-defined]
+    cls._put_msg = _put_msg  # type: ignore[method-assign]
+    cls._consume_msg = _consume_msg  # type: ignore[method-assign]
+
+
+async def _nak_unstarted(msg: Any) -> None:
+    if _is_jetstream(msg):
+        with contextlib.suppress(Exception):
+            await msg.nak()
+
+
 def worker_broker(settings: CommonSettings, policy: DeliveryPolicy) -> NatsBroker:
     """A FastStream broker with Olympus' delivery rules on every JetStream subscriber."""
     fetch_times_out_as_nats_says()
+    hand_back_what_never_started()
     middlewares: list[Any] = [
         NatsPrometheusMiddleware(registry=REGISTRY, app_name="olympus"),
         delivery_middleware(policy),

@@ -2,7 +2,7 @@
 
 Helpers the tests import live in ``tests/support``: ``stack`` (start the embedded stack, wait
 for a document), ``samples`` (documents of every format), ``hades_contract`` (the store
-contract every backend passes), ``store_audit`` (what a stopped stack's stores hold).
+contract every backend passes). ``hades.audit`` reads a stopped stack's stores back.
 """
 
 from __future__ import annotations

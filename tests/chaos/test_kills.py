@@ -16,8 +16,8 @@ import signal
 
 import pytest
 
+from hades.audit import audit_stopped
 from tests.support.stack import eventually, start_stack, wait_for
-from tests.support.store_audit import audit_stopped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.chaos]
 

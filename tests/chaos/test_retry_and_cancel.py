@@ -22,9 +22,9 @@ import nats
 import pytest
 from nats.js.errors import NoKeysError
 
+from hades.audit import audit_stopped
 from schemas import subjects
 from tests.support.stack import RunningStack, eventually, start_stack, wait_for
-from tests.support.store_audit import audit_stopped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.chaos]
 

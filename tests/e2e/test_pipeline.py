@@ -18,13 +18,13 @@ import nats
 import pytest
 from httpx_sse import connect_sse
 
+from hades.audit import audit_stopped
 from olympus import access
 from olympus.keys import KeyStore
 from schemas import subjects
 from tests.support.messages import index_upsert
 from tests.support.samples import TOPICS, docx_bomb, render
 from tests.support.stack import RunningStack, start_stack, wait_for
-from tests.support.store_audit import audit_stopped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UPLOAD_LIMIT = 512 * 1024  # room for the DOCX bomb (240 KB), not for the big file

@@ -127,6 +127,8 @@ async def test_ordinary_work_writes_no_marks_and_a_retry_is_no_suspect(nats_url,
 
 
 async def test_what_keeps_failing_is_dead_lettered_with_error_and_original(nats_url, js):
+    """One poison message among many: exactly ``max_deliver`` tries, then a dead letter with
+    the error and the original; every other message is handled once."""
     broker, policy = _broker(nats_url)
     subject = f"olympus.ingest.{uuid.uuid4().hex[:8]}"
     calls: list[int] = []
@@ -134,19 +136,23 @@ async def test_what_keeps_failing_is_dead_lettered_with_error_and_original(nats_
     @_subscribe(broker, policy, subject)
     async def handler(body: Ping) -> None:
         calls.append(body.n)
-        raise RuntimeError("the disk is on fire")
+        if body.n == 7:
+            raise RuntimeError("the disk is on fire")
 
     async with broker:
         await broker.start()
-        await js.publish(subject, b'{"n": 1}')
+        for n in range(20):
+            await js.publish(subject, json.dumps({"n": n}).encode())
         letters = await _eventually(lambda: _dead_letters(js, subject))
+        await _eventually(lambda: _true_when(len(calls) >= 19 + policy.max_deliver))
         await asyncio.sleep(0.5)
-    assert len(calls) == policy.max_deliver
+    assert calls.count(7) == policy.max_deliver
+    assert sorted(n for n in calls if n != 7) == [n for n in range(20) if n != 7]
     (letter,) = letters
     assert letter["error"] == "the disk is on fire"
     assert letter["error_type"] == "RuntimeError"
     assert letter["deliveries"] == policy.max_deliver
-    assert json.loads(letter["original"]) == {"n": 1}
+    assert json.loads(letter["original"]) == {"n": 7}
 
 
 async def test_an_invalid_message_is_dead_lettered_at_once(nats_url, js):

@@ -1,7 +1,11 @@
-"""Open a stopped stack's stores and report what they hold, as JSON on stdout.
+"""What a stopped stack's stores hold, document by document: the graph's record and chunks
+beside Milvus' vectors. The chaos tests and ``bench/chaos.py`` read a stack back with it to
+count what was lost, doubled or left half-done.
 
-Run in its own process: Milvus Lite keeps its folder locked until the process that opened it
-exits, and the stack must be able to open it again afterwards.
+    python -m hades.audit DATA_DIR [TENANT]    # JSON on stdout
+
+Run in a process of its own (``audit_stopped``): Milvus Lite keeps its folder locked until the
+process that opened it exits, and the stack must be able to open it again afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from hades.sqlite import SqliteDocumentGraph
 
 
 def audit(data_dir: Path, tenant: str) -> dict[str, object]:
+    """Each document's status, chunk count (its record's, the graph's) and vectors; and every
+    vector of the tenant, orphans included."""
     graph = SqliteDocumentGraph(data_dir / "graph.sqlite3")
     vectors = MilvusVectorIndex(
         str(data_dir / "milvus.db"), 384, term_key=graph.secret("milvus-terms")
@@ -43,7 +49,7 @@ def audit(data_dir: Path, tenant: str) -> dict[str, object]:
 def audit_stopped(data_dir: Path, tenant: str = "default") -> dict[str, Any]:
     """``audit`` in a process of its own (the test's own process keeps no lock)."""
     out = subprocess.run(
-        [sys.executable, "-m", "tests.support.store_audit", str(data_dir), tenant],
+        [sys.executable, "-m", "hades.audit", str(data_dir), tenant],
         capture_output=True,
         text=True,
         timeout=300,
