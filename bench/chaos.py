@@ -35,11 +35,10 @@ import httpx
 import nats
 
 from hades.audit import audit_stopped
-from olympus import access, natsserver
+from olympus import access
 from olympus.evaluation import ingest, load_beir
-from olympus.keys import KeyStore
 from olympus.settings import CommonSettings
-from olympus.stack import Stack, StackConfig, Supervised
+from olympus.stack import Stack, StackConfig, Supervised, start_with_key
 from schemas import subjects
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,22 +65,13 @@ SCENARIOS = (
 
 
 def _start(scenario: Scenario, data_dir: Path, log: Path) -> tuple[Stack, str]:
-    config = StackConfig(
-        data_dir=data_dir,
-        nats_port=natsserver.free_port(),
-        gateway_port=natsserver.free_port(),
+    config = StackConfig.on_free_ports(
+        data_dir,
         env={"OLYMPUS_GATEWAY_RATE_LIMIT": ""},  # the one client here is the benchmark
         replicas=scenario.replicas,
         cluster=scenario.cluster,
     )
-    stack = Stack(config, sink=log.open("w"))
-    try:
-        stack.start(timeout_s=300)
-    except BaseException:
-        stack.stop()
-        raise
-    key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
-    return stack, key
+    return start_with_key(config, log.open("w"), timeout_s=300)
 
 
 async def _leader(stack: Stack) -> str:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import nats
@@ -145,6 +145,17 @@ class StackConfig:
     replicas: dict[str, int] = field(default_factory=dict)  # worker -> processes (1 if absent)
     cluster: int = 1  # nats-server nodes; 3: a JetStream cluster, every stream on all three
     nodes: list[tuple[int, int]] = field(default_factory=list)  # (client, route) port per node
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, **options: Any) -> StackConfig:
+        """A stack beside any other on this machine: NATS and the gateway on free ports (the
+        tests, the benchmarks, ``olympus eval``)."""
+        return cls(
+            data_dir=data_dir,
+            nats_port=natsserver.free_port(),
+            gateway_port=natsserver.free_port(),
+            **options,
+        )
 
     def __post_init__(self) -> None:
         if self.cluster > 1 and not self.nodes:
@@ -373,6 +384,19 @@ class Stack:
         self.stop()
 
 
+def start_with_key(config: StackConfig, sink: IO[str], timeout_s: float = 240) -> tuple[Stack, str]:
+    """Start a stack and return it with an API key of its default tenant: the owner's on a
+    first start, else a new one. A stack that fails to start is stopped."""
+    stack = Stack(config, sink=sink)
+    try:
+        stack.start(timeout_s=timeout_s)
+    except BaseException:
+        stack.stop()
+        raise
+    key = stack.api_key or KeyStore(config.data_dir / "api_keys.json").create("default")
+    return stack, key
+
+
 @contextlib.contextmanager
 def temporary_stack(
     prefix: str = "olympus-", env: dict[str, str] | None = None, phoenix: bool = False
@@ -383,10 +407,8 @@ def temporary_stack(
     and its progress polls would hit the default 1,000 a minute, and the figures would measure
     the limit. The ingest queue's per-tenant bound stays (its 429s say when to send again)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp),
-            nats_port=natsserver.free_port(),
-            gateway_port=natsserver.free_port(),
+        config = StackConfig.on_free_ports(
+            Path(tmp),
             env={"OLYMPUS_GATEWAY_RATE_LIMIT": "", **(env or {})},
             phoenix_port=natsserver.free_port() if phoenix else None,
         )

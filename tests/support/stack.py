@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 
 from olympus import access, natsserver
-from olympus.keys import KeyStore
 from olympus.settings import CommonSettings
-from olympus.stack import Stack, StackConfig
+from olympus.stack import Stack, StackConfig, start_with_key
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 OUTPUT = ROOT / "test-output"
@@ -104,10 +103,8 @@ def start_stack(
 ) -> RunningStack:
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{name}.log"
-    config = StackConfig(
-        data_dir=data_dir,
-        nats_port=natsserver.free_port(),
-        gateway_port=natsserver.free_port(),
+    config = StackConfig.on_free_ports(
+        data_dir,
         env={"OLYMPUS_GENERATOR_MODELS_DIR": str(MODELS), **(env or {})},
         phoenix_port=natsserver.free_port() if phoenix else None,
         metrics_port=free_ports(3) if metrics else None,
@@ -115,11 +112,5 @@ def start_stack(
         replicas=replicas or {},
         cluster=cluster,
     )
-    stack = Stack(config, sink=log.open("w"))
-    try:
-        stack.start(timeout_s=240)
-    except BaseException:
-        stack.stop()
-        raise
-    key = stack.api_key or KeyStore(data_dir / "api_keys.json").create("default")
+    stack, key = start_with_key(config, log.open("w"))
     return RunningStack(stack, config.gateway_url, key, data_dir, log, config.phoenix_url, config)
