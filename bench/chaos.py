@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -102,7 +103,7 @@ def _indexed(http: httpx.Client) -> int:
         return -1
 
 
-def run(scenario: Scenario, corpus: dict[str, str], workdir: Path) -> dict[str, object]:
+def run(scenario: Scenario, corpus: dict[str, str], workdir: Path) -> dict[str, Any]:
     data_dir = workdir / "data"
     stack, key = _start(scenario, data_dir, workdir / "stack.log")
     try:
