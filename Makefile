@@ -70,6 +70,7 @@ bench: install  ## ingest and retrieval benchmarks on ../shared/data (tables + b
 	$(BIN)/python -m bench.chat
 	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.reading
+	$(BIN)/python -m bench.chaos
 
 eval: install  ## retrieval quality on SciFact and Cranfield
 	$(BIN)/olympus eval ../shared/data/scifact --json bench/results/eval-scifact.json
