@@ -136,7 +136,14 @@ async def _publish(
     if ack.duplicate:
         # Same content inside the dedupe window: nothing new happens; say where it stands.
         current = await _current(nats_client, tenant, doc.doc_id)
-        return accepted.model_copy(update={"status": current.status if current else "queued"}), None
+        if current is None or current.status != "failed":
+            status = current.status if current else "queued"
+            return accepted.model_copy(update={"status": status}), None
+        # Unless it failed: sending it again is asking to try again (once per failure).
+        again = ingest_msg_id(doc.doc_id, f"upsert-after-{current.version}", digest)
+        ack = await nats_client.publish_ingest(doc, again)
+        if ack.duplicate:
+            return accepted.model_copy(update={"status": "queued"}), None
     queued = StatusChange(
         collection=collection,
         doc_id=doc.doc_id,

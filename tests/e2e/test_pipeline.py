@@ -176,6 +176,16 @@ def test_a_corrupt_pdf_fails_with_its_reason_and_the_pipeline_goes_on(http):
     assert wait_for(http, after["doc_id"])["status"] == "indexed"
     listed = http.get("/rag/documents", params={"status": "failed"}).json()
     assert broken["doc_id"] in {d["doc_id"] for d in listed["items"]}
+    # The same file sent again at once, inside the window where a repeat is dropped: it failed,
+    # so sending it again is trying again (nothing to retry it from: it failed on its content).
+    assert http.post(f"/rag/documents/{broken['doc_id']}/retry").status_code == 409
+    again = http.post("/rag/documents", files=files[:1]).json()["documents"][0]
+    assert again["status"] == "queued"
+    deadline = time.monotonic() + 60
+    while (tried := wait_for(http, broken["doc_id"]))["version"] == failed["version"]:
+        assert time.monotonic() < deadline, "the second try was never made"
+        time.sleep(0.1)
+    assert tried["status"] == "failed"
 
 
 def test_a_docx_bomb_fails_with_its_reason_and_the_embedder_stays_small(olympus, http):
