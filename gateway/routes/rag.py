@@ -349,9 +349,10 @@ async def retry_document(
 ) -> AcceptedDocument:
     """Process a failed document again, from the original its dead letter holds: no new upload.
 
-    409 when the document has not failed, or when nothing is held to retry it from: it failed
-    on its content (a corrupt or unsupported file: upload a corrected one), or its dead letter
-    is older than the dead-letter stream keeps (30 days).
+    Only an embedding that failed for good keeps its original (the ingest stage's dead letter,
+    30 days). 409 when the document has not failed, or when nothing is held to retry it from:
+    it failed on its content (a corrupt or unsupported file: upload a corrected one), while
+    being written to the stores (its dead letter holds chunks, not the file), or longer ago.
     """
     current = await _require(nats_client, key.tenant, doc_id)
     if current.status != "failed":
@@ -364,8 +365,8 @@ async def retry_document(
     if found is None or original is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"nothing is held to retry {doc_id!r} from: it failed on its content, or longer ago "
-            f"than dead letters are kept ({current.error}); upload the file again",
+            f"nothing is held to retry {doc_id!r} from: it failed on its content, while being "
+            f"written, or over 30 days ago ({current.error}); upload the file again",
         )
     await _admit(nats_client, settings, key.tenant, 1)
     seq, _ = found
