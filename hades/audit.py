@@ -20,12 +20,12 @@ from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 
 
-def audit(data_dir: Path, tenant: str) -> dict[str, object]:
+def audit(data_dir: Path, tenant: str, dims: int = 384) -> dict[str, object]:
     """Each document's status, chunk count (its record's, the graph's) and vectors; and every
-    vector of the tenant, orphans included."""
+    vector of the tenant, orphans included. ``dims``: the indexer's (OLYMPUS_INDEXER_DIMS)."""
     graph = SqliteDocumentGraph(data_dir / "graph.sqlite3")
     vectors = MilvusVectorIndex(
-        str(data_dir / "milvus.db"), 384, term_key=graph.secret("milvus-terms")
+        str(data_dir / "milvus.db"), dims, term_key=graph.secret("milvus-terms")
     )
     docs, _ = graph.list_documents(tenant, limit=10_000)
     report = {

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
-from schemas import subjects
 
 if TYPE_CHECKING:
     from olympus.keys import KeyStore
@@ -30,20 +29,18 @@ def _port_of(url: str, default: int) -> int:
 
 def _replicas(text: str) -> dict[str, int]:
     """``embedder=2,generator=2`` -> {"embedder": 2, "generator": 2}."""
-    scalable = (subjects.EMBEDDER, subjects.GENERATOR)
+    from olympus.stack import check_replicas
+
     counts: dict[str, int] = {}
     for item in filter(None, text.split(",")):
         name, _, count = item.partition("=")
-        if name == subjects.INDEXER:
-            raise argparse.ArgumentTypeError(
-                "the embedded indexer is the only process that opens Milvus Lite and SQLite: "
-                "one indexer (with a Milvus server and ArangoDB, scale it in containers)"
-            )
-        if name not in scalable or not count.isdigit() or not 1 <= int(count) <= 16:
-            raise argparse.ArgumentTypeError(
-                f"{item!r}: say WORKER=N with WORKER one of {', '.join(scalable)}, N 1 to 16"
-            )
+        if not count.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: say WORKER=N, e.g. embedder=2")
         counts[name] = int(count)
+    try:
+        check_replicas(counts)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return counts
 
 

@@ -131,6 +131,25 @@ class Supervisor:
                     child.proc.wait()
 
 
+SCALABLE = (subjects.EMBEDDER, subjects.GENERATOR)
+"""The workers that may run as several processes (``StackConfig.replicas``)."""
+
+
+def check_replicas(replicas: dict[str, int]) -> None:
+    """Refuse what cannot run: an indexer beside another (it alone opens the embedded stores),
+    a worker that does not exist, a count out of 1..16."""
+    for name, count in replicas.items():
+        if name == subjects.INDEXER and count > 1:
+            raise ValueError(
+                "the embedded indexer is the only process that opens Milvus Lite and SQLite: "
+                "one indexer (with a Milvus server and ArangoDB, scale it in containers)"
+            )
+        if name not in (*SCALABLE, subjects.INDEXER) or not 1 <= count <= 16:
+            raise ValueError(
+                f"{name}={count}: say WORKER=N with WORKER one of {', '.join(SCALABLE)}, N 1 to 16"
+            )
+
+
 @dataclass
 class StackConfig:
     data_dir: Path
@@ -158,6 +177,7 @@ class StackConfig:
         )
 
     def __post_init__(self) -> None:
+        check_replicas(self.replicas)
         if self.cluster > 1 and not self.nodes:
             clients = [self.nats_port, *(natsserver.free_port() for _ in range(self.cluster - 1))]
             self.nodes = [(client, natsserver.free_port()) for client in clients]
@@ -249,8 +269,12 @@ class Stack:
         data = self.config.data_dir
         private_folder(data)
         ports = [(self.config.nats_port, "NATS"), (self.config.gateway_port, "gateway")]
-        ports += [(p, "a NATS node") for node in self.config.nodes[1:] for p in node]
-        ports += [(route, "NATS routes") for _, route in self.config.nodes[:1]]
+        ports += [
+            (p, "a NATS node")
+            for node in self.config.nodes
+            for p in node
+            if p != self.config.nats_port
+        ]
         if self.config.phoenix_port:
             ports.append((self.config.phoenix_port, "Phoenix"))
         if self.config.athena_port:
@@ -318,7 +342,7 @@ class Stack:
         (oversubscribed, two encoders on two cores ran slower than one), unless told."""
         count = self.config.replicas.get(name, 1)
         variable = f"OLYMPUS_{name.upper()}_THREADS"
-        if count < 2 or name == subjects.INDEXER or variable in env:
+        if count < 2 or variable in env:
             return {}
         return {variable: str(max(1, (os.cpu_count() or 1) // count))}
 

@@ -122,7 +122,7 @@ def test_a_document_deleted_while_embedded_leaves_nothing_behind(tmp_path):
             found = http.post(
                 "/mcp/chaos/query", json={"input": "granite basalt quartz", "mode": "bm25"}
             ).json()
-            assert {p["doc_id"] for p in found["retrieved_documents"]} <= {kept.json()["doc_id"]}
+            assert {p["doc_id"] for p in found["retrieved_documents"]} == {kept.json()["doc_id"]}
     finally:
         running.stack.stop()
     audit = audit_stopped(running.data_dir)

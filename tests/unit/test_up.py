@@ -22,6 +22,9 @@ def test_replicas_are_parsed_and_the_indexer_is_refused_with_the_reason():
     for wrong in ("embedder", "embedder=0", "embedder=x", "gateway=2", "embedder=17"):
         with pytest.raises(argparse.ArgumentTypeError, match="WORKER=N"):
             _replicas(wrong)
+    # The stack refuses it too, however it is configured (bench, tests, olympus up).
+    with pytest.raises(ValueError, match="Milvus Lite and SQLite"):
+        StackConfig(data_dir=Path("unused"), replicas={"indexer": 2})
 
 
 def test_replicas_of_a_model_worker_split_the_cores_unless_told(tmp_path: Path):
