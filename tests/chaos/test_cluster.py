@@ -33,11 +33,15 @@ async def _leader(running: RunningStack) -> str:
 
 
 async def _all_current(running: RunningStack) -> bool:
-    """Every stream has a leader and two replicas that are current (caught up)."""
+    """Every stream has a leader and two replicas that are current (caught up). A stream that
+    does not answer yet (its group still electing, on a busy machine) is not caught up yet."""
     nc = await nats.connect(**running.bus())
     try:
         for spec in subjects.STREAMS:
-            info = await nc.jetstream().stream_info(spec.name)
+            try:
+                info = await nc.jetstream().stream_info(spec.name)
+            except (TimeoutError, nats.errors.TimeoutError, nats.js.errors.APIError):
+                return False
             cluster = info.cluster
             if cluster is None or cluster.leader is None:
                 return False
