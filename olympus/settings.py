@@ -56,6 +56,11 @@ class CommonSettings(BaseSettings):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     metrics_port: int = Field(default=0, ge=0, description="a worker's Prometheus port; 0: none")
     metrics_host: str = "127.0.0.1"
+    heartbeat_file: Path | None = Field(
+        default=None,
+        description="a worker touches this file every few seconds while it is started and "
+        "connected to the bus: what a container's healthcheck reads (`python -m olympus.alive`)",
+    )
 
     @model_validator(mode="after")
     def _refuse_anonymous_bus_in_production(self) -> CommonSettings:

@@ -17,7 +17,10 @@ FastStream starts the broker after the startup hooks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import uvloop
@@ -25,6 +28,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from olympus import delivery, metrics
+from olympus.alive import HEARTBEAT_EVERY_S
 from olympus.logging import configure, get_logger
 from olympus.settings import CommonSettings
 from schemas import subjects
@@ -51,6 +55,7 @@ class Worker(Generic[R]):
         self._start = start
         self._stop = stop
         self._runtime: R | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self.broker.subscriber(subjects.health_subject(service))(self.on_health)
 
     @property
@@ -67,8 +72,22 @@ class Worker(Generic[R]):
         metrics.serve(self.common.metrics_port, self.common.metrics_host)
         await delivery.await_streams(self.common)
         self._runtime = await self._start(self)
+        if self.common.heartbeat_file is not None:
+            self._heartbeat = asyncio.create_task(self._beat(self.common.heartbeat_file))
+
+    async def _beat(self, path: Path) -> None:
+        """Touch ``path`` while started and connected: the container's healthcheck reads it
+        (``olympus.alive``); a worker cut off from the bus goes stale and is restarted."""
+        while True:
+            connection = self.broker._connection  # FastStream keeps the nats-py client here
+            if self._runtime is not None and connection is not None and connection.is_connected:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(path.touch)
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
 
     async def _stopped(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         # After the broker has closed: nothing hands the runtime work any more.
         runtime, self._runtime = self._runtime, None
         if self._stop is not None and runtime is not None:
