@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -204,15 +205,35 @@ def _key_store(args: argparse.Namespace) -> KeyStore:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from olympus.keys import parse_duration
+    from olympus.keys import KeyExists, parse_duration
 
+    given = None
+    if args.from_env and not args.name:
+        print("olympus keys create: --from-env needs --name", file=sys.stderr)
+        return 2
+    if args.from_env:
+        given = os.environ.get(args.from_env, "")
+        if not given:
+            print(f"olympus keys create: ${args.from_env} is not set", file=sys.stderr)
+            return 2
+    store = _key_store(args)
     try:
         lifetime = parse_duration(args.expires) if args.expires else None
-        key = _key_store(args).create(args.tenant, args.scope, args.name, lifetime)
+        key = store.create(args.tenant, args.scope, args.name, lifetime, key=given)
+    except KeyExists as exc:
+        known = store.lookup(given) if given else None
+        if known is not None and known.name == args.name and known.tenant == args.tenant:
+            print(f"key {args.name} is registered already")  # the installer runs this each start
+            return 0
+        print(f"olympus keys create: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"olympus keys create: {exc}", file=sys.stderr)
         return 2
-    print(key)
+    if given is None:
+        print(key)  # a given key is the caller's already: never echo a secret to a log
+    else:
+        print(f"registered key {args.name}")
     return 0
 
 
@@ -243,7 +264,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
     common, _ = _admin(args)
     try:
-        changes = asyncio.run(delivery.prepare_streams(common))
+        changes = asyncio.run(delivery.prepare_streams_when_ready(common, args.wait))
     except Exception as exc:
         print(f"cannot set the streams up on {common.nats_url}: {exc}", file=sys.stderr)
         return 1
@@ -382,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     create.add_argument("--name", help="how `keys list` and `keys revoke` call it")
     create.add_argument("--expires", help="lifetime, e.g. 30d, 12h (default: none)")
+    create.add_argument(
+        "--from-env",
+        metavar="VAR",
+        help="register the key in $VAR (made by an installer) instead of a new one; with "
+        "--name, running it again with the same key changes nothing",
+    )
     create.add_argument("--data-dir")
     create.set_defaults(func=cmd_keys_create)
     k_list = keys.add_parser("list", help="the keys: name, tenant, scope, dates (no secrets)")
@@ -396,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
 
     streams = sub.add_parser("streams", help="create or update the JetStream streams (admin)")
     streams.add_argument("--data-dir")
+    streams.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for JetStream to answer (a cluster just started elects a leader)",
+    )
     streams.set_defaults(func=cmd_streams)
 
     producers = sub.add_parser(

@@ -38,6 +38,7 @@ KEY_PREFIX = "oly_"
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_GIVEN_KEY = re.compile(r"^oly_[A-Za-z0-9_-]{43,128}$")  # 256 bits or more, as ours
 LAST_USED_EVERY_S = 60.0  # how often a gateway writes down when its keys were last used
 
 
@@ -156,16 +157,24 @@ class KeyStore:
         scope: Scope = "write",
         name: str | None = None,
         expires_in_s: float | None = None,
+        key: str | None = None,
     ) -> str:
-        """Make a key; the plain key is returned once and never stored."""
+        """Make a key; the plain key is returned once and never stored. ``key`` registers one
+        made elsewhere (an installer's secret) instead of a new random one: at least as strong
+        (``oly_`` and 43 or more URL-safe characters)."""
         valid_name(tenant, "tenant")
+        if key is not None and not _GIVEN_KEY.match(key):
+            raise ValueError(
+                "a given key must be 'oly_' and 43 to 128 letters, digits, '-' or '_' "
+                "(e.g. oly_$(openssl rand -hex 32))"
+            )
         if scope not in SCOPES:
             raise ValueError(f"invalid scope {scope!r}: one of {', '.join(SCOPES)}")
         key_id = secrets.token_hex(4)
         name = name or f"{tenant}-{key_id}"
         if not _KEY_NAME.match(name):
             raise ValueError(f"invalid key name {name!r}: 1 to 64 letters, digits, '.', '-', '_'")
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = key or KEY_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         with self._locked():
             entries = self._entries()

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from olympus import cli
 from olympus.keys import KeyStore, parse_duration
 from olympus.telemetry import redact_log
 
@@ -134,3 +135,48 @@ def test_log_lines_never_carry_secrets():
         "note": "sent [redacted] with [redacted]; [redacted]",
         "who": "ada@example.com",  # logs stay on the machine: only spans mask e-mails
     }
+
+
+def _keys_create(tmp_path, monkeypatch, capsys, *args: str, key: str) -> tuple[int, str, str]:
+    monkeypatch.setenv("FIRST_KEY", key)
+    monkeypatch.delenv("OLYMPUS_GATEWAY_API_KEYS_FILE", raising=False)
+    status = cli.main(["keys", "create", "--data-dir", str(tmp_path), *args])
+    said = capsys.readouterr()
+    return status, said.out, said.err
+
+
+def test_an_installers_key_is_registered_once_and_never_echoed(tmp_path, monkeypatch, capsys):
+    given = "oly_" + "ab12" * 16
+    args = ("--name", "admin", "--scope", "admin", "--from-env", "FIRST_KEY")
+    status, out, err = _keys_create(tmp_path, monkeypatch, capsys, *args, key=given)
+    assert status == 0, err
+    assert given not in out + err
+    found = KeyStore(tmp_path / "api_keys.json").lookup(given)
+    assert found is not None
+    assert (found.name, found.scope, found.tenant) == ("admin", "admin", "default")
+    status, out, _ = _keys_create(tmp_path, monkeypatch, capsys, *args, key=given)
+    assert status == 0
+    assert "registered already" in out
+    assert len(KeyStore(tmp_path / "api_keys.json").describe()) == 1
+    # another key under the same name is refused, not swapped in
+    other = "oly_" + "cd34" * 16
+    status, _, err = _keys_create(tmp_path, monkeypatch, capsys, *args, key=other)
+    assert status == 2
+    assert "exists already" in err
+    assert KeyStore(tmp_path / "api_keys.json").lookup(other) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("", "$FIRST_KEY is not set"),
+        ("short", "a given key must be 'oly_' and 43 to 128"),
+        ("oly_" + "x" * 20, "a given key must be 'oly_' and 43 to 128"),
+    ],
+)
+def test_a_weak_or_missing_installer_key_is_refused(tmp_path, monkeypatch, capsys, value, error):
+    args = ("--name", "admin", "--from-env", "FIRST_KEY")
+    status, _, err = _keys_create(tmp_path, monkeypatch, capsys, *args, key=value)
+    assert status == 2
+    assert error in err
+    assert not (tmp_path / "api_keys.json").exists()
