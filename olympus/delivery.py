@@ -184,6 +184,23 @@ async def prepare_streams(settings: CommonSettings) -> list[str]:
         await nc.close()
 
 
+async def prepare_streams_when_ready(settings: CommonSettings, timeout_s: float) -> list[str]:
+    """``prepare_streams`` once JetStream can answer: a server just started may not listen yet,
+    and a cluster answers only once its nodes have elected a leader (seconds after they
+    listen)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await prepare_streams(settings)
+        except (nats.js.errors.APIError, nats.errors.NoServersError, NoRespondersError,
+                TimeoutError, OSError) as exc:  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"JetStream did not become available in {timeout_s:.0f} s: {exc}"
+                ) from exc
+            await asyncio.sleep(0.5)
+
+
 async def await_streams(settings: CommonSettings, timeout_s: float = 60.0) -> None:
     """Wait until every stream exists. Workers may look at streams, never make or change them
     (``olympus.access``): a worker started before the setup waits for it, then says what is

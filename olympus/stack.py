@@ -304,7 +304,7 @@ class Stack:
             self.supervisor.start(Supervised(name, command, env))
         for _, server in servers:
             natsserver.wait_until_listening(self.config.host, server.port)
-        asyncio.run(_prepare_streams(common, timeout_s))
+        asyncio.run(delivery.prepare_streams_when_ready(common, timeout_s))
         self.supervisor.say("olympus", "streams ready")
         keys = KeyStore(data / "api_keys.json")
         if keys.is_empty():
@@ -438,20 +438,6 @@ def temporary_stack(
         )
         with (Path(tmp) / "stack.log").open("w") as log, Stack(config, sink=log) as stack:
             yield stack, config
-
-
-async def _prepare_streams(common: CommonSettings, timeout_s: float) -> None:
-    """Set the streams up once JetStream can: a cluster answers only once its nodes have
-    elected a leader (seconds after they listen)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            await delivery.prepare_streams(common)
-            return
-        except (nats.js.errors.APIError, nats.errors.NoRespondersError, TimeoutError) as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"JetStream did not become available: {exc}") from exc
-            await asyncio.sleep(0.5)
 
 
 def _wait_http(url: str, what: str, timeout_s: float) -> None:
