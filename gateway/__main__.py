@@ -4,6 +4,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from olympus.settings import refuse_to_start_on_bad_settings
 
 
 def server_options(settings: GatewaySettings) -> dict[str, Any]:
@@ -26,5 +27,7 @@ def server_options(settings: GatewaySettings) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    settings = GatewaySettings()
-    uvicorn.run(create_app(settings=settings), **server_options(settings))
+    with refuse_to_start_on_bad_settings("the gateway"):
+        settings = GatewaySettings()
+        app = create_app(settings=settings)
+    uvicorn.run(app, **server_options(settings))

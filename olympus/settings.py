@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,3 +88,19 @@ class CommonSettings(BaseSettings):
         if self.nats_tls_ca is not None:
             options["tls"] = ssl.create_default_context(cafile=str(self.nats_tls_ca))
         return options
+
+
+@contextlib.contextmanager
+def refuse_to_start_on_bad_settings(service: str) -> Iterator[None]:
+    """Around a process's start: a setting that is missing or wrong ends it with one line
+    that names it (exit status 2), not a traceback."""
+    try:
+        yield
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}"
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        sys.stderr.write(f"{service} cannot start: {exc.title}: {reasons}\n")
+        raise SystemExit(2) from None

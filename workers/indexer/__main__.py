@@ -1,5 +1,8 @@
+from olympus.settings import refuse_to_start_on_bad_settings
 from olympus.worker import run
 from workers.indexer.app import create_app
 
 if __name__ == "__main__":
-    run(create_app())
+    with refuse_to_start_on_bad_settings("the indexer"):
+        app = create_app()
+    run(app)
