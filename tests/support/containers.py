@@ -7,6 +7,15 @@ bookworm base (mmdebstrap; Python 3.11, Caddy, wget) stands in for ``python:3.11
 venv (``PIP_NO_INDEX=1``). Everything else — the Dockerfile, docker-compose.yml, install.sh —
 is what a user runs, plus tests/container/docker-compose.override.yml for the stores that have
 no image here.
+
+What podman 4.3 and podman-compose 1.6 do here, found on the way (each shaped the files):
+- healthchecks run on systemd timers, and there is no systemd: the tests run each check once
+  with ``podman healthcheck run``; podman-compose ignores ``condition: service_healthy``;
+- ``podman build`` writes OCI images, which drop HEALTHCHECK: ``BUILDAH_FORMAT=docker``;
+- podman-compose builds every service with a ``build:`` at once: one service per image has it;
+- ``--requires`` cannot start a container whose exited one-shot dependency has dependencies of
+  its own ("not found in input list"): the one-shot ``streams`` has none and waits by itself;
+- Debian bookworm's Python is 3.11.2, and some wheels want 3.11.5 or newer (``wheelhouse``).
 """
 
 from __future__ import annotations
