@@ -72,6 +72,14 @@ chmod 0600 .env
 # The value .env holds for $1, or nothing.
 stored() { sed -n "s/^$1=//p" .env | tail -n 1; }
 
+# The setting $1 as compose will see it: the environment first, then .env, else $2.
+setting() {
+  local value
+  value=$(printenv "$1" || true)
+  [ -n "$value" ] || value=$(stored "$1")
+  echo "${value:-$2}"
+}
+
 # Write $1=$2 into .env unless it holds $1 already: an existing value is never replaced.
 keep() {
   if ! grep -q "^$1=" .env; then
@@ -103,15 +111,17 @@ keep MINIO_ROOT_USER "olympus-$(openssl rand -hex 4)"
 keep MINIO_ROOT_PASSWORD "$(secret)"
 keep OLYMPUS_API_KEY "oly_$(openssl rand -hex 32)"
 api_key=$(stored OLYMPUS_API_KEY)
-https_port=$(stored OLYMPUS_HTTPS_PORT)
-https_port=${OLYMPUS_HTTPS_PORT:-${https_port:-443}}
+https_port=$(setting OLYMPUS_HTTPS_PORT 443)
+# where to ask whether it is up: Caddy's address on this machine
+probe=$(setting OLYMPUS_BIND_ADDRESS 127.0.0.1)
+case "$probe" in 0.0.0.0 | "::" | "[::]") probe=127.0.0.1 ;; esac
 if [ "$configure_only" = 1 ]; then
   echo "Settings and secrets are in .env; start with ./install.sh"
   exit 0
 fi
 
 # --- images and the stack --------------------------------------------------------------------
-if [ "$upgrade" = 1 ] && [ "${OLYMPUS_PIP_NO_INDEX:-0}" = 1 ]; then
+if [ "$upgrade" = 1 ] && [ "$(setting OLYMPUS_PIP_NO_INDEX 0)" = 1 ]; then
   echo "Rebuilding the images offline, from deploy/wheelhouse (volumes are kept)..."
   "${compose[@]}" build
 elif [ "$upgrade" = 1 ]; then
@@ -130,7 +140,7 @@ address="https://$domain"
 echo -n "Waiting until Olympus answers at $address"
 deadline=$((SECONDS + ${OLYMPUS_INSTALL_TIMEOUT_S:-600}))
 # The local CA is not trusted by this machine yet: -k here only asks "is it up?".
-until curl -fsSk --max-time 5 --resolve "$domain:$https_port:127.0.0.1" \
+until curl -fsSk --max-time 5 --resolve "$domain:$https_port:$probe" \
   -H "Authorization: Bearer $api_key" "$address/readyz" >/dev/null 2>&1; do
   if [ $SECONDS -ge $deadline ]; then
     echo
