@@ -19,9 +19,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 import nats
 from faststream import AckPolicy, BaseMiddleware
 from faststream._internal.endpoint.subscriber.mixins import ConcurrentMixin
@@ -29,12 +31,13 @@ from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity, NatsUserPassword
+from faststream.nats.subscriber.usecases.stream_pull_subscriber import PullStreamSubscriber
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 from prometheus_client import REGISTRY
@@ -294,6 +297,52 @@ def hand_back_what_never_started() -> None:
     _put_msg._olympus_hands_back = True  # type: ignore[attr-defined]
     cls._put_msg = _put_msg  # type: ignore[method-assign]
     cls._consume_msg = _consume_msg  # type: ignore[method-assign]
+    PullStreamSubscriber._consume_pull = _consume_pull  # type: ignore[method-assign]
+
+
+# What FastStream's pull loop takes as "no message this time"
+_NOTHING_FETCHED = (NatsTimeoutError, ConnectionClosedError, ServiceUnavailableError)
+
+
+async def _consume_pull(
+    self: PullStreamSubscriber, cb: Callable[[Msg], Coroutine[Any, Any, Any]]
+) -> None:
+    """FastStream 0.7.8's pull loop (``PullStreamSubscriber._consume_pull``), handing back what
+    it fetched when a stop cancels it: what reached the subscription for a fetch the stop cut
+    short, and each message whose ``cb`` task was made but never ran (a task cancelled before
+    its first step runs none of its body, so ``_put_msg`` cannot)."""
+    assert self.subscription
+    while self.running:
+        messages: list[Msg] = []
+        try:
+            with contextlib.suppress(*_NOTHING_FETCHED):
+                messages = await self.subscription.fetch(
+                    batch=self.pull_sub.batch_size, timeout=self.pull_sub.timeout
+                )
+        except asyncio.CancelledError:
+            pending = self.subscription._sub._pending_queue  # nats-py's own queue
+            while not pending.empty():
+                await _nak_unstarted(pending.get_nowait())
+            raise
+        if messages:
+            await _begin_each(messages, cb)
+
+
+async def _begin_each(messages: list[Msg], cb: Callable[[Msg], Coroutine[Any, Any, Any]]) -> None:
+    waiting = list(messages)
+
+    async def begin(msg: Msg) -> None:
+        waiting.remove(msg)
+        await cb(msg)
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for msg in messages:
+                tasks.start_soon(begin, msg)
+    except BaseException:
+        for msg in waiting:
+            await _nak_unstarted(msg)
+        raise
 
 
 async def _nak_unstarted(msg: Any) -> None:

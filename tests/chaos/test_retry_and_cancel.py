@@ -61,9 +61,9 @@ def test_a_document_its_worker_died_on_fails_and_a_retry_indexes_it(tmp_path):
             r = http.post("/rag/add_document", json={"filename": "large.txt", "content": LARGE})
             assert r.status_code == 202, r.text
             doc_id = r.json()["doc_id"]
-            assert http.post(f"/rag/documents/{doc_id}/retry").status_code == 409  # not failed
-
+            # (its queued state reaches H.A.D.E.S. over the bus: until then it is unknown, 404)
             wait_for(http, doc_id, statuses=("processing",), timeout_s=120)
+            assert http.post(f"/rag/documents/{doc_id}/retry").status_code == 409  # not failed
             os.kill(embedder.proc.pid, signal.SIGKILL)
             eventually(lambda: embedder.restarts >= 1, "the embedder was not restarted", 120)
             # Redelivered after AckWait to the restarted embedder, alone: killed again there.
