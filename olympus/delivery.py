@@ -311,16 +311,16 @@ async def _consume_pull(
     it fetched when a stop cancels it: what reached the subscription for a fetch the stop cut
     short, and each message whose ``cb`` task was made but never ran (a task cancelled before
     its first step runs none of its body, so ``_put_msg`` cannot)."""
-    assert self.subscription
-    while self.running:
+    while self.running and (subscription := self.subscription) is not None:
+        # (held here: a stop sets self.subscription to None before it cancels this loop)
         messages: list[Msg] = []
         try:
             with contextlib.suppress(*_NOTHING_FETCHED):
-                messages = await self.subscription.fetch(
+                messages = await subscription.fetch(
                     batch=self.pull_sub.batch_size, timeout=self.pull_sub.timeout
                 )
         except asyncio.CancelledError:
-            pending = self.subscription._sub._pending_queue  # nats-py's own queue
+            pending = subscription._sub._pending_queue  # nats-py's own queue
             while not pending.empty():
                 await _nak_unstarted(pending.get_nowait())
             raise
