@@ -90,13 +90,16 @@ keep() {
 
 secret() { openssl rand -hex 24; }
 
+# localhost or an IP address: Caddy's local CA, no Let's Encrypt
+is_local() { [[ $1 =~ ^(localhost|[0-9.]+|[0-9a-fA-F:]+)$ ]]; }
+
 echo "Settings and secrets (.env):"
 domain=$(stored OLYMPUS_DOMAIN)
 if [ -n "$domain" ] && [ -n "${OLYMPUS_DOMAIN:-}" ] && [ "$OLYMPUS_DOMAIN" != "$domain" ]; then
   die "OLYMPUS_DOMAIN is $domain in .env: change it there (then ./install.sh --upgrade)"
 fi
 domain=${domain:-${OLYMPUS_DOMAIN:-localhost}}
-if [[ ! $domain =~ ^(localhost|[0-9.]+|[0-9a-fA-F:]+)$ ]]; then
+if ! is_local "$domain"; then
   email=$(stored OLYMPUS_ACME_EMAIL)
   email=${email:-${OLYMPUS_ACME_EMAIL:-}}
   [ -n "$email" ] || die "OLYMPUS_DOMAIN=$domain is a public name: set OLYMPUS_ACME_EMAIL (Let's Encrypt's contact) too"
@@ -158,7 +161,7 @@ Olympus is running.
   API              $address/rag, $address/v1 (OpenAI-compatible), $address/mcp, $address/docs
   API key          $api_key   (tenant "default", scope admin; paste it in Athena's Settings)
 EOF
-if [[ $domain =~ ^(localhost|[0-9.]+|[0-9a-fA-F:]+)$ ]]; then
+if is_local "$domain"; then
   root=/data/caddy/pki/authorities/local/root.crt
   if [ "$engine" = podman ]; then copy="podman cp olympus_caddy_1:$root"; else copy="docker compose cp caddy:$root"; fi
   echo "  Certificate      Caddy's local CA; trust it: $copy olympus-ca.crt"

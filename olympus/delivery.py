@@ -265,7 +265,8 @@ def hand_back_what_never_started() -> None:
     (``ConcurrentMixin._put_msg``, then ``_consume_msg``) before handling it; a stop cancels
     what waits there without a word to the server, so each such message waited out AckWait
     before anyone got it again (bench/chaos.py, SIGTERM: the last documents 60 s late). A
-    message that began is handed back by ``DeliveryMiddleware``. The nak is a plain publish,
+    message that began is handed back by ``DeliveryMiddleware``; what the pull loop fetched
+    and never passed on, by ``_consume_pull`` (set here too). The nak is a plain publish,
     sent by the connection's drain that follows. Safe to call more than once; remove when
     FastStream hands them back itself.
     """

@@ -197,7 +197,6 @@ class Production:
     key: str
     ca: Path
     install_output: str
-    install_s: float
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
