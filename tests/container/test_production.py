@@ -113,6 +113,8 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
         logs.write_text(stack.compose("logs", "--tail", "200", check=False, timeout=300))
         stack.compose("down", "--volumes", "--timeout", "30", check=False, timeout=300)
         containers.remove_project(env)
+        containers.prune(env)
+        shutil.rmtree(folder / "deploy" / "wheelhouse", ignore_errors=True)
     # What the closing notes and the README quote: how long the tier takes, what it builds
     report["tier_s"] = round(time.monotonic() - tier_started, 1)
     REPORT.write_text(json.dumps(report, indent=2))
@@ -208,6 +210,7 @@ def test_plain_http_is_sent_to_https(production: Production):
 
 def test_a_second_install_changes_nothing(production: Production, https: httpx.Client):
     before = (production.folder / ".env").read_bytes()
+    certificate = production.exec("nats-1", "cat", "/etc/nats-tls/server.pem")
     again = subprocess.run(
         ["./install.sh"], cwd=production.folder, env=production.env, capture_output=True,
         text=True, timeout=1800, check=False,
@@ -216,6 +219,8 @@ def test_a_second_install_changes_nothing(production: Production, https: httpx.C
     assert "written to .env" not in again.stdout
     assert (production.folder / ".env").read_bytes() == before
     assert production.key in again.stdout
+    # the bus keeps its certificate (a node restarting meanwhile must find it whole)
+    assert production.exec("nats-1", "cat", "/etc/nats-tls/server.pem") == certificate
     assert https.get("/readyz").status_code == 200
 
 

@@ -15,7 +15,10 @@ What podman 4.3 and podman-compose 1.6 do here, found on the way (each shaped th
 - podman-compose builds every service with a ``build:`` at once: one service per image has it;
 - ``--requires`` cannot start a container whose exited one-shot dependency has dependencies of
   its own ("not found in input list"): the one-shot ``streams`` has none and waits by itself;
-- Debian bookworm's Python is 3.11.2, and some wheels want 3.11.5 or newer (``wheelhouse``).
+- Debian bookworm's Python is 3.11.2, and some wheels want 3.11.5 or newer (``wheelhouse``);
+- without systemd, ``restart: unless-stopped`` did not restart a node that exited at once, and
+  an existing one-shot may run beside what depends on it: so ``certs`` keeps what it made and
+  replaces files whole, and nothing may depend on a restart to come up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,15 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 """
+# The tier's own image store: what it builds (several GB, and every builder stage kept as a
+# layer cache) never mixes with the machine's images, and ``prune`` below touches nothing else.
+STORE = Path(tempfile.gettempdir()) / "olympus-container-tier"
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{store}/storage"
+runroot = "{store}/run"
+"""
 # Not for the image: built from source here (llama.cpp), or tools of this machine alone
 NOT_FOR_THE_IMAGE = ("llama-cpp-python", "llama_cpp_python", "py-spy", "onnx", "onnxruntime")
 
@@ -62,8 +75,14 @@ def podman_env(folder: Path) -> dict[str, str]:
     """The environment podman, podman-compose and install.sh run in."""
     conf = folder / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
+    storage = folder / "storage.conf"
+    storage.write_text(STORAGE_CONF.format(store=STORE))
+    (STORE / "tmp").mkdir(parents=True, exist_ok=True)
     return os.environ | {
         "CONTAINERS_CONF": str(conf),
+        "CONTAINERS_STORAGE_CONF": str(storage),
+        # buildah stages each layer as a file here before committing it (GBs for the venv)
+        "TMPDIR": str(STORE / "tmp"),
         # HEALTHCHECK lives in the docker image format only (OCI drops it)
         "BUILDAH_FORMAT": "docker",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -112,6 +131,13 @@ def remove_project(env: dict[str, str]) -> None:
         found = run(env, "podman", *listing, "--filter", label).split()
         if found:
             run(env, "podman", kind, "rm", "-f", *found, timeout=300)
+
+
+def prune(env: dict[str, str]) -> None:
+    """Leave the tier's store with the images of the last build alone (the next run's cache):
+    the builder stages and what a rebuild replaced go, as do buildah's leftovers."""
+    run(env, "podman", "image", "prune", "--force", timeout=600, check=False)
+    shutil.rmtree(STORE / "tmp", ignore_errors=True)
 
 
 def checkout(destination: Path) -> Path:
