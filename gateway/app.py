@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import errors, mcp_server
 from gateway.limits import Limits, StreamSlots
 from gateway.nats_client import NatsClient
-from gateway.routes import admin, chat, health, openai, rag, sessions
+from gateway.routes import admin, chat, health, openai, rag, relations, sessions
 from gateway.settings import GatewaySettings
 from olympus import metrics
 from olympus.keys import KeyStore
@@ -133,6 +133,7 @@ def create_app(
     app.state.limits = Limits(settings)
     app.include_router(health.router)
     app.include_router(rag.router)
+    app.include_router(relations.router)
     app.include_router(sessions.router)
     app.include_router(chat.router)
     app.include_router(chat.ws_router)

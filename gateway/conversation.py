@@ -21,6 +21,7 @@ from schemas.messages import (
     ChatEvent,
     ChatSpec,
     ChatTurn,
+    Expand,
     GenerationOptions,
     QueryEmbed,
     QueryGenerate,
@@ -60,6 +61,7 @@ async def start(
     mode: SearchMode = "hybrid",
     collection: str | None = None,
     doc_ids: list[str] | None = None,
+    expand: Expand = "none",
     history: list[ChatTurn] | None = None,
 ) -> str:
     """Hand the question to the pipeline; its request id once the generator has accepted it.
@@ -93,6 +95,7 @@ async def start(
             collection=collection,
             doc_ids=doc_ids,
             session_id=session_id,
+            expand=expand,
             deadline=deadline,
             chat=chat,
         )
@@ -130,6 +133,7 @@ async def ask(
         mode=body.mode,
         collection=body.collection,
         doc_ids=body.doc_ids,
+        expand=body.expand,
     )
 
 

@@ -9,14 +9,21 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from schemas.messages import (
     IDENTIFIER_PATTERN,
+    MAX_DECLARED_RELATIONS,
     MAX_NEW_TOKENS,
     MAX_TOP_K,
     Citation,
+    DeclaredRelation,
     DocumentInfo,
+    Expand,
     Filename,
+    FoundBy,
+    GraphNode,
     Identifier,
     Metadata,
     Name,
+    Relation,
+    RelationKind,
     SearchMode,
     SessionTurn,
     Usage,
@@ -37,12 +44,56 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+Relations = Annotated[
+    list[DeclaredRelation],
+    Field(
+        max_length=MAX_DECLARED_RELATIONS,
+        description="relations to other documents of yours (each must exist); replaced when "
+        "the document is sent again",
+    ),
+]
+
+
 class AddDocumentRequest(Strict):
     filename: Filename = Field(examples=["handbook.md"])
     content: str = Field(description="the document: text, or base64 when encoding is base64")
     metadata: Metadata | None = None
     collection: Name = "default"
     encoding: Literal["utf-8", "base64"] = "utf-8"
+    relations: Relations = []
+
+
+class RelationRequest(Strict):
+    source: Identifier = Field(description="the document the relation goes from")
+    target: Identifier = Field(description="the document it goes to")
+    kind: RelationKind = Field(
+        examples=["cites"],
+        description="cites, part_of, supersedes, replies_to, mentions, or your own "
+        "(lower case letters, digits and '_', up to 32)",
+    )
+    weight: float = Field(default=1.0, ge=0, le=1, description="how much it counts in /related")
+
+
+class RelationListResponse(BaseModel):
+    doc_id: str
+    items: list[Relation] = Field(description="from or to the document; target null: waiting")
+
+
+class GraphResponse(BaseModel):
+    doc_id: str
+    nodes: list[GraphNode] = Field(description="each document once, with its fewest hops")
+    edges: list[Relation]
+
+
+class RelatedItem(BaseModel):
+    document: GraphNode
+    score: float = Field(description="the summed weights of the relations connecting the two")
+    relations: list[Relation]
+
+
+class RelatedResponse(BaseModel):
+    doc_id: str
+    items: list[RelatedItem]
 
 
 class AcceptedDocument(BaseModel):
@@ -96,6 +147,11 @@ class QueryRequest(Strict):
         default=None, max_length=100, description="search only these documents"
     )
     unique_documents: bool = Field(default=False, description="at most one passage per document")
+    expand: Expand = Field(
+        default="none",
+        description="neighbours: each passage with the chunks beside it; graph: also the best "
+        "passages of documents related to the top hits",
+    )
 
 
 class RetrievedDocument(BaseModel):
@@ -106,6 +162,9 @@ class RetrievedDocument(BaseModel):
     score: float
     collection: str
     position: int
+    found_by: FoundBy = Field(
+        default="search", description="search; or neighbour, graph: added by expand"
+    )
 
 
 class QueryResponse(BaseModel):
@@ -115,6 +174,7 @@ class QueryResponse(BaseModel):
 
 DocId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="a document id")]
 SessionId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="any id the client picks")]
+RelationId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="a relation id")]
 
 
 class Problem(BaseModel):
@@ -164,6 +224,11 @@ class ChatRequest(Strict):
     mode: SearchMode = "hybrid"
     collection: Name | None = None
     doc_ids: list[Identifier] | None = Field(default=None, max_length=100)
+    expand: Expand = Field(
+        default="none",
+        description="neighbours: each passage with the chunks beside it; graph: also the best "
+        "passages of documents related to the top hits",
+    )
     stream: bool = Field(default=True, description="false: the whole answer as one JSON")
     max_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS), INTEGRAL] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)

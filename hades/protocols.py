@@ -13,8 +13,11 @@ from typing import Protocol
 from schemas.messages import (
     ChunkText,
     ContextItem,
+    Direction,
     DocumentInfo,
     DocumentStatus,
+    GraphNode,
+    Relation,
     SearchMode,
     SessionTurn,
 )
@@ -35,11 +38,13 @@ class ChunkRecord:
 
 @dataclass(frozen=True)
 class DocumentWrite:
-    """One document version with all its chunks; written as a whole, replacing the old one."""
+    """One document version with all its chunks and the relations it brings (declared with it,
+    found in it); written as a whole, replacing the old version's chunks and those relations."""
 
     tenant: str
     document: DocumentInfo
     chunks: Sequence[ChunkRecord]
+    relations: Sequence[Relation] = ()
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ class VectorIndex(Protocol):
 
 
 class DocumentGraph(Protocol):
-    """Documents, chunks, their edges (``has_chunk``, ``next``) and session context.
+    """Documents, chunks, their edges (``has_chunk``, ``next``), the relations between
+    documents, and session context.
 
     Versions order the writes of one document: a write or status older than what is stored (or
     than the document's deletion) is ignored and reported as such.
@@ -147,6 +153,36 @@ class DocumentGraph(Protocol):
 
     def following_chunks(self, tenant: str, chunk_id: str, depth: int) -> list[str]:
         """Up to ``depth`` chunks after this one, following ``next`` edges (a traversal)."""
+
+    def neighbour_chunks(self, tenant: str, chunk_id: str) -> list[tuple[str, int]]:
+        """The chunks just before and after this one (its ``next`` edges, both ways), as
+        (chunk_id, position)."""
+
+    # --- relations between documents: every one inside one tenant -----------------------------
+    def put_relation(self, tenant: str, relation: Relation) -> Relation | None:
+        """Keep a relation between two of the tenant's documents (the same id again replaces
+        it); None when either document does not exist."""
+
+    def delete_relation(self, tenant: str, relation_id: str) -> bool:
+        """Remove one relation; False when the tenant has no relation of that id."""
+
+    def relations(self, tenant: str, doc_id: str) -> list[Relation]:
+        """Every relation from or to the document, pending ones included, oldest first."""
+
+    def replace_similar(self, tenant: str, doc_id: str, relations: Sequence[Relation]) -> None:
+        """The document's ``similar`` relations become these (targets that are gone skipped)."""
+
+    def traverse(
+        self,
+        tenant: str,
+        doc_id: str,
+        depth: int,
+        direction: Direction = "any",
+        kinds: Collection[str] | None = None,
+    ) -> tuple[list[GraphNode], list[Relation]]:
+        """The documents within ``depth`` hops of this one, each once with its fewest hops
+        (cycles end), and the relations between them that were followed; empty when the
+        document does not exist."""
 
     def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
         """Documents per status, of one tenant or of all (for metrics and ``olympus status``)."""

@@ -16,7 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hades.protocols import DocumentWrite, newer
-from schemas.messages import ChunkText, ContextItem, DocumentInfo, DocumentStatus, SessionTurn
+from schemas.messages import (
+    ChunkText,
+    ContextItem,
+    Direction,
+    DocumentInfo,
+    DocumentStatus,
+    GraphNode,
+    Relation,
+    SessionTurn,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -52,11 +61,26 @@ CREATE TABLE IF NOT EXISTS session_turns (
 );
 CREATE INDEX IF NOT EXISTS turns_by_session ON session_turns (tenant, session_id, id);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS relations (
+    tenant TEXT NOT NULL, relation_id TEXT NOT NULL, source TEXT NOT NULL, target TEXT,
+    kind TEXT NOT NULL, origin TEXT NOT NULL, weight REAL NOT NULL, target_ref TEXT,
+    ref_kind TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, relation_id)
+);
+CREATE INDEX IF NOT EXISTS relations_from ON relations (tenant, source);
+CREATE INDEX IF NOT EXISTS relations_to ON relations (tenant, target);
+CREATE INDEX IF NOT EXISTS relations_waiting ON relations (tenant, ref_kind, target_ref)
+    WHERE target IS NULL;
 """
+# Columns added after a release: (table, column, its definition), added where missing.
+_ADDED_COLUMNS = (("documents", "links_dropped", "INTEGER NOT NULL DEFAULT 0"),)
+_RELATION_COLUMNS = (
+    "relation_id, source, target, kind, origin, weight, target_ref, ref_kind, created_at"
+)
 
 _DOC_COLUMNS = (
     "doc_id, collection, filename, status, chunk_count, error, version, content_hash, "
-    "media_type, metadata, created_at, updated_at"
+    "media_type, metadata, links_dropped, created_at, updated_at"
 )
 
 
@@ -95,6 +119,10 @@ class SqliteDocumentGraph:
         # Deleted rows are overwritten with zeros, not left in free pages to be read back.
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.executescript(_SCHEMA)
+        for table, column, definition in _ADDED_COLUMNS:
+            present = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -149,6 +177,72 @@ class SqliteDocumentGraph:
                     "INSERT OR IGNORE INTO edges (_from, _to, kind, tenant) VALUES (?, ?, ?, ?)",
                     edges,
                 )
+                self._put_relations(db, tenant, doc, write.relations)
+
+    def _put_relations(
+        self,
+        db: sqlite3.Connection,
+        tenant: str,
+        doc: DocumentInfo,
+        relations: Sequence[Relation],
+    ) -> None:
+        """The document's declared-at-ingest and found relations become these; those that
+        waited for this document now point at it."""
+        db.execute(
+            "DELETE FROM relations WHERE tenant=? AND source=? AND origin IN ('ingest', 'found')",
+            (tenant, doc.doc_id),
+        )
+        for relation in relations:
+            target = relation.target or self._resolve(db, tenant, doc, relation)
+            self._insert_relation(db, tenant, relation.model_copy(update={"target": target}))
+        url = doc.metadata.get("url") or doc.metadata.get("source")
+        db.execute(
+            "UPDATE relations SET target=? WHERE tenant=? AND target IS NULL AND source != ? "
+            "AND ((ref_kind='doc_id' AND target_ref=?) OR (ref_kind='name' AND target_ref=?) "
+            "OR (ref_kind='url' AND target_ref=?))",
+            (doc.doc_id, tenant, doc.doc_id, doc.doc_id, doc.filename, url),
+        )
+
+    @staticmethod
+    def _resolve(
+        db: sqlite3.Connection, tenant: str, doc: DocumentInfo, relation: Relation
+    ) -> str | None:
+        """The document a pending relation names, if the tenant has it: by id, by filename
+        (the same collection first, then the newest), or by its ``url``/``source`` metadata."""
+        if relation.ref_kind == "doc_id":
+            where, args = "doc_id=?", [relation.target_ref]
+        elif relation.ref_kind == "name":
+            where, args = "filename=?", [relation.target_ref]
+        else:
+            where = "(json_extract(metadata, '$.url')=? OR json_extract(metadata, '$.source')=?)"
+            args = [relation.target_ref, relation.target_ref]
+        row = db.execute(
+            f"SELECT doc_id FROM documents WHERE tenant=? AND doc_id != ? AND {where} "  # noqa: S608
+            "ORDER BY collection = ? DESC, updated_at DESC LIMIT 1",
+            (tenant, doc.doc_id, *args, doc.collection),
+        ).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _insert_relation(db: sqlite3.Connection, tenant: str, relation: Relation) -> None:
+        db.execute(
+            f"INSERT INTO relations (tenant, {_RELATION_COLUMNS}) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, relation_id) DO UPDATE "
+            "SET target=excluded.target, origin=excluded.origin, weight=excluded.weight, "
+            "target_ref=excluded.target_ref, ref_kind=excluded.ref_kind",
+            (
+                tenant,
+                relation.relation_id,
+                relation.source,
+                relation.target,
+                relation.kind,
+                relation.origin,
+                relation.weight,
+                relation.target_ref,
+                relation.ref_kind,
+                relation.created_at,
+            ),
+        )
 
     @staticmethod
     def _upsert_row(
@@ -156,14 +250,15 @@ class SqliteDocumentGraph:
     ) -> None:
         db.execute(
             "INSERT INTO documents (tenant, doc_id, collection, filename, status, version, "
-            "chunk_count, error, content_hash, media_type, metadata, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "chunk_count, error, content_hash, media_type, metadata, links_dropped, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (tenant, doc_id) DO UPDATE SET collection=excluded.collection, "
             "filename=excluded.filename, status=excluded.status, version=excluded.version, "
             "chunk_count=excluded.chunk_count, error=excluded.error, "
             "content_hash=COALESCE(excluded.content_hash, documents.content_hash), "
             "media_type=COALESCE(excluded.media_type, documents.media_type), "
-            "metadata=excluded.metadata, updated_at=excluded.updated_at",
+            "metadata=excluded.metadata, links_dropped=excluded.links_dropped, "
+            "updated_at=excluded.updated_at",
             (
                 tenant,
                 doc.doc_id,
@@ -176,6 +271,7 @@ class SqliteDocumentGraph:
                 doc.content_hash,
                 doc.media_type,
                 json.dumps(doc.metadata),
+                doc.links_dropped,
                 created_at,
                 doc.updated_at,
             ),
@@ -189,8 +285,10 @@ class SqliteDocumentGraph:
                 "SELECT chunk_id FROM chunks WHERE tenant=? AND doc_id=?", (tenant, doc_id)
             )
         ]
-        db.execute("DELETE FROM edges WHERE _from=?", (_doc_handle(doc_id),))
-        db.executemany("DELETE FROM edges WHERE _from=?", [(h,) for h in handles])
+        db.execute("DELETE FROM edges WHERE _from=? AND tenant=?", (_doc_handle(doc_id), tenant))
+        db.executemany(
+            "DELETE FROM edges WHERE _from=? AND tenant=?", [(h, tenant) for h in handles]
+        )
         db.execute("DELETE FROM chunks WHERE tenant=? AND doc_id=?", (tenant, doc_id))
 
     def set_statuses(
@@ -209,6 +307,7 @@ class SqliteDocumentGraph:
                         update={
                             "chunk_count": current.chunk_count,
                             "metadata": document.metadata or current.metadata,
+                            "links_dropped": current.links_dropped,
                         }
                     )
                 self._upsert_row(
@@ -225,6 +324,10 @@ class SqliteDocumentGraph:
             if current is not None and current.version > version:
                 return None
             self._remove_chunks(db, tenant, doc_id)
+            db.execute(
+                "DELETE FROM relations WHERE tenant=? AND (source=? OR target=?)",
+                (tenant, doc_id, doc_id),
+            )
             db.execute("DELETE FROM documents WHERE tenant=? AND doc_id=?", (tenant, doc_id))
             db.execute(
                 "INSERT INTO deletions (tenant, doc_id, version) VALUES (?, ?, ?) "
@@ -329,6 +432,113 @@ class SqliteDocumentGraph:
             (_chunk_handle(chunk_id), tenant, depth),
         )
         return [r[0] for r in rows]
+
+    def neighbour_chunks(self, tenant: str, chunk_id: str) -> list[tuple[str, int]]:
+        handle = _chunk_handle(chunk_id)
+        rows = self.db.execute(
+            "SELECT c.chunk_id, c.position FROM edges e JOIN chunks c "
+            "ON c.chunk_id = substr(CASE WHEN e._from = ? THEN e._to ELSE e._from END, 8) "
+            "WHERE e.kind = 'next' AND e.tenant = ? AND c.tenant = ? "
+            "AND (e._from = ? OR e._to = ?) ORDER BY c.position",
+            (handle, tenant, tenant, handle, handle),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    # --- relations ----------------------------------------------------------------------------
+    def put_relation(self, tenant: str, relation: Relation) -> Relation | None:
+        with self._tx() as db:
+            found = self.get_documents(tenant, {relation.source, relation.target or ""})
+            if relation.source not in found or relation.target not in found:
+                return None
+            self._insert_relation(db, tenant, relation)
+        return relation
+
+    def delete_relation(self, tenant: str, relation_id: str) -> bool:
+        with self._tx() as db:
+            removed = db.execute(
+                "DELETE FROM relations WHERE tenant=? AND relation_id=?", (tenant, relation_id)
+            ).rowcount
+        return removed > 0
+
+    def relations(self, tenant: str, doc_id: str) -> list[Relation]:
+        rows = self.db.execute(
+            f"SELECT {_RELATION_COLUMNS} FROM relations "  # noqa: S608
+            "WHERE tenant=? AND (source=? OR target=?) ORDER BY created_at, relation_id",
+            (tenant, doc_id, doc_id),
+        )
+        return [Relation(**dict(r)) for r in rows]
+
+    def replace_similar(self, tenant: str, doc_id: str, relations: Sequence[Relation]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM relations WHERE tenant=? AND source=? AND origin='similar'",
+                (tenant, doc_id),
+            )
+            present = self.get_documents(tenant, {doc_id} | {r.target or "" for r in relations})
+            if doc_id not in present:
+                return  # deleted meanwhile
+            for relation in relations:
+                if relation.target in present:
+                    self._insert_relation(db, tenant, relation)
+
+    def traverse(
+        self,
+        tenant: str,
+        doc_id: str,
+        depth: int,
+        direction: Direction = "any",
+        kinds: Collection[str] | None = None,
+    ) -> tuple[list[GraphNode], list[Relation]]:
+        kinds = sorted(set(kinds or ()))
+        kind_filter = f" AND r.kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        follow = {
+            "out": "r.source = walk.doc",
+            "in": "r.target = walk.doc",
+            "any": "(r.source = walk.doc OR r.target = walk.doc)",
+        }[direction]
+        # UNION (not UNION ALL) keeps each (document, hops) once, and hops stop at ``depth``:
+        # a cycle ends there instead of going round.
+        rows = self.db.execute(
+            "WITH RECURSIVE walk(doc, hops) AS ("  # noqa: S608
+            "  SELECT ?, 0"
+            "  UNION"
+            "  SELECT CASE WHEN r.source = walk.doc THEN r.target ELSE r.source END, walk.hops + 1"
+            f"  FROM walk JOIN relations r ON r.tenant = ? AND r.target IS NOT NULL AND {follow}"
+            f"  WHERE walk.hops < ?{kind_filter}"
+            ") SELECT d.doc_id, d.filename, d.collection, d.status, MIN(walk.hops) AS hops "
+            "FROM walk JOIN documents d ON d.tenant = ? AND d.doc_id = walk.doc "
+            "GROUP BY d.doc_id ORDER BY hops, d.doc_id",
+            (doc_id, tenant, depth, *kinds, tenant),
+        ).fetchall()
+        if not rows or rows[0]["doc_id"] != doc_id:
+            return [], []
+        nodes = [
+            GraphNode(
+                doc_id=r["doc_id"],
+                filename=r["filename"],
+                collection=r["collection"],
+                status=r["status"],
+                depth=r["hops"],
+            )
+            for r in rows
+        ]
+        ids = [n.doc_id for n in nodes]
+        edges: list[Relation] = []
+        for start in range(0, len(ids), 400):  # under SQLite's limit on bound parameters
+            part = ids[start : start + 400]
+            marks = ",".join("?" * len(part))
+            edges += [
+                Relation(**dict(r))
+                for r in self.db.execute(
+                    f"SELECT {_RELATION_COLUMNS} FROM relations r "  # noqa: S608
+                    f"WHERE r.tenant = ? AND r.source IN ({marks}) AND r.target IS NOT NULL"
+                    f"{kind_filter}",
+                    (tenant, *part, *kinds),
+                )
+            ]
+        members = set(ids)
+        edges = [e for e in edges if e.target in members]
+        return nodes, sorted(edges, key=lambda e: (e.created_at, e.relation_id))
 
     def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
         if tenant is None:

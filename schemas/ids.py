@@ -23,8 +23,17 @@ def subject_token(doc_id: str) -> str:
     return _digest(doc_id, length=24)
 
 
-def chunk_id(doc_id: str, position: int, text: str) -> str:
-    return _digest(doc_id, str(position), text)
+def chunk_id(tenant: str, doc_id: str, position: int, text: str) -> str:
+    """A producer chooses its documents' ids: two tenants may both have a document ``readme``
+    with the same text, and their chunks must still be two."""
+    return _digest(tenant, doc_id, str(position), text)
+
+
+def relation_id(source: str, kind: str, target: str, origin: str) -> str:
+    """One relation per source, kind, target and origin: declaring it again replaces it. A
+    relation declared with the document and later over the API is the same relation."""
+    declared = "declared" if origin in ("ingest", "api") else origin
+    return _digest(source, kind, target, declared, length=24)
 
 
 def content_hash(content: str | bytes) -> str:

@@ -100,6 +100,65 @@ class Reply(Message):
     error: ErrorInfo | None = None
 
 
+# --- relations between documents -------------------------------------------------------------
+RELATION_KIND_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+RelationKind = Annotated[str, StringConstraints(pattern=RELATION_KIND_PATTERN)]
+"""``cites``, ``part_of``, ``supersedes``, ``replies_to``, ``mentions`` (``DECLARED_KINDS``), or
+a kind of your own: lower case letters, digits and '_', starting with a letter, up to 32."""
+DECLARED_KINDS = ("cites", "part_of", "supersedes", "replies_to", "mentions")
+LINKS_TO = "links_to"
+"""The kind of a relation found in a document: a link (HTML ``href``, Markdown) or a reference
+by filename or URL to another document of the tenant."""
+SIMILAR_TO = "similar_to"
+"""The kind of a relation H.A.D.E.S. finds between documents whose chunks lie close together."""
+RelationOrigin = Literal["ingest", "api", "found", "similar"]
+"""Where a relation came from: declared with the document (``ingest``; replaced when it is
+ingested again), declared later (``api``; kept until deleted), found in its text, or similar."""
+MAX_DEPTH = 3
+MAX_DECLARED_RELATIONS = 64
+Direction = Literal["out", "in", "any"]
+Expand = Literal["none", "neighbours", "graph"]
+"""How retrieval grows its hits: not at all, with the chunks beside each hit (its ``next``
+edges, a passage with its surroundings), or with passages of documents related to the top hits."""
+FoundBy = Literal["search", "neighbour", "graph"]
+
+
+class DeclaredRelation(BaseModel):
+    """A relation a document declares to another document of the same tenant."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: RelationKind = Field(examples=["cites"])
+    target: Identifier = Field(description="the other document's doc_id")
+
+
+class FoundLink(BaseModel):
+    """A link or reference found in a document's text, not yet resolved to a document:
+    ``ref`` is a URL (without its fragment) or a filename."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ref: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    kind: Literal["url", "name"]
+
+
+class Relation(BaseModel):
+    """An edge between two documents of one tenant. ``target`` is None while the relation
+    waits for a document that has not arrived (``target_ref`` names what it waits for)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    relation_id: str
+    source: str
+    target: str | None
+    kind: str
+    origin: RelationOrigin
+    weight: float = Field(default=1.0, ge=0, le=1)
+    target_ref: str | None = None
+    ref_kind: Literal["doc_id", "url", "name"] | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
 # --- olympus.ingest.<collection> --------------------------------------------------------------
 class IngestDocument(Message):
     """A document to index (``op="upsert"``) or remove (``op="delete"``).
@@ -120,6 +179,12 @@ class IngestDocument(Message):
     encoding: Literal["utf-8", "base64"] = "utf-8"
     media_type: str | None = None
     metadata: Metadata = Field(default_factory=dict)
+    relations: list[DeclaredRelation] = Field(
+        default_factory=list,
+        max_length=MAX_DECLARED_RELATIONS,
+        description="relations to other documents of the tenant; one whose target has not "
+        "arrived yet waits for it",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -157,6 +222,13 @@ class IndexUpsert(Message):
     content_hash: str
     model: str
     chunks: list[ChunkPayload] = Field(min_length=1)
+    relations: list[DeclaredRelation] = Field(
+        default_factory=list, max_length=MAX_DECLARED_RELATIONS
+    )
+    links: list[FoundLink] = Field(
+        default_factory=list, description="found in the text, at most the embedder's cap"
+    )
+    links_dropped: int = Field(default=0, ge=0, description="found beyond the cap, not kept")
 
 
 class IndexDelete(Message):
@@ -243,6 +315,7 @@ class QueryEmbed(Message):
     doc_ids: list[Identifier] | None = None
     session_id: Identifier | None = None
     unique_documents: bool = False
+    expand: Expand = "none"
     deadline: float = Field(description="unix time after which nobody waits for the answer")
     chat: ChatSpec | None = None
 
@@ -261,6 +334,7 @@ class RetrievedChunk(BaseModel):
     position: int
     text: str
     score: float
+    found_by: FoundBy = "search"
 
 
 class ContextItem(BaseModel):
@@ -377,6 +451,9 @@ class DocumentInfo(BaseModel):
     content_hash: str | None = None
     media_type: str | None = None
     metadata: dict[str, MetaValue] = Field(default_factory=dict)
+    links_dropped: int = Field(
+        default=0, description="links found in the text beyond the cap, not kept as relations"
+    )
     created_at: float
     updated_at: float
 
@@ -494,6 +571,86 @@ class HistoryGet(Message):
 
 class HistoryReply(Reply):
     turns: list[SessionTurn] = Field(default_factory=list)
+
+
+class RelationPut(Message):
+    """Declare a relation between two documents of the tenant (``olympus.rpc.relations.put``)."""
+
+    tenant: Name
+    source: Identifier
+    target: Identifier
+    kind: RelationKind
+    weight: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _not_to_itself(self) -> RelationPut:
+        if self.source == self.target:
+            raise ValueError("a document cannot be related to itself")
+        return self
+
+
+class RelationDelete(Message):
+    tenant: Name
+    relation_id: Identifier
+
+
+class RelationList(Message):
+    tenant: Name
+    doc_id: Identifier
+
+
+class RelationReply(Reply):
+    relation: Relation | None = None
+
+
+class RelationPage(Reply):
+    items: list[Relation] = Field(default_factory=list)
+
+
+class GraphGet(Message):
+    """The documents and relations around one document (``olympus.rpc.relations.graph``)."""
+
+    tenant: Name
+    doc_id: Identifier
+    depth: int = Field(default=1, ge=1, le=MAX_DEPTH)
+    direction: Direction = "any"
+    kinds: list[RelationKind] | None = Field(default=None, max_length=16)
+
+
+class GraphNode(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    doc_id: str
+    filename: str
+    collection: str
+    status: DocumentStatus
+    depth: int = Field(description="hops from the document asked about")
+
+
+class GraphReply(Reply):
+    nodes: list[GraphNode] = Field(default_factory=list)
+    edges: list[Relation] = Field(default_factory=list)
+
+
+class RelatedGet(Message):
+    tenant: Name
+    doc_id: Identifier
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class RelatedDocument(BaseModel):
+    """A document related to another, ranked by ``score``: the summed weights of the
+    relations that connect the two (each listed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    document: GraphNode
+    score: float
+    relations: list[Relation]
+
+
+class RelatedReply(Reply):
+    items: list[RelatedDocument] = Field(default_factory=list)
 
 
 class EmbedRequest(Message):

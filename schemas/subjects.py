@@ -115,6 +115,11 @@ RPC_CONTEXT_ADD = f"{RPC_PREFIX}.context.add"
 RPC_CONTEXT_GET = f"{RPC_PREFIX}.context.get"
 RPC_CONTEXT_CLEAR = f"{RPC_PREFIX}.context.clear"
 RPC_HISTORY_GET = f"{RPC_PREFIX}.history.get"
+RPC_RELATION_PUT = f"{RPC_PREFIX}.relations.put"
+RPC_RELATION_DELETE = f"{RPC_PREFIX}.relations.delete"
+RPC_RELATION_LIST = f"{RPC_PREFIX}.relations.list"
+RPC_RELATION_GRAPH = f"{RPC_PREFIX}.relations.graph"
+RPC_RELATION_RELATED = f"{RPC_PREFIX}.relations.related"
 RPC_EMBED = f"{RPC_PREFIX}.embed"
 INDEXER_RPCS = (
     RPC_DOCUMENT_GET,
@@ -125,6 +130,11 @@ INDEXER_RPCS = (
     RPC_CONTEXT_GET,
     RPC_CONTEXT_CLEAR,
     RPC_HISTORY_GET,
+    RPC_RELATION_PUT,
+    RPC_RELATION_DELETE,
+    RPC_RELATION_LIST,
+    RPC_RELATION_GRAPH,
+    RPC_RELATION_RELATED,
 )
 """What H.A.D.E.S. answers over request/reply."""
 

@@ -8,14 +8,15 @@ import binascii
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
+from pydantic import TypeAdapter, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
-from gateway.errors import RateLimited
+from gateway.errors import Invalid, RateLimited
 from gateway.models import (
     AUTHENTICATED,
     AcceptedDocument,
@@ -24,6 +25,7 @@ from gateway.models import (
     DocId,
     DocumentListResponse,
     Formats,
+    Relations,
     UploadResponse,
     problems,
 )
@@ -34,6 +36,7 @@ from schemas.ids import content_hash, document_id, ingest_msg_id, status_msg_id
 from schemas.messages import (
     MAX_OFFSET,
     DeadLetter,
+    DeclaredRelation,
     DocumentChunks,
     DocumentChunksGet,
     DocumentEvent,
@@ -54,7 +57,7 @@ router = APIRouter(prefix="/rag", tags=["documents"], responses=problems(*AUTHEN
 TERMINAL = {"indexed", "failed", "deleted"}
 JUST_ACCEPTED_S = 3.0  # how long a document the gateway just accepted may take to be recorded
 MAX_FILENAME = 255
-_ERRORS = problems(415)
+_ERRORS = problems(404, 415)
 _NOT_FOUND = problems(404)
 _SUPPORTED = ", ".join(sorted(MEDIA_TYPES))
 _QUEUE_RETRY_S = 5  # what a tenant over its share of the ingest queue is told to wait
@@ -92,6 +95,7 @@ async def _ingest(
     filename: str,
     data: bytes,
     metadata: Metadata | None,
+    relations: Sequence[DeclaredRelation] = (),
 ) -> tuple[AcceptedDocument, StatusChange | None]:
     """Publish one document; what it is now, and its "queued" change unless it was a repeat."""
     media_type = media_type_of(filename)
@@ -107,6 +111,7 @@ async def _ingest(
         encoding="utf-8" if text is not None else "base64",
         media_type=media_type,
         metadata=metadata or {},
+        relations=list(relations),
     )
     with telemetry.span(
         "olympus.ingest",
@@ -129,7 +134,13 @@ async def _publish(
     collection: str,
     filename: str,
 ) -> tuple[AcceptedDocument, StatusChange | None]:
-    ack = await nats_client.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", digest))
+    # The same content with other relations is news too: the dedupe id covers both.
+    sent = (
+        digest
+        if not doc.relations
+        else content_hash(digest + "".join(r.model_dump_json() for r in doc.relations))
+    )
+    ack = await nats_client.publish_ingest(doc, ingest_msg_id(doc.doc_id, "upsert", sent))
     accepted = AcceptedDocument(
         doc_id=doc.doc_id, filename=filename, collection=collection, status="queued"
     )
@@ -140,7 +151,7 @@ async def _publish(
             status = current.status if current else "queued"
             return accepted.model_copy(update={"status": status}), None
         # Unless it failed: sending it again is asking to try again (once per failure).
-        again = ingest_msg_id(doc.doc_id, f"upsert-after-{current.version}", digest)
+        again = ingest_msg_id(doc.doc_id, f"upsert-after-{current.version}", sent)
         ack = await nats_client.publish_ingest(doc, again)
         if ack.duplicate:
             return accepted.model_copy(update={"status": "queued"}), None
@@ -207,6 +218,32 @@ def plain_filename(raw: str) -> str:
     return name
 
 
+_DECLARED = TypeAdapter(Relations)
+
+
+def _parse_relations(raw: str | None) -> list[DeclaredRelation]:
+    if not raw:
+        return []
+    try:
+        return _DECLARED.validate_json(raw)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise Invalid(f"relations{'.' + where if where else ''}: {problem['msg']}") from None
+
+
+async def _check_relations(
+    nats_client: NatsDep, tenant: str, doc_ids: list[str], relations: Sequence[DeclaredRelation]
+) -> None:
+    """Every target exists (404, as another tenant's document would not) and none is the
+    document itself (422)."""
+    for relation in relations:
+        if relation.target in doc_ids:
+            raise Invalid(f"a document cannot be related to itself ({relation.target!r})")
+    for target in dict.fromkeys(r.target for r in relations):
+        await _require(nats_client, tenant, target)
+
+
 @router.post(
     "/add_document",
     status_code=status.HTTP_202_ACCEPTED,
@@ -228,9 +265,15 @@ async def add_document(
         data = body.content.encode()
     filename = plain_filename(body.filename)
     _check(filename, data, settings.max_upload_bytes)
+    await _check_relations(
+        nats_client,
+        key.tenant,
+        [document_id(key.tenant, body.collection, filename)],
+        body.relations,
+    )
     await _admit(nats_client, settings, key.tenant, 1)
     accepted, queued = await _ingest(
-        nats_client, key.tenant, body.collection, filename, data, body.metadata
+        nats_client, key.tenant, body.collection, filename, data, body.metadata, body.relations
     )
     await _record_queued(nats_client, key.tenant, [queued])
     return accepted
@@ -248,8 +291,17 @@ async def upload_documents(
     nats_client: NatsDep,
     settings: SettingsDep,
     collection: Annotated[Name, Query()] = "default",
+    relations: Annotated[
+        str | None,
+        Form(
+            description='JSON: relations every file declares, e.g. [{"kind": "cites", '
+            '"target": "<doc_id>"}] (each target must exist)',
+            max_length=64 * 1024,
+        ),
+    ] = None,
 ) -> UploadResponse:
     """Queue uploaded files. Nothing is queued unless every file is acceptable."""
+    declared = _parse_relations(relations)
     if len(files) > settings.max_files_per_request:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
@@ -266,9 +318,15 @@ async def upload_documents(
         data = await upload.read(settings.max_upload_bytes + 1)
         _check(filename, data, settings.max_upload_bytes)
         loaded.append((filename, data))
+    await _check_relations(
+        nats_client,
+        key.tenant,
+        [document_id(key.tenant, collection, filename) for filename, _ in loaded],
+        declared,
+    )
     await _admit(nats_client, settings, key.tenant, len(loaded))
     published = [
-        await _ingest(nats_client, key.tenant, collection, filename, data, None)
+        await _ingest(nats_client, key.tenant, collection, filename, data, None, declared)
         for filename, data in loaded
     ]
     await _record_queued(nats_client, key.tenant, [queued for _, queued in published])

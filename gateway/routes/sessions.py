@@ -101,6 +101,7 @@ async def query(
         doc_ids=body.doc_ids,
         session_id=session_id,
         unique_documents=body.unique_documents,
+        expand=body.expand,
         deadline=time.time() + settings.request_timeout_s,
     )
     with telemetry.span(

@@ -24,7 +24,7 @@ from olympus.keys import KeyStore
 from schemas import subjects
 from tests.support.messages import index_upsert
 from tests.support.samples import TOPICS, docx_bomb, render
-from tests.support.stack import RunningStack, start_stack, wait_for
+from tests.support.stack import RunningStack, producer_login, start_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 UPLOAD_LIMIT = 512 * 1024  # room for the DOCX bomb (240 KB), not for the big file
@@ -449,27 +449,10 @@ def test_a_malformed_bus_message_is_dead_lettered_and_workers_stay_up(olympus, h
     assert wait_for(http, doc["doc_id"])["status"] == "indexed"
 
 
-def _producer(olympus: RunningStack, tenant: str, name: str) -> dict:
-    """``olympus producers create``, as an operator would run it, and the options to connect."""
-    made = subprocess.run(
-        [sys.executable, "-m", "olympus.cli", "producers", "create", "--tenant", tenant,
-         "--name", name, "--data-dir", str(olympus.data_dir), "--json"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    credential = json.loads(made.stdout)
-    assert credential["publish"] == f"olympus.ingest.{tenant}.<collection>"
-    return {
-        "servers": [olympus.config.nats_url],
-        "user": credential["user"],
-        "password": credential["password"],
-        "inbox_prefix": credential["inbox_prefix"],
-    }
-
-
 def test_other_systems_can_publish_straight_to_nats(olympus, http):
     """The README's nats-py example, as a producer would run it, with its tenant's credential."""
     pdf = render("glacier.pdf", "Fjords are valleys that glaciers carved and the sea flooded.")
-    producer = _producer(olympus, "default", "erp")
+    producer = producer_login(olympus, "default", "erp")
 
     async def publish():
         nc = await nats.connect(**producer)
@@ -505,7 +488,7 @@ def test_other_systems_can_publish_straight_to_nats(olympus, http):
 def test_a_producer_cannot_write_for_another_tenant(olympus, http):
     """Its credential publishes only its tenant's subjects; a body naming another tenant on its
     own subject is dead-lettered saying why; the other tenant never sees the document."""
-    producer = _producer(olympus, "default", "intruder")
+    producer = producer_login(olympus, "default", "intruder")
     victim = KeyStore(olympus.data_dir / "api_keys.json").create("victim")
     doc = {"tenant": "victim", "doc_id": "planted-1", "content": "planted canary text"}
 

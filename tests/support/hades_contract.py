@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
+from hades import relations as rel
 from schemas.ids import chunk_id
-from schemas.messages import Citation, DocumentInfo, SessionTurn
+from schemas.messages import Citation, DeclaredRelation, DocumentInfo, FoundLink, SessionTurn
 
 DIMS = 8
 TERM_KEY = bytes(range(32))
@@ -34,12 +35,16 @@ def chunks_of(
     tenant: str, doc_id: str, texts: list[str], collection: str = "c"
 ) -> list[ChunkRecord]:
     return [
-        ChunkRecord(chunk_id(doc_id, i, t), tenant, collection, doc_id, i, t, vec(hash(t) % 997))
+        ChunkRecord(
+            chunk_id(tenant, doc_id, i, t), tenant, collection, doc_id, i, t, vec(hash(t) % 997)
+        )
         for i, t in enumerate(texts)
     ]
 
 
-def info(doc_id: str, version: int, status: str = "indexed", chunks: int = 0) -> DocumentInfo:
+def info(
+    doc_id: str, version: int, status: str = "indexed", chunks: int = 0, **more: object
+) -> DocumentInfo:
     now = time.time()
     return DocumentInfo(
         doc_id=doc_id,
@@ -50,7 +55,42 @@ def info(doc_id: str, version: int, status: str = "indexed", chunks: int = 0) ->
         version=version,
         created_at=now,
         updated_at=now,
+        **more,  # type: ignore[arg-type]
     )
+
+
+def put(graph: DocumentGraph, tenant: str, doc_id: str, *relations: object, **more: object) -> None:
+    """Index a one-chunk document that brings these relations (``DeclaredRelation``s are
+    declared with it, ``FoundLink``s found in it)."""
+    made = [
+        rel.declared(doc_id, r, "ingest")
+        if isinstance(r, DeclaredRelation)
+        else rel.found(
+            doc_id,
+            r,  # type: ignore[arg-type]
+        )
+        for r in relations
+    ]
+    version = (graph.get_document(tenant, doc_id) or info(doc_id, 0)).version + 1
+    graph.put_documents(
+        [
+            DocumentWrite(
+                tenant,
+                info(doc_id, version, chunks=1, **more),
+                chunks_of(tenant, doc_id, [f"text of {doc_id} v{version}"]),
+                made,
+            )
+        ]
+    )
+
+
+def targets(graph: DocumentGraph, tenant: str, doc_id: str) -> dict[str, str | None]:
+    """The document's outgoing relations as kind:ref -> target (None: still waiting)."""
+    return {
+        f"{r.kind}:{r.target_ref or r.target}": r.target
+        for r in graph.relations(tenant, doc_id)
+        if r.source == doc_id
+    }
 
 
 class VectorIndexContract:
@@ -98,7 +138,7 @@ class VectorIndexContract:
             chunks_of("t", "d", ["running shoes for marathons", "a recipe for lemon cake"])
         )
         hits = vectors.search(SearchQuery("t", "bm25", 2, text="runner who runs a marathon"))
-        assert hits[0].chunk_id == chunk_id("d", 0, "running shoes for marathons")
+        assert hits[0].chunk_id == chunk_id("t", "d", 0, "running shoes for marathons")
         assert hits[0].score > 0
         assert vectors.search(SearchQuery("t", "bm25", 2, text="the of and")) == []
 
@@ -251,3 +291,161 @@ class DocumentGraphContract:
         graph.add_context("t", "s1", "a note")
         assert graph.clear_context("t", "s1") == 4
         assert graph.get_turns("t", "s1", 10) == []
+
+    # --- relations between documents -----------------------------------------------------------
+    def test_a_tenants_document_ids_are_its_own(self, graph: DocumentGraph) -> None:
+        # Producers choose ids: two tenants with a document "readme" of the same text.
+        for tenant in ("t", "u"):
+            graph.put_documents(
+                [
+                    DocumentWrite(
+                        tenant, info("readme", 1, chunks=2), chunks_of(tenant, "readme", ["a", "b"])
+                    )
+                ]
+            )
+        graph.put_documents(
+            [DocumentWrite("u", info("readme", 2, chunks=1), chunks_of("u", "readme", ["c"]))]
+        )
+        assert [c.text for c in graph.chunks("t", "readme")] == ["a", "b"]
+        assert [c.text for c in graph.chunks("u", "readme")] == ["c"]
+
+    def test_neighbour_chunks_follow_next_edges_both_ways(self, graph: DocumentGraph) -> None:
+        chunks = chunks_of("t", "d", ["one", "two", "three"])
+        graph.put_documents([DocumentWrite("t", info("d", 1, chunks=3), chunks)])
+        ids = [c.chunk_id for c in chunks]
+        assert graph.neighbour_chunks("t", ids[1]) == [(ids[0], 0), (ids[2], 2)]
+        assert graph.neighbour_chunks("t", ids[0]) == [(ids[1], 1)]
+        assert graph.neighbour_chunks("u", ids[1]) == []
+
+    def test_declared_and_found_relations_resolve_now_or_when_their_target_arrives(
+        self, graph: DocumentGraph
+    ) -> None:
+        put(graph, "t", "a")
+        put(graph, "t", "b")
+        put(
+            graph,
+            "t",
+            "c",
+            DeclaredRelation(kind="cites", target="a"),
+            DeclaredRelation(kind="part_of", target="z"),  # not here yet
+            FoundLink(ref="b.txt", kind="name"),
+            FoundLink(ref="https://example.org/e", kind="url"),
+            FoundLink(ref="c.txt", kind="name"),  # itself: never related
+        )
+        assert targets(graph, "t", "c") == {
+            "cites:a": "a",
+            "part_of:z": None,
+            "links_to:b.txt": "b",
+            "links_to:https://example.org/e": None,
+            "links_to:c.txt": None,
+        }
+        put(graph, "t", "z")
+        put(graph, "t", "e", metadata={"url": "https://example.org/e"})
+        assert targets(graph, "t", "c") == {
+            "cites:a": "a",
+            "part_of:z": "z",
+            "links_to:b.txt": "b",
+            "links_to:https://example.org/e": "e",
+            "links_to:c.txt": None,
+        }
+        # and they are seen from the other end
+        assert [r.source for r in graph.relations("t", "a")] == ["c"]
+
+    def test_ingesting_again_replaces_what_came_with_it_and_keeps_the_api_ones(
+        self, graph: DocumentGraph
+    ) -> None:
+        for doc in ("a", "b", "c"):
+            put(graph, "t", doc)
+        put(
+            graph,
+            "t",
+            "d",
+            DeclaredRelation(kind="cites", target="a"),
+            FoundLink(ref="b.txt", kind="name"),
+        )
+        kept = graph.put_relation("t", rel.api("d", "c", "supersedes", 1.0))
+        assert kept is not None
+        put(graph, "t", "d", FoundLink(ref="c.txt", kind="name"))
+        assert targets(graph, "t", "d") == {"supersedes:c": "c", "links_to:c.txt": "c"}
+
+    def test_put_and_delete_relations(self, graph: DocumentGraph) -> None:
+        put(graph, "t", "a")
+        put(graph, "t", "b")
+        put(graph, "u", "x")
+        made = rel.api("a", "b", "replies_to", 0.7)
+        assert graph.put_relation("t", made) == made
+        assert graph.put_relation("t", made) == made  # the same again: still one
+        assert graph.relations("t", "b") == [made]
+        assert graph.put_relation("t", rel.api("a", "nowhere", "cites", 1.0)) is None
+        assert graph.put_relation("t", rel.api("a", "x", "cites", 1.0)) is None  # u's
+        assert graph.put_relation("u", rel.api("x", "a", "cites", 1.0)) is None  # t's
+        assert not graph.delete_relation("u", made.relation_id)
+        assert graph.delete_relation("t", made.relation_id)
+        assert not graph.delete_relation("t", made.relation_id)
+        assert graph.relations("t", "a") == []
+
+    def test_deleting_a_document_removes_every_relation_touching_it(
+        self, graph: DocumentGraph
+    ) -> None:
+        for doc in ("a", "b"):
+            put(graph, "t", doc)
+        put(
+            graph,
+            "t",
+            "c",
+            DeclaredRelation(kind="cites", target="a"),
+            FoundLink(ref="b.txt", kind="name"),
+            DeclaredRelation(kind="cites", target="later"),
+        )
+        graph.put_relation("t", rel.api("b", "c", "cites", 1.0))
+        graph.replace_similar("t", "a", [rel.similar("a", "c", 0.9)])
+        assert graph.delete_document("t", "c", 99) is not None
+        for doc in ("a", "b", "c"):
+            assert graph.relations("t", doc) == []
+        put(graph, "t", "later")  # nothing waited for it any more
+        assert graph.relations("t", "later") == []
+
+    def test_similar_relations_are_replaced_and_skip_what_is_gone(
+        self, graph: DocumentGraph
+    ) -> None:
+        for doc in ("a", "b", "c"):
+            put(graph, "t", doc)
+        graph.replace_similar("t", "a", [rel.similar("a", "b", 0.8), rel.similar("a", "gone", 1)])
+        assert targets(graph, "t", "a") == {"similar_to:b": "b"}
+        graph.replace_similar("t", "a", [rel.similar("a", "c", 0.6)])
+        assert targets(graph, "t", "a") == {"similar_to:c": "c"}
+        assert graph.relations("t", "a")[0].weight == rel.similar("a", "c", 0.6).weight
+
+    def test_traversal_by_depth_direction_and_kind_ends_on_cycles(
+        self, graph: DocumentGraph
+    ) -> None:
+        # a -> b -> c -> a (a cycle), c -> d, e -> a (mentions)
+        for doc in "abcde":
+            put(graph, "t", doc)
+        for source, target, kind in [
+            ("a", "b", "cites"),
+            ("b", "c", "cites"),
+            ("c", "a", "cites"),
+            ("c", "d", "cites"),
+            ("e", "a", "mentions"),
+        ]:
+            assert graph.put_relation("t", rel.api(source, target, kind, 1.0)) is not None
+        put(graph, "u", "a")  # another tenant's "a" is never reached
+
+        def walk(depth: int, direction: str = "any", kinds: list[str] | None = None):
+            nodes, edges = graph.traverse("t", "a", depth, direction, kinds)
+            return (
+                {n.doc_id: n.depth for n in nodes},
+                sorted((e.source, e.target) for e in edges),
+            )
+
+        assert walk(1, "out") == ({"a": 0, "b": 1}, [("a", "b")])
+        assert walk(3, "out") == (
+            {"a": 0, "b": 1, "c": 2, "d": 3},
+            [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")],
+        )
+        assert walk(1, "in") == ({"a": 0, "c": 1, "e": 1}, [("c", "a"), ("e", "a")])
+        assert walk(2, "any", ["cites"])[0] == {"a": 0, "b": 1, "c": 1, "d": 2}
+        assert walk(3, "any", ["mentions"]) == ({"a": 0, "e": 1}, [("e", "a")])
+        assert graph.traverse("t", "nowhere", 2) == ([], [])
+        assert [n.doc_id for n in graph.traverse("u", "a", 3)[0]] == ["a"]

@@ -28,7 +28,7 @@ def index_upsert(
         model="m",
         chunks=[
             {
-                "chunk_id": chunk_id(doc_id, i, text),
+                "chunk_id": chunk_id(tenant, doc_id, i, text),
                 "position": i,
                 "text": text,
                 "vector": unit_vector(sum(map(ord, text)), dims),

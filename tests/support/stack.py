@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,23 @@ class RunningStack:
             headers={"Authorization": f"Bearer {key or self.key}"},
             timeout=30,
         )
+
+
+def producer_login(olympus: RunningStack, tenant: str, name: str) -> dict:
+    """``olympus producers create``, as an operator would run it, and the options to connect."""
+    made = subprocess.run(
+        [sys.executable, "-m", "olympus.cli", "producers", "create", "--tenant", tenant,
+         "--name", name, "--data-dir", str(olympus.data_dir), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    credential = json.loads(made.stdout)
+    assert credential["publish"] == f"olympus.ingest.{tenant}.<collection>"
+    return {
+        "servers": [olympus.config.nats_url],
+        "user": credential["user"],
+        "password": credential["password"],
+        "inbox_prefix": credential["inbox_prefix"],
+    }
 
 
 def eventually(check, what: str = "it did not happen in time", timeout_s: float = 30) -> None:

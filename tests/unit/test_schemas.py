@@ -20,9 +20,15 @@ def test_document_id_derives_from_tenant_collection_and_filename():
     assert IngestDocument(tenant="t", doc_id="mine", content="x").doc_id == "mine"
 
 
-def test_chunk_ids_come_from_content_and_position():
-    assert chunk_id("d", 0, "hello") == chunk_id("d", 0, "hello")
-    assert len({chunk_id("d", 0, "a"), chunk_id("d", 1, "a"), chunk_id("d", 0, "b")}) == 3
+def test_chunk_ids_come_from_tenant_content_and_position():
+    assert chunk_id("t", "d", 0, "hello") == chunk_id("t", "d", 0, "hello")
+    made = {
+        chunk_id("t", "d", 0, "a"),
+        chunk_id("t", "d", 1, "a"),
+        chunk_id("t", "d", 0, "b"),
+        chunk_id("u", "d", 0, "a"),  # another tenant's document of the same id and text
+    }
+    assert len(made) == 4
     assert ingest_msg_id("d", "upsert", "ab" * 40) == ingest_msg_id("d", "upsert", "ab" * 40)
 
 

@@ -90,6 +90,7 @@ def create_app(
                 encoder.name,
                 settings.max_chunks_per_document,
                 Reader(limits, settings.readers),
+                max_links=settings.max_links_per_document,
             ),
             query=QueryHandler(batcher, encoder.name, encoder.tokenizer),
         )

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import resource
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ class ExtractionError(Exception):
 class Extracted:
     text: str
     markdown: bool
+    links: tuple[str, ...] = ()
+    """Link targets the format marks up (HTML ``href``s); Markdown's are read from ``text``."""
 
 
 @dataclass(frozen=True)
@@ -110,14 +113,14 @@ def extract_text(data: bytes, media_type: str, limits: ReadLimits | None = None)
     try:
         if media_type == MEDIA_TYPES[".docx"]:
             _check_archive(data, limits)
-        text = reader(data)
+        text, links = reader(data)
     except (ExtractionError, MemoryError):
         raise
     except Exception as exc:  # every parser has its own error types; the message is what matters
         raise ExtractionError(f"cannot read {media_type} document: {exc}") from exc
     if not text.strip():
         raise ExtractionError("no text found in the document")
-    return Extracted(text=text, markdown=media_type == MEDIA_TYPES[".md"])
+    return Extracted(text=text, markdown=media_type == MEDIA_TYPES[".md"], links=links)
 
 
 def _check_archive(data: bytes, limits: ReadLimits) -> None:
@@ -148,14 +151,25 @@ def _decode(data: bytes) -> str:
         return data.decode("cp1252", errors="replace")
 
 
-def _html(data: bytes) -> str:
+Read = tuple[str, tuple[str, ...]]
+"""A format reader's text, and the link targets its markup holds."""
+
+
+def _text(read: Callable[[bytes], str]) -> Callable[[bytes], Read]:
+    return lambda data: (read(data), ())
+
+
+def _html(data: bytes) -> Read:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "lxml")
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
+    links = tuple(
+        href for a in soup.find_all("a", href=True) if isinstance(href := a.get("href"), str)
+    )
     lines = (line.strip() for line in soup.get_text(separator="\n").splitlines())
-    return "\n".join(line for line in lines if line)
+    return "\n".join(line for line in lines if line), links
 
 
 def _pdf(data: bytes) -> str:
@@ -201,11 +215,11 @@ def _json(data: bytes) -> str:
     return "\n".join(lines)
 
 
-_READERS = {
-    MEDIA_TYPES[".txt"]: _decode,
-    MEDIA_TYPES[".md"]: _decode,
+_READERS: dict[str, Callable[[bytes], Read]] = {
+    MEDIA_TYPES[".txt"]: _text(_decode),
+    MEDIA_TYPES[".md"]: _text(_decode),
     MEDIA_TYPES[".html"]: _html,
-    MEDIA_TYPES[".pdf"]: _pdf,
-    MEDIA_TYPES[".docx"]: _docx,
-    MEDIA_TYPES[".json"]: _json,
+    MEDIA_TYPES[".pdf"]: _text(_pdf),
+    MEDIA_TYPES[".docx"]: _text(_docx),
+    MEDIA_TYPES[".json"]: _text(_json),
 }

@@ -23,6 +23,7 @@ from schemas.messages import (
     EmbedReply,
     EmbedRequest,
     ErrorInfo,
+    FoundLink,
     IndexDelete,
     IndexStatus,
     IndexUpsert,
@@ -36,6 +37,7 @@ from schemas.messages import (
 from workers.embedder.batching import EmbeddingBatcher
 from workers.embedder.chunking import Chunker
 from workers.embedder.extract import Extracted, ExtractionError, Reader, ReadLimits
+from workers.embedder.links import found_links, markdown_links, mentions
 
 log = get_logger("olympus.embedder")
 
@@ -55,7 +57,9 @@ class IngestHandler:
         max_chunks: int,
         reader: Reader | None = None,
         statuses: Statuses | None = None,
+        max_links: int = 200,
     ) -> None:
+        self.max_links = max_links
         self.reader = reader or Reader(ReadLimits())
         self.statuses = statuses or Statuses(publish)
         self.chunker = chunker
@@ -126,11 +130,14 @@ class IngestHandler:
             texts = await asyncio.get_running_loop().run_in_executor(
                 self._parser, self._chunk, extracted
             )
+            links, dropped = await asyncio.get_running_loop().run_in_executor(
+                self._parser, self._links, extracted
+            )
         except ExtractionError as exc:
             await self._status(doc, version, "failed", error=str(exc))
             return "failed"
         started = time.perf_counter()
-        ids = [chunk_id(doc.doc_id, i, text) for i, text in enumerate(texts)]
+        ids = [chunk_id(doc.tenant, doc.doc_id, i, text) for i, text in enumerate(texts)]
         with telemetry.span("olympus.embed", "EMBEDDING", **{"olympus.doc_id": doc.doc_id}) as span:
             vectors = await self.batcher.embed(texts)
             _describe_embedding(span, self.model_name, ids, texts, vectors)
@@ -152,6 +159,9 @@ class IngestHandler:
                 content_hash=digest,
                 model=self.model_name,
                 chunks=chunks,
+                relations=doc.relations,
+                links=links,
+                links_dropped=dropped,
             ),
             msg_id=index_msg_id(doc.doc_id, "upsert", version),
         )
@@ -166,6 +176,15 @@ class IngestHandler:
                 f"the document has {len(texts)} chunks, more than the limit of {self.max_chunks}"
             )
         return texts
+
+    def _links(self, extracted: Extracted) -> tuple[list[FoundLink], int]:
+        marked = markdown_links(extracted.text) if extracted.markdown else []
+        found, dropped = found_links(
+            [*extracted.links, *marked, *mentions(extracted.text)], self.max_links
+        )
+        if dropped:
+            log.info("links beyond the cap not kept", kept=len(found), dropped=dropped)
+        return found, dropped
 
     async def _status(
         self,

@@ -28,6 +28,11 @@ class EmbedderSettings(BaseSettings):
         "the encoder's batches fill (64 padded ~9% of what it encoded, 128 ~4%)",
     )
     max_chunks_per_document: int = Field(default=5000, ge=1)
+    max_links_per_document: int = Field(
+        default=200,
+        ge=0,
+        description="links found in a document kept as relations; the rest are counted",
+    )
     read_memory_mb: int = Field(
         default=1536, ge=256, description="memory a reader process may use for one PDF/DOCX/HTML"
     )

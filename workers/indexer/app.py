@@ -30,6 +30,8 @@ from schemas.messages import (
     DocumentStats,
     DocumentStatsReply,
     ErrorInfo,
+    GraphGet,
+    GraphReply,
     HistoryGet,
     HistoryReply,
     IndexDelete,
@@ -38,6 +40,13 @@ from schemas.messages import (
     IndexUpsert,
     QueryGenerate,
     QueryRetrieve,
+    RelatedGet,
+    RelatedReply,
+    RelationDelete,
+    RelationList,
+    RelationPage,
+    RelationPut,
+    RelationReply,
     RetrieveReply,
 )
 from workers.indexer.handlers import Indexer
@@ -70,6 +79,8 @@ def create_app(
             write_batch=settings.write_batch,
             flush_idle_s=settings.flush_idle_s,
             history_turns=settings.history_turns,
+            similar_documents=settings.similar_documents,
+            graph_weight=settings.graph_weight,
         )
         indexer.start()
         worker.log.info("indexer ready", graph=settings.graph_backend, dims=settings.dims)
@@ -171,5 +182,25 @@ def router(worker: Worker[Indexer], concurrency: int) -> NatsRouter:
     @r.subscriber(subjects.RPC_CONTEXT_CLEAR, queue=subjects.INDEXER)
     async def on_context_clear(body: ContextClear) -> ContextReply:
         return await worker.runtime.clear_context(body)
+
+    @r.subscriber(subjects.RPC_RELATION_PUT, queue=subjects.INDEXER)
+    async def on_relation_put(body: RelationPut) -> RelationReply:
+        return await worker.runtime.put_relation(body)
+
+    @r.subscriber(subjects.RPC_RELATION_DELETE, queue=subjects.INDEXER)
+    async def on_relation_delete(body: RelationDelete) -> RelationReply:
+        return await worker.runtime.delete_relation(body)
+
+    @r.subscriber(subjects.RPC_RELATION_LIST, queue=subjects.INDEXER)
+    async def on_relation_list(body: RelationList) -> RelationPage:
+        return await worker.runtime.list_relations(body)
+
+    @r.subscriber(subjects.RPC_RELATION_GRAPH, queue=subjects.INDEXER)
+    async def on_relation_graph(body: GraphGet) -> GraphReply:
+        return await worker.runtime.graph_around(body)
+
+    @r.subscriber(subjects.RPC_RELATION_RELATED, queue=subjects.INDEXER)
+    async def on_relation_related(body: RelatedGet) -> RelatedReply:
+        return await worker.runtime.related(body)
 
     return r

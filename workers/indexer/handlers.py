@@ -17,7 +17,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorIndex
+from hades import ChunkRecord, DocumentGraph, DocumentWrite, SearchQuery, VectorHit, VectorIndex
+from hades import relations as rel
 from olympus import telemetry
 from olympus.delivery import PermanentError
 from olympus.logging import get_logger
@@ -40,6 +41,9 @@ from schemas.messages import (
     DocumentStats,
     DocumentStatsReply,
     ErrorInfo,
+    GraphGet,
+    GraphNode,
+    GraphReply,
     HistoryGet,
     HistoryReply,
     IndexDelete,
@@ -49,6 +53,14 @@ from schemas.messages import (
     IngestDocument,
     QueryGenerate,
     QueryRetrieve,
+    RelatedGet,
+    RelatedReply,
+    Relation,
+    RelationDelete,
+    RelationList,
+    RelationPage,
+    RelationPut,
+    RelationReply,
     RetrievedChunk,
     RetrieveReply,
     SessionTurn,
@@ -57,6 +69,8 @@ from schemas.messages import (
 
 log = get_logger("olympus.indexer")
 T = TypeVar("T")
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.), as the vector index uses
+_NOT_FOUND = ErrorInfo(code="not_found", message="no such document")
 
 
 class EventPublisher(Protocol):
@@ -129,8 +143,15 @@ class Indexer:
         write_batch: int = 64,
         flush_idle_s: float = 1.0,
         history_turns: int = 6,
+        similar_documents: int = 3,
+        graph_weight: float = 0.5,
     ) -> None:
         self.history_turns = history_turns
+        self.similar_documents = similar_documents
+        self.graph_weight = graph_weight
+        # Documents written since the last seal, whose similar documents are found after it:
+        # (tenant, doc_id) -> the mean of its chunks' vectors
+        self._unsimilar: dict[tuple[str, str], list[float]] = {}
         self.vectors = vectors
         self.graph = graph
         self.emit = emit
@@ -227,6 +248,33 @@ class Indexer:
                 continue
             self._dirty.clear()
             await self._store(self.vectors.flush)
+            if self._unsimilar:
+                await self._store(self._find_similar)
+
+    def _find_similar(self) -> None:
+        """Runs on the store thread once writes pause: each document written since is related
+        to its nearest documents (by the mean of its chunks' vectors), so ingest never waits
+        for it and a burst of documents costs one pass."""
+        pending, self._unsimilar = self._unsimilar, {}
+        for (tenant, doc_id), vector in pending.items():
+            hits = self.vectors.search(
+                SearchQuery(
+                    tenant=tenant,
+                    mode="dense",
+                    top_k=self.similar_documents + 1,
+                    vector=vector,
+                    unique_documents=True,
+                )
+            )
+            self.graph.replace_similar(
+                tenant,
+                doc_id,
+                [
+                    rel.similar(doc_id, hit.doc_id, hit.score)
+                    for hit in hits
+                    if hit.doc_id != doc_id
+                ][: self.similar_documents],
+            )
 
     def _apply(self, ops: Sequence[IndexUpsert | IndexDelete]) -> list[DocumentEvent | None]:
         """Runs on the store thread. Returns one event per op, None where the op was stale.
@@ -281,16 +329,28 @@ class Indexer:
                 content_hash=op.content_hash,
                 media_type=op.media_type,
                 metadata=op.metadata,
+                links_dropped=op.links_dropped,
                 created_at=current.created_at if current else now,
                 updated_at=now,
             )
             for i, op, current in writes
         }
         self.graph.put_documents(
-            [DocumentWrite(op.tenant, documents[i], records[i]) for i, op, _ in writes]
+            [
+                DocumentWrite(
+                    op.tenant,
+                    documents[i],
+                    records[i],
+                    [rel.declared(op.doc_id, r, "ingest") for r in op.relations]
+                    + [rel.found(op.doc_id, link) for link in op.links],
+                )
+                for i, op, _ in writes
+            ]
         )
         for i, op, _ in writes:
             events[i] = DocumentEvent.of(op.tenant, documents[i])
+            if self.similar_documents:
+                self._unsimilar[(op.tenant, op.doc_id)] = _mean([c.vector for c in op.chunks])
         for i, op in enumerate(ops):
             if isinstance(op, IndexDelete) and i in winners:
                 events[i] = self._apply_delete(op)
@@ -373,8 +433,8 @@ class Indexer:
                 telemetry.set_attributes(span, _documents(reply.hits))
             return reply
 
-    def _retrieve(self, query: QueryRetrieve) -> RetrieveReply:
-        hits = self.vectors.search(
+    def _search(self, query: QueryRetrieve, doc_ids: Sequence[str] | None) -> list[VectorHit]:
+        return self.vectors.search(
             SearchQuery(
                 tenant=query.tenant,
                 mode=query.mode,
@@ -382,14 +442,22 @@ class Indexer:
                 text=query.input,
                 vector=query.vector,
                 collection=query.collection,
-                doc_ids=query.doc_ids,
+                doc_ids=doc_ids,
                 unique_documents=query.unique_documents,
             )
         )
+
+    def _retrieve(self, query: QueryRetrieve) -> RetrieveReply:
+        hits = self._search(query, query.doc_ids)
+        found: list[tuple[VectorHit, str]] = [(h, "search") for h in hits]
+        if query.expand == "graph":
+            found = self._with_related(query, hits)
+        elif query.expand == "neighbours":
+            found = self._with_neighbours(query.tenant, hits)
         # Only what the graph holds: a deleted document's or replaced chunk's vectors never
         # come back, and the text comes from the graph (the vector index keeps none).
-        docs = self.graph.get_documents(query.tenant, {h.doc_id for h in hits})
-        texts = self.graph.chunk_texts(query.tenant, [h.chunk_id for h in hits])
+        docs = self.graph.get_documents(query.tenant, {h.doc_id for h, _ in found})
+        texts = self.graph.chunk_texts(query.tenant, [h.chunk_id for h, _ in found])
         context = self.graph.get_context(query.tenant, query.session_id) if query.session_id else []
         return RetrieveReply(
             hits=[
@@ -401,12 +469,71 @@ class Indexer:
                     position=h.position,
                     text=texts[h.chunk_id],
                     score=h.score,
+                    found_by=how,  # type: ignore[arg-type]
                 )
-                for h in hits
+                for h, how in found
                 if h.doc_id in docs and h.chunk_id in texts
             ],
             session_context=context,
         )
+
+    def _with_neighbours(
+        self, tenant: str, hits: Sequence[VectorHit]
+    ) -> list[tuple[VectorHit, str]]:
+        """Each hit followed by the chunks beside it (not already a hit): a passage read with
+        what comes just before and after it, in the document's order."""
+        seen = {h.chunk_id for h in hits}
+        out: list[tuple[VectorHit, str]] = []
+        for hit in hits:
+            beside = [
+                (VectorHit(chunk_id, hit.doc_id, hit.collection, position, hit.score), "neighbour")
+                for chunk_id, position in self.graph.neighbour_chunks(tenant, hit.chunk_id)
+                if chunk_id not in seen
+            ]
+            seen.update(h.chunk_id for h, _ in beside)
+            out += [b for b in beside if b[0].position < hit.position]
+            out.append((hit, "search"))
+            out += [b for b in beside if b[0].position > hit.position]
+        return out
+
+    def _with_related(
+        self, query: QueryRetrieve, hits: Sequence[VectorHit]
+    ) -> list[tuple[VectorHit, str]]:
+        """The hits, and up to half as many more: the best passages of the documents related
+        to the top three hits' documents, searched with the same query. All are ranked by
+        reciprocal rank fusion, the graph's list weighted ``graph_weight`` (a passage in both
+        lists rises)."""
+        top = list(dict.fromkeys(h.doc_id for h in hits))[:3]
+        related = {
+            other
+            for doc_id in top
+            for r in self.graph.relations(query.tenant, doc_id)
+            if r.target is not None
+            for other in (r.source, r.target)
+            if other not in top
+        }
+        if query.doc_ids is not None:
+            related &= set(query.doc_ids)
+        if not related:
+            return [(h, "search") for h in hits]
+        extra = self._search(query, sorted(related))
+        scores: dict[str, float] = {}
+        for weight, listed in ((1.0, hits), (self.graph_weight, extra)):
+            for rank, hit in enumerate(listed):
+                scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (RRF_K + rank + 1)
+        searched = {h.chunk_id for h in hits}
+        added = [h for h in extra if h.chunk_id not in searched][: max(1, query.top_k // 2)]
+        chosen = [(h, "search") for h in hits] + [(h, "graph") for h in added]
+        chosen.sort(key=lambda pair: -scores[pair[0].chunk_id])
+        return [
+            (
+                VectorHit(
+                    h.chunk_id, h.doc_id, h.collection, h.position, round(scores[h.chunk_id], 6)
+                ),
+                how,
+            )
+            for h, how in chosen
+        ]
 
     async def get_document(self, req: DocumentGet) -> DocumentReply:
         doc = await self._store(self.graph.get_document, req.tenant, req.doc_id)
@@ -468,6 +595,47 @@ class Indexer:
             retrieval_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
+    # --- relations ----------------------------------------------------------------------------
+    async def put_relation(self, req: RelationPut) -> RelationReply:
+        made = rel.api(req.source, req.target, req.kind, req.weight)
+        kept = await self._store(self.graph.put_relation, req.tenant, made)
+        if kept is None:
+            return RelationReply(
+                error=ErrorInfo(
+                    code="not_found",
+                    message=f"no document {req.source!r} or no document {req.target!r}",
+                )
+            )
+        return RelationReply(relation=kept)
+
+    async def delete_relation(self, req: RelationDelete) -> RelationReply:
+        if not await self._store(self.graph.delete_relation, req.tenant, req.relation_id):
+            return RelationReply(
+                error=ErrorInfo(code="not_found", message=f"no relation {req.relation_id!r}")
+            )
+        return RelationReply()
+
+    async def list_relations(self, req: RelationList) -> RelationPage:
+        if await self._store(self.graph.get_document, req.tenant, req.doc_id) is None:
+            return RelationPage(error=_NOT_FOUND)
+        return RelationPage(items=await self._store(self.graph.relations, req.tenant, req.doc_id))
+
+    async def graph_around(self, req: GraphGet) -> GraphReply:
+        nodes, edges = await self._store(
+            self.graph.traverse, req.tenant, req.doc_id, req.depth, req.direction, req.kinds
+        )
+        if not nodes:
+            return GraphReply(error=_NOT_FOUND)
+        return GraphReply(nodes=nodes, edges=edges)
+
+    async def related(self, req: RelatedGet) -> RelatedReply:
+        nodes, _ = await self._store(self.graph.traverse, req.tenant, req.doc_id, 1)
+        if not nodes:
+            return RelatedReply(error=_NOT_FOUND)
+        relations: list[Relation] = await self._store(self.graph.relations, req.tenant, req.doc_id)
+        by_id: dict[str, GraphNode] = {n.doc_id: n for n in nodes}
+        return RelatedReply(items=rel.rank_related(req.doc_id, relations, by_id, req.limit))
+
     async def add_turn(self, turn: IndexTurn) -> None:
         await self._store(self.graph.add_turn, turn.tenant, turn.session_id, turn.turn)
 
@@ -478,3 +646,10 @@ class Indexer:
     async def clear_context(self, req: ContextClear) -> ContextReply:
         await self._store(self.graph.clear_context, req.tenant, req.session_id)
         return ContextReply(items=[])
+
+
+def _mean(vectors: Sequence[Sequence[float]]) -> list[float]:
+    """The mean of a document's chunk vectors, scaled to unit length (the index's vectors are)."""
+    total = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
+    norm = sum(x * x for x in total) ** 0.5 or 1.0
+    return [x / norm for x in total]

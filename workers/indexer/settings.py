@@ -31,3 +31,9 @@ class IndexerSettings(BaseSettings):
     history_turns: int = Field(
         default=6, ge=0, le=100, description="a session's recent turns a chat answer sees"
     )
+    similar_documents: int = Field(
+        default=3, ge=0, le=20, description="nearest documents each is related to; 0: none"
+    )
+    graph_weight: float = Field(
+        default=0.5, ge=0, le=1, description="expand=graph: the related passages' fusion weight"
+    )
