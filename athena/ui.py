@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import streamlit as st
 
@@ -33,6 +33,7 @@ def defaults() -> None:
     st.session_state.collection = settings.collection
     st.session_state.setdefault("sessions", ["default"])
     st.session_state.setdefault("session_id", "default")
+    st.session_state.setdefault("expand", "none")
 
 
 def gateway() -> Gateway:
@@ -79,3 +80,25 @@ def session_picker() -> str:
                 current = new
     st.session_state.session_id = current
     return current
+
+
+def dot(graph: dict[str, Any], centre: str) -> str:
+    """A document's neighbourhood (``/rag/documents/{id}/graph``) as Graphviz DOT, for
+    ``st.graphviz_chart``: documents as boxes, the one asked about filled, relations as arrows
+    labelled with their kind (similarity dashed)."""
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph {", "rankdir=LR;", 'node [shape=box, style="rounded"];']
+    for node in graph["nodes"]:
+        filled = ', style="rounded,filled", fillcolor="#dbe8ff"' if node["doc_id"] == centre else ""
+        lines.append(f"{quoted(node['doc_id'])} [label={quoted(node['filename'])}{filled}];")
+    for edge in graph["edges"]:
+        dashed = ", style=dashed" if edge["origin"] == "similar" else ""
+        lines.append(
+            f"{quoted(edge['source'])} -> {quoted(edge['target'])} "
+            f"[label={quoted(edge['kind'])}{dashed}];"
+        )
+    lines.append("}")
+    return "\n".join(lines)

@@ -24,6 +24,10 @@ a CPU with native bf16):
 
 Each round runs the pipeline (on a fresh stack) and then each encoder once; every arm's figure
 is its best round, so noise on a shared machine flatters none of them.
+
+``--similar`` measures instead what relating each document to its similar ones costs ingest:
+rounds of the pipeline with ``OLYMPUS_INDEXER_SIMILAR_DOCUMENTS=0`` and with the default,
+interleaved, best of each; the ratio is with over without (bench/results/ingest-similar.json).
 """
 
 from __future__ import annotations
@@ -158,9 +162,9 @@ def _last_indexed(url: str, key: str) -> tuple[float, int, int]:
                 return latest, indexed, chunks
 
 
-def _pipeline(folder: Path, texts_out: Path | None) -> dict:
+def _pipeline(folder: Path, texts_out: Path | None, env: dict[str, str] | None = None) -> dict:
     olympus = Path(sys.executable).parent / "olympus"
-    with temporary_stack("olympus-bench-") as (stack, config):
+    with temporary_stack("olympus-bench-", env=env) as (stack, config):
         assert stack.api_key
         before, cli_before = _cpu_seconds(stack), _children_cpu()
         started = time.time()
@@ -255,6 +259,28 @@ def run(data: Path, sizes: list[int], rounds: int, other_max: int) -> list[dict]
     return rows
 
 
+def similar_cost(data: Path, size: int, rounds: int) -> dict:
+    """Ingest with and without similar relations, rounds interleaved, best of each."""
+    corpus = load_beir(data, max_docs=size).corpus
+    arms = {"without": {"OLYMPUS_INDEXER_SIMILAR_DOCUMENTS": "0"}, "with": {}}
+    speeds: dict[str, list[float]] = {arm: [] for arm in arms}
+    with tempfile.TemporaryDirectory(prefix="olympus-bench-corpus-") as tmp:
+        folder = Path(tmp)
+        for corpus_id, text in corpus.items():
+            if text.strip():
+                (folder / filename_of(corpus_id)).write_text(text)
+        for _ in range(rounds):
+            for arm, env in arms.items():
+                speeds[arm].append(_pipeline(folder, None, env)["chunks_per_s"])
+    best = {arm: max(found) for arm, found in speeds.items()}
+    return {
+        "size": size,
+        "chunks_per_s": best,
+        "rounds_chunks_per_s": speeds,
+        "ratio": best["with"] / best["without"],
+    }
+
+
 def cpu_flags() -> str:
     try:
         flags = next(
@@ -276,6 +302,9 @@ def main() -> None:
     parser.add_argument(
         "--other-max", type=int, default=1000, help="the other precision too, up to N docs"
     )
+    parser.add_argument(
+        "--similar", action="store_true", help="ingest with vs without similar relations"
+    )
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
@@ -284,6 +313,18 @@ def main() -> None:
     if args.arm:  # one encoder arm, in this fresh process
         texts = json.loads(args.texts.read_text())
         print(json.dumps(_arm(args.arm, texts, args.dtype, args.rounds, args.vectors)))
+        return
+    if args.similar:
+        cost = [similar_cost(args.data, size, args.rounds) for size in args.sizes]
+        print(f"\n{'docs':>6}{'without':>10}{'with':>10}{'ratio':>8}   (chunks/s, best of rounds)")
+        for c in cost:
+            speed = c["chunks_per_s"]
+            print(
+                f"{c['size']:>6}{speed['without']:>10.1f}{speed['with']:>10.1f}{c['ratio']:>8.2f}"
+            )
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "ingest-similar.json").write_text(json.dumps(cost, indent=2))
+        print(f"written {RESULTS / 'ingest-similar.json'}")
         return
     rows = run(args.data, args.sizes, args.rounds, args.other_max)
     cpu = f"{os.cpu_count()} cores, {cpu_flags()}"

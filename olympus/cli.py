@@ -458,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--qrels", help="qrels file name (default: the first qrels*.tsv)")
     ev.add_argument("--max-docs", type=int, default=0, help="only the first N documents")
     ev.add_argument("--json", type=Path, help="also write the results as JSON")
+    ev.add_argument(
+        "--expand",
+        choices=("neighbours", "graph"),
+        help="also run each mode with this expansion (graph: after the similar relations)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     from olympus import answer_eval, ingest, mcp_stdio, remote

@@ -60,6 +60,7 @@ class Passage:
     text: str
     score: float
     n: int = 0
+    found_by: str = "search"
 
 
 @dataclass
@@ -214,10 +215,31 @@ class Gateway:
     def clear_context(self, session: str) -> None:
         self._call("DELETE", f"/mcp/{session}/clear_context")
 
+    def graph(self, doc_id: str, depth: int = 1) -> dict[str, Any]:
+        """The documents and relations within ``depth`` hops of the document, either way."""
+        return dict(self._call("GET", f"/rag/documents/{doc_id}/graph", params={"depth": depth}))
+
+    def related(self, doc_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The documents related to this one, best first, each with its relations."""
+        reply = self._call("GET", f"/rag/documents/{doc_id}/related", params={"limit": limit})
+        return list(reply["items"])
+
     def query(
-        self, session: str, text: str, mode: str, top_k: int, collection: str | None = None
+        self,
+        session: str,
+        text: str,
+        mode: str,
+        top_k: int,
+        collection: str | None = None,
+        expand: str = "none",
     ) -> list[Passage]:
-        body = {"input": text, "mode": mode, "top_k": top_k, "collection": collection or None}
+        body = {
+            "input": text,
+            "mode": mode,
+            "top_k": top_k,
+            "collection": collection or None,
+            "expand": expand,
+        }
         reply = self._call("POST", f"/mcp/{session}/query", json=body)
         return [_passage(p, i + 1) for i, p in enumerate(reply["retrieved_documents"])]
 
@@ -236,10 +258,16 @@ class Gateway:
         collection: str | None = None,
         on_start: Callable[[str], None] | None = None,
         max_tokens: int | None = None,
+        expand: str = "none",
     ) -> Iterator[ChatEvent]:
         """The answer's events. ``on_start`` gets the answer's request id as soon as the
         pipeline has accepted the question, before any event: a stop pressed then works."""
-        body: dict[str, Any] = {"input": text, "mode": mode, "collection": collection or None}
+        body: dict[str, Any] = {
+            "input": text,
+            "mode": mode,
+            "collection": collection or None,
+            "expand": expand,
+        }
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
 
@@ -276,6 +304,7 @@ def _passage(data: dict[str, Any], n: int) -> Passage:
         text=data["text"],
         score=data["score"],
         n=n,
+        found_by=data.get("found_by", "search"),
     )
 
 

@@ -1,8 +1,9 @@
 """``olympus eval DIR``: retrieval quality of the whole pipeline on a BEIR-layout folder.
 
 The corpus goes in through the gateway like any upload, into a fresh embedded stack in a
-temporary folder; the queries go through ``POST /mcp/{sid}/query`` in each mode; nDCG@10,
-Recall@10 and Recall@100 come from ``ir-measures``.
+temporary folder; the queries go through ``POST /mcp/{sid}/query`` in each mode (and, with
+``--expand``, in each mode again with that expansion); nDCG@10, Recall@10 and Recall@100 come
+from ``ir-measures``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ async def run_queries(
     doc_ids: dict[str, str],
     collection: str,
     concurrency: int = 8,
+    expand: str = "none",
 ) -> dict[str, dict[str, float]]:
     run: dict[str, dict[str, float]] = {}
     pending = list(queries.items())
@@ -159,11 +161,14 @@ async def run_queries(
                 "mode": mode,
                 "collection": collection,
                 "unique_documents": True,
+                "expand": expand,
             }
             r = await _call(http, "POST", "/mcp/eval/query", json=body)
             hits = r.json()["retrieved_documents"]
-            # Rank, not raw score: fused scores tie, and the gateway's order is the answer.
-            run[qid] = {doc_ids[h["doc_id"]]: float(100 - i) for i, h in enumerate(hits)}
+            # Rank, not raw score: fused scores tie, and the gateway's order is the answer. A
+            # document counts where it first appears (expansion may bring it again).
+            ranked = list(dict.fromkeys(doc_ids[h["doc_id"]] for h in hits))
+            run[qid] = {doc: float(len(ranked) - i) for i, doc in enumerate(ranked)}
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return run
@@ -180,8 +185,24 @@ def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) ->
     return {str(m): float(result[m]) for m in measures}
 
 
+async def wait_related(http: httpx.AsyncClient, collection: str, timeout_s: float = 3600) -> None:
+    """Wait until H.A.D.E.S. has related the newest document to its similar ones: it does so
+    in the order documents were written, once writes pause, so then it has done them all."""
+    params = {"collection": collection, "status": "indexed", "limit": 1}
+    newest = (await _call(http, "GET", "/rag/documents", params=params)).json()["items"]
+    if not newest:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = await _call(http, "GET", "/rag/relations", params={"doc_id": newest[0]["doc_id"]})
+        if any(item["origin"] == "similar" for item in r.json()["items"]):
+            return
+        await asyncio.sleep(1)
+    raise TimeoutError("the documents were not related to their similar ones in time")
+
+
 async def evaluate(
-    data: Beir, url: str, key: str, collection: str
+    data: Beir, url: str, key: str, collection: str, expand: str | None = None
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
@@ -190,15 +211,22 @@ async def evaluate(
         doc_ids = await ingest(http, data.corpus, collection)
         counts = await wait_indexed(http, collection, len(doc_ids))
         ingest_s = time.perf_counter() - started
+        related_s = 0.0
+        if expand == "graph":
+            started = time.perf_counter()
+            await wait_related(http, collection)
+            related_s = time.perf_counter() - started
         results = {}
         for mode in MODES:
-            started = time.perf_counter()
-            run = await run_queries(http, data.queries, mode, doc_ids, collection)
-            results[mode] = score(data.qrels, run) | {
-                "queries": len(data.qrels),
-                "seconds": time.perf_counter() - started,
-            }
-    return results, {"ingest_s": ingest_s, **counts, "documents": len(doc_ids)}
+            for how in ("none", expand) if expand else ("none",):
+                started = time.perf_counter()
+                run = await run_queries(http, data.queries, mode, doc_ids, collection, expand=how)
+                results[mode if how == "none" else f"{mode}+{how}"] = score(data.qrels, run) | {
+                    "queries": len(data.qrels),
+                    "seconds": time.perf_counter() - started,
+                }
+    info = {"ingest_s": ingest_s, "related_s": related_s, **counts, "documents": len(doc_ids)}
+    return results, info
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -208,17 +236,17 @@ def run_eval(args: argparse.Namespace) -> int:
     with temporary_stack("olympus-eval-") as (stack, config):
         assert stack.api_key is not None
         results, ingest_info = asyncio.run(
-            evaluate(data, config.gateway_url, stack.api_key, collection)
+            evaluate(data, config.gateway_url, stack.api_key, collection, args.expand)
         )
     print(
         f"\n{folder.name}: {ingest_info['documents']} documents "
         f"({ingest_info['failed']} failed), {len(data.qrels)} judged queries, "
         f"ingest {ingest_info['ingest_s']:.0f}s"
     )
-    print(f"{'mode':<8}{'nDCG@10':>9}{'R@10':>8}{'R@100':>8}{'queries':>9}")
+    print(f"{'mode':<18}{'nDCG@10':>9}{'R@10':>8}{'R@100':>8}{'queries':>9}")
     for mode, r in results.items():
         print(
-            f"{mode:<8}{r['nDCG@10']:>9.3f}{r['R@10']:>8.3f}{r['R@100']:>8.3f}"
+            f"{mode:<18}{r['nDCG@10']:>9.3f}{r['R@10']:>8.3f}{r['R@100']:>8.3f}"
             f"{int(r['queries']):>9}"
         )
     if args.json:

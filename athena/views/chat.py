@@ -56,7 +56,11 @@ if question:
         def tokens():
             try:
                 for event in gw.chat(
-                    session, question, collection=st.session_state.collection, on_start=started
+                    session,
+                    question,
+                    collection=st.session_state.collection,
+                    on_start=started,
+                    expand=st.session_state.expand,
                 ):
                     if event.event == "sources":
                         state["sources"] = event.sources

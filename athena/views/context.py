@@ -29,15 +29,33 @@ if clear.button("Clear context", disabled=not confirm):
 st.subheader("Retrieval only")
 text = st.text_input("Search the documents")
 mode = st.radio("Mode", ["hybrid", "dense", "bm25"], horizontal=True)
+EXPAND = {
+    "none": "the passages found",
+    "neighbours": "each with the chunks beside it",
+    "graph": "and passages of related documents",
+}
+# Kept outside the widget: a widget's own state is dropped on pages that do not show it,
+# and the Chat page reads this choice.
+st.session_state.expand = st.radio(
+    "Expand (searches here and chat answers)",
+    list(EXPAND),
+    index=list(EXPAND).index(st.session_state.expand),
+    format_func=lambda key: f"{key}: {EXPAND[key]}",
+    horizontal=True,
+)
 top_k = st.slider("Passages", 1, 20, 5)
 if text:
     passages = ui.attempt(
-        lambda: gw.query(session, text, mode, top_k, st.session_state.collection), "search"
+        lambda: gw.query(
+            session, text, mode, top_k, st.session_state.collection, st.session_state.expand
+        ),
+        "search",
     )
     if passages == []:
         st.info("No passage matches.")
     best = max((p.score for p in passages or []), default=0) or 1
     for passage in passages or []:
-        st.markdown(f"**{passage.n}. {passage.filename}** · score {passage.score:.4f}")
+        how = "" if passage.found_by == "search" else f" · by {passage.found_by}"
+        st.markdown(f"**{passage.n}. {passage.filename}** · score {passage.score:.4f}{how}")
         st.progress(min(passage.score / best, 1.0))
         st.caption(passage.text[:400])

@@ -45,6 +45,28 @@ if docs is not None:
         for chunk in chunks:
             with st.expander(f"Chunk {chunk['position'] + 1}"):
                 st.text(chunk["text"])
+        st.subheader("Related documents")
+        depth = st.slider("Hops", 1, 3, 1, help="how far to follow relations, either way")
+        around = ui.attempt(lambda: gw.graph(chosen.doc_id, depth), "load its relations")
+        related = ui.attempt(lambda: gw.related(chosen.doc_id), "rank its related documents")
+        if around and len(around["nodes"]) > 1:
+            st.graphviz_chart(ui.dot(around, chosen.doc_id))
+        if related:
+            st.dataframe(
+                [
+                    {
+                        "document": item["document"]["filename"],
+                        "score": item["score"],
+                        "how": ", ".join(sorted({r["kind"] for r in item["relations"]})),
+                    }
+                    for item in related
+                ],
+                hide_index=True,
+                width="stretch",
+            )
+        elif around is not None:
+            st.caption("No related documents yet: links, references, declared relations and "
+                       "similar documents show here.")  # fmt: skip
         if chosen.status == "failed":
             st.error(f"{chosen.filename} failed: {chosen.error}")
             if st.button("Retry", help="process it again from what the bus holds, no upload"):

@@ -122,6 +122,26 @@ def test_documents_lists_opens_and_deletes(page, olympus):
         time.sleep(0.5)
 
 
+def test_documents_shows_a_documents_neighbourhood(page):
+    upload(page, "target-doc.md", "# Target\n\nThe document the other one links to.")
+    upload(page, "linker.md", "# Linker\n\nRead [the target](target-doc.md) first.")
+    deadline = time.monotonic() + 60
+    while True:
+        app = page("documents")
+        app.text_input[0].set_value("linker").run()
+        charts = app.get("graphviz_chart")
+        if charts:
+            break
+        assert time.monotonic() < deadline, f"no graph of linker.md: {texts(app)}"
+        time.sleep(0.5)
+    dot = charts[0].proto.spec
+    assert '"linker.md"' in dot
+    assert '"target-doc.md"' in dot
+    assert "links_to" in dot
+    related = app.dataframe[1].value
+    assert "target-doc.md" in related["document"].tolist()
+
+
 def test_context_adds_clears_and_searches_with_scores(page):
     upload(page, "zephyr.md", DOC)
     app = page("context")
@@ -134,6 +154,9 @@ def test_context_adds_clears_and_searches_with_scores(page):
     assert app.get("progress"), "no score bars"
     app.radio[0].set_value("bm25").run()
     assert "zephyr.md" in texts(app)
+    app.radio[1].set_value("neighbours").run()
+    assert "zephyr.md" in texts(app)
+    assert app.session_state["expand"] == "neighbours"  # what the Chat page sends
     app.checkbox[0].check().run()
     app.button[1].click().run()
     assert "I am a hydrologist" not in texts(page("context"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,7 @@ from schemas.messages import (
 
 log = get_logger("olympus.indexer")
 T = TypeVar("T")
+SIMILAR_BATCH = 16  # documents related to their similar ones per turn of the store thread
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.), as the vector index uses
 _NOT_FOUND = ErrorInfo(code="not_found", message="no such document")
 
@@ -248,15 +250,19 @@ class Indexer:
                 continue
             self._dirty.clear()
             await self._store(self.vectors.flush)
-            if self._unsimilar:
-                await self._store(self._find_similar)
+            # A few documents per turn of the store thread: searches and writes that arrive
+            # meanwhile wait for one batch, not for the whole pass.
+            while self._unsimilar and not self._dirty.is_set():
+                batch = list(itertools.islice(self._unsimilar.items(), SIMILAR_BATCH))
+                for key, _ in batch:
+                    del self._unsimilar[key]
+                await self._store(self._find_similar, batch)
 
-    def _find_similar(self) -> None:
+    def _find_similar(self, batch: Sequence[tuple[tuple[str, str], list[float]]]) -> None:
         """Runs on the store thread once writes pause: each document written since is related
         to its nearest documents (by the mean of its chunks' vectors), so ingest never waits
-        for it and a burst of documents costs one pass."""
-        pending, self._unsimilar = self._unsimilar, {}
-        for (tenant, doc_id), vector in pending.items():
+        for it."""
+        for (tenant, doc_id), vector in batch:
             hits = self.vectors.search(
                 SearchQuery(
                     tenant=tenant,
@@ -500,7 +506,8 @@ class Indexer:
         self, query: QueryRetrieve, hits: Sequence[VectorHit]
     ) -> list[tuple[VectorHit, str]]:
         """The hits, and up to half as many more: the best passages of the documents related
-        to the top three hits' documents, searched with the same query. All are ranked by
+        to the top three hits' documents, searched with the same query. The hits down to the
+        third of those documents keep their places at the top; below them everything is ranked by
         reciprocal rank fusion, the graph's list weighted ``graph_weight`` (a passage in both
         lists rises)."""
         top = list(dict.fromkeys(h.doc_id for h in hits))[:3]
@@ -523,8 +530,12 @@ class Indexer:
                 scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (RRF_K + rank + 1)
         searched = {h.chunk_id for h in hits}
         added = [h for h in extra if h.chunk_id not in searched][: max(1, query.top_k // 2)]
-        chosen = [(h, "search") for h in hits] + [(h, "graph") for h in added]
-        chosen.sort(key=lambda pair: -scores[pair[0].chunk_id])
+        # the hits down to the first of the third top document stay as they are
+        kept = next(i for i, h in enumerate(hits) if h.doc_id == top[-1]) + 1
+        seeds = [(h, "search") for h in hits[:kept]]
+        rest = [(h, "search") for h in hits[kept:]] + [(h, "graph") for h in added]
+        rest.sort(key=lambda pair: -scores[pair[0].chunk_id])
+        chosen = seeds + rest
         return [
             (
                 VectorHit(
