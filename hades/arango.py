@@ -262,6 +262,9 @@ class ArangoDocumentGraph:
     def _insert_relation(db: Any, tenant: str, relation: Relation) -> None:
         body = _relation_body(tenant, relation)
         collection = "edges" if relation.target is not None else "pending_relations"
+        current = _get(db, collection, body["_key"])
+        if current is not None and current.get("origin") == "api":
+            body["origin"] = "api"  # declared over the API and again with the document: kept
         db.collection(collection).insert(body, overwrite=True)
 
     def set_statuses(

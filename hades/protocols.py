@@ -180,9 +180,10 @@ class DocumentGraph(Protocol):
         direction: Direction = "any",
         kinds: Collection[str] | None = None,
     ) -> tuple[list[GraphNode], list[Relation]]:
-        """The documents within ``depth`` hops of this one, each once with its fewest hops
-        (cycles end), and the relations between them that were followed; empty when the
-        document does not exist."""
+        """The documents within ``depth`` hops of this one (following relations out of a
+        document, into it, or either way; of ``kinds`` only, if given), each once with its
+        fewest hops, so cycles end; and the relations of those kinds between them. Empty when
+        the document does not exist."""
 
     def counts_by_status(self, tenant: str | None = None) -> dict[str, int]:
         """Documents per status, of one tenant or of all (for metrics and ``olympus status``)."""

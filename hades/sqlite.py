@@ -228,8 +228,10 @@ class SqliteDocumentGraph:
         db.execute(
             f"INSERT INTO relations (tenant, {_RELATION_COLUMNS}) "  # noqa: S608
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, relation_id) DO UPDATE "
-            "SET target=excluded.target, origin=excluded.origin, weight=excluded.weight, "
-            "target_ref=excluded.target_ref, ref_kind=excluded.ref_kind",
+            "SET target=excluded.target, weight=excluded.weight, "
+            "target_ref=excluded.target_ref, ref_kind=excluded.ref_kind, "
+            # declared over the API and again with the document: it stays the API's (kept)
+            "origin=CASE WHEN relations.origin='api' THEN 'api' ELSE excluded.origin END",
             (
                 tenant,
                 relation.relation_id,

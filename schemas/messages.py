@@ -116,6 +116,7 @@ RelationOrigin = Literal["ingest", "api", "found", "similar"]
 ingested again), declared later (``api``; kept until deleted), found in its text, or similar."""
 MAX_DEPTH = 3
 MAX_DECLARED_RELATIONS = 64
+MAX_FOUND_LINKS = 10_000
 Direction = Literal["out", "in", "any"]
 Expand = Literal["none", "neighbours", "graph"]
 """How retrieval grows its hits: not at all, with the chunks beside each hit (its ``next``
@@ -198,6 +199,12 @@ class IngestDocument(Message):
             )
         return data
 
+    @model_validator(mode="after")
+    def _not_related_to_itself(self) -> IngestDocument:
+        if any(r.target == self.doc_id for r in self.relations):
+            raise ValueError(f"a document cannot be related to itself ({self.doc_id!r})")
+        return self
+
 
 # --- olympus.index.* --------------------------------------------------------------------------
 class ChunkPayload(BaseModel):
@@ -226,7 +233,9 @@ class IndexUpsert(Message):
         default_factory=list, max_length=MAX_DECLARED_RELATIONS
     )
     links: list[FoundLink] = Field(
-        default_factory=list, description="found in the text, at most the embedder's cap"
+        default_factory=list,
+        max_length=MAX_FOUND_LINKS,
+        description="found in the text, at most the embedder's cap",
     )
     links_dropped: int = Field(default=0, ge=0, description="found beyond the cap, not kept")
 

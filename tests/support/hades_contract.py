@@ -365,8 +365,15 @@ class DocumentGraphContract:
         )
         kept = graph.put_relation("t", rel.api("d", "c", "supersedes", 1.0))
         assert kept is not None
+        # declared with the document and then over the API: the API's, kept from now on
+        assert graph.put_relation("t", rel.api("d", "a", "cites", 1.0)) is not None
+        put(graph, "t", "d", DeclaredRelation(kind="cites", target="a"))
         put(graph, "t", "d", FoundLink(ref="c.txt", kind="name"))
-        assert targets(graph, "t", "d") == {"supersedes:c": "c", "links_to:c.txt": "c"}
+        assert targets(graph, "t", "d") == {
+            "supersedes:c": "c",
+            "cites:a": "a",
+            "links_to:c.txt": "c",
+        }
 
     def test_put_and_delete_relations(self, graph: DocumentGraph) -> None:
         put(graph, "t", "a")

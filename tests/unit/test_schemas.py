@@ -40,6 +40,10 @@ def test_chunk_ids_come_from_tenant_content_and_position():
         {"collection": "has space"},
         {"encoding": "rot13"},
         {"schema_version": 2},
+        {"relations": [{"kind": "Cites", "target": "d"}]},  # kinds are lower case
+        {"relations": [{"kind": "cites", "target": "a b"}]},
+        {"relations": [{"kind": "cites", "target": "x"}] * 65},
+        {"doc_id": "me", "relations": [{"kind": "cites", "target": "me"}]},  # itself
     ],
 )
 def test_ingest_document_refuses_what_it_does_not_know(change):

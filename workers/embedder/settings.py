@@ -5,6 +5,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.messages import MAX_FOUND_LINKS
+
 
 class EmbedderSettings(BaseSettings):
     """``OLYMPUS_EMBEDDER_*``."""
@@ -31,6 +33,7 @@ class EmbedderSettings(BaseSettings):
     max_links_per_document: int = Field(
         default=200,
         ge=0,
+        le=MAX_FOUND_LINKS,
         description="links found in a document kept as relations; the rest are counted",
     )
     read_memory_mb: int = Field(

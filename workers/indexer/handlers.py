@@ -661,6 +661,8 @@ class Indexer:
 
 def _mean(vectors: Sequence[Sequence[float]]) -> list[float]:
     """The mean of a document's chunk vectors, scaled to unit length (the index's vectors are)."""
-    total = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
-    norm = sum(x * x for x in total) ** 0.5 or 1.0
-    return [x / norm for x in total]
+    import numpy as np
+
+    mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
+    norm = float(np.linalg.norm(mean)) or 1.0
+    return (mean / norm).tolist()  # type: ignore[no-any-return]
