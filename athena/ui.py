@@ -12,6 +12,7 @@ import streamlit as st
 from athena.settings import AthenaSettings
 from olympus.client import Gateway, GatewayError
 from olympus.settings import CommonSettings
+from schemas.messages import CHAT_EXPAND
 
 T = TypeVar("T")
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -33,7 +34,7 @@ def defaults() -> None:
     st.session_state.collection = settings.collection
     st.session_state.setdefault("sessions", ["default"])
     st.session_state.setdefault("session_id", "default")
-    st.session_state.setdefault("expand", "none")
+    st.session_state.setdefault("expand", CHAT_EXPAND)
 
 
 def gateway() -> Gateway:

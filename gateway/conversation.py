@@ -18,6 +18,7 @@ from gateway.settings import GatewaySettings
 from olympus import telemetry
 from schemas import subjects
 from schemas.messages import (
+    CHAT_EXPAND,
     ChatEvent,
     ChatSpec,
     ChatTurn,
@@ -61,7 +62,7 @@ async def start(
     mode: SearchMode = "hybrid",
     collection: str | None = None,
     doc_ids: list[str] | None = None,
-    expand: Expand = "none",
+    expand: Expand = CHAT_EXPAND,
     history: list[ChatTurn] | None = None,
 ) -> str:
     """Hand the question to the pipeline; its request id once the generator has accepted it.

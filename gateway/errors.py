@@ -179,6 +179,16 @@ def _allowed(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def invalid(
+    where: tuple[str | int, ...], message: str, value: Any = None
+) -> RequestValidationError:
+    """A refusal no schema can state (a document related to itself), in the shape every other
+    422 has: ``{"detail": [{"loc", "msg", "type"}]}``."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", *where), "msg": message, "input": value}]
+    )
+
+
 def install(app: FastAPI) -> None:
     """The exception handlers: every error leaves the gateway through here."""
 

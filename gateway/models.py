@@ -8,6 +8,7 @@ from fastapi import Path
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from schemas.messages import (
+    CHAT_EXPAND,
     IDENTIFIER_PATTERN,
     MAX_DECLARED_RELATIONS,
     MAX_NEW_TOKENS,
@@ -225,9 +226,9 @@ class ChatRequest(Strict):
     collection: Name | None = None
     doc_ids: list[Identifier] | None = Field(default=None, max_length=100)
     expand: Expand = Field(
-        default="none",
-        description="neighbours: each passage with the chunks beside it; graph: also the best "
-        "passages of documents related to the top hits",
+        default=CHAT_EXPAND,
+        description="neighbours: each passage with the chunks beside it; graph (the default, "
+        "measured better): also the best passages of documents related to the top hits",
     )
     stream: bool = Field(default=True, description="false: the whole answer as one JSON")
     max_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS), INTEGRAL] | None = None

@@ -258,7 +258,7 @@ class Gateway:
         collection: str | None = None,
         on_start: Callable[[str], None] | None = None,
         max_tokens: int | None = None,
-        expand: str = "none",
+        expand: str | None = None,
     ) -> Iterator[ChatEvent]:
         """The answer's events. ``on_start`` gets the answer's request id as soon as the
         pipeline has accepted the question, before any event: a stop pressed then works."""
@@ -266,8 +266,9 @@ class Gateway:
             "input": text,
             "mode": mode,
             "collection": collection or None,
-            "expand": expand,
         }
+        if expand is not None:  # else the gateway's default
+            body["expand"] = expand
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
 

@@ -122,6 +122,10 @@ Expand = Literal["none", "neighbours", "graph"]
 """How retrieval grows its hits: not at all, with the chunks beside each hit (its ``next``
 edges, a passage with its surroundings), or with passages of documents related to the top hits."""
 FoundBy = Literal["search", "neighbour", "graph"]
+CHAT_EXPAND: Expand = "graph"
+"""What a chat answer's retrieval does unless asked otherwise: measured better (``olympus eval
+--expand graph``, hybrid nDCG@10: Cranfield .409 -> .424, SciFact .706 -> .704, R@100 up on
+both), and the passages the search found stay first in the prompt."""
 
 
 class DeclaredRelation(BaseModel):

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import ApiKeyDep, NatsDep, SettingsDep, WriteKeyDep
-from gateway.errors import Invalid, RateLimited
+from gateway.errors import RateLimited, invalid
 from gateway.models import (
     AUTHENTICATED,
     AcceptedDocument,
@@ -227,9 +228,12 @@ def _parse_relations(raw: str | None) -> list[DeclaredRelation]:
     try:
         return _DECLARED.validate_json(raw)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise Invalid(f"relations{'.' + where if where else ''}: {problem['msg']}") from None
+        raise RequestValidationError(
+            [
+                {**error, "loc": ("body", "relations", *error["loc"])}
+                for error in exc.errors(include_url=False, include_context=False)
+            ]
+        ) from None
 
 
 async def _check_relations(
@@ -237,9 +241,13 @@ async def _check_relations(
 ) -> None:
     """Every target exists (404, as another tenant's document would not) and none is the
     document itself (422)."""
-    for relation in relations:
+    for i, relation in enumerate(relations):
         if relation.target in doc_ids:
-            raise Invalid(f"a document cannot be related to itself ({relation.target!r})")
+            raise invalid(
+                ("relations", i, "target"),
+                "a document cannot be related to itself",
+                relation.target,
+            )
     for target in dict.fromkeys(r.target for r in relations):
         await _require(nats_client, tenant, target)
 

@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Query, Response, status
 
 from gateway.deps import ApiKeyDep, NatsDep, WriteKeyDep
-from gateway.errors import Invalid, from_info
+from gateway.errors import from_info, invalid
 from gateway.models import (
     AUTHENTICATED,
     DocId,
@@ -62,7 +62,7 @@ async def put_relation(body: RelationRequest, key: WriteKeyDep, nats_client: Nat
     source, kind and target again replaces it. It stays when either document is sent again,
     and goes when either is deleted."""
     if body.source == body.target:
-        raise Invalid("a document cannot be related to itself")
+        raise invalid(("target",), "a document cannot be related to itself", body.target)
     reply = _checked(
         await nats_client.request(
             subjects.RPC_RELATION_PUT,
