@@ -116,7 +116,7 @@ RelationOrigin = Literal["ingest", "api", "found", "similar"]
 ingested again), declared later (``api``; kept until deleted), found in its text, or similar."""
 MAX_DEPTH = 3
 MAX_DECLARED_RELATIONS = 64
-MAX_FOUND_LINKS = 10_000
+MAX_FOUND_LINKS = 1_000
 Direction = Literal["out", "in", "any"]
 Expand = Literal["none", "neighbours", "graph"]
 """How retrieval grows its hits: not at all, with the chunks beside each hit (its ``next``
