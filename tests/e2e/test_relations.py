@@ -166,6 +166,21 @@ def test_relations_over_the_api_and_their_bad_input(http, gods):
     assert f"part_of:{zeus}" not in outgoing(http, hera)
 
 
+def test_an_upload_declares_relations_for_every_file(http, gods):
+    r = http.post(
+        "/rag/documents",
+        files=[
+            ("files", ("ode-1.txt", b"An ode to the queen of the gods.", "text/plain")),
+            ("files", ("ode-2.txt", b"A second ode to the queen of the gods.", "text/plain")),
+        ],
+        data={"relations": json.dumps([{"kind": "mentions", "target": gods["hera"]}])},
+    )
+    assert r.status_code == 202, r.text
+    for accepted in r.json()["documents"]:
+        assert wait_for(http, accepted["doc_id"])["status"] == "indexed"
+        assert outgoing(http, accepted["doc_id"]) == {f"mentions:{gods['hera']}": gods["hera"]}
+
+
 def test_sending_a_document_again_replaces_its_found_relations_and_keeps_declared_ones(http, gods):
     zeus, hera = gods["zeus"], gods["hera"]
     kept = http.post("/rag/relations", json={"source": zeus, "target": hera, "kind": "mentions"})
