@@ -23,6 +23,7 @@ from schemas.messages import (
     Identifier,
     Metadata,
     Name,
+    RelatedDocument,
     Relation,
     RelationKind,
     SearchMode,
@@ -86,15 +87,9 @@ class GraphResponse(BaseModel):
     edges: list[Relation]
 
 
-class RelatedItem(BaseModel):
-    document: GraphNode
-    score: float = Field(description="the summed weights of the relations connecting the two")
-    relations: list[Relation]
-
-
 class RelatedResponse(BaseModel):
     doc_id: str
-    items: list[RelatedItem]
+    items: list[RelatedDocument]
 
 
 class AcceptedDocument(BaseModel):

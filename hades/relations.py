@@ -80,13 +80,14 @@ def rank_related(
     limit: int,
 ) -> list[RelatedDocument]:
     """The documents these relations connect ``doc_id`` with (either way), best first: by the
-    summed weights of the relations between the two, then by id."""
+    summed weights of the relations between the two, then by id. Relations that do not touch
+    ``doc_id`` (between two of its neighbours) and waiting ones are left out."""
     by_other: dict[str, list[Relation]] = defaultdict(list)
     for relation in relations:
-        if relation.target is None:
+        if relation.target is None or doc_id not in (relation.source, relation.target):
             continue
         other = relation.target if relation.source == doc_id else relation.source
-        if other != doc_id and other in nodes:
+        if other in nodes:
             by_other[other].append(relation)
     ranked = sorted(by_other.items(), key=lambda item: (-sum(r.weight for r in item[1]), item[0]))
     return [

@@ -14,7 +14,6 @@ from gateway.models import (
     AUTHENTICATED,
     DocId,
     GraphResponse,
-    RelatedItem,
     RelatedResponse,
     RelationId,
     RelationListResponse,
@@ -149,6 +148,4 @@ async def related_documents(
             RelatedReply,
         )
     )
-    return RelatedResponse(
-        doc_id=doc_id, items=[RelatedItem(**item.model_dump()) for item in reply.items]
-    )
+    return RelatedResponse(doc_id=doc_id, items=reply.items)

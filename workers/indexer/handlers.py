@@ -43,7 +43,6 @@ from schemas.messages import (
     DocumentStatsReply,
     ErrorInfo,
     GraphGet,
-    GraphNode,
     GraphReply,
     HistoryGet,
     HistoryReply,
@@ -56,7 +55,6 @@ from schemas.messages import (
     QueryRetrieve,
     RelatedGet,
     RelatedReply,
-    Relation,
     RelationDelete,
     RelationList,
     RelationPage,
@@ -640,12 +638,12 @@ class Indexer:
         return GraphReply(nodes=nodes, edges=edges)
 
     async def related(self, req: RelatedGet) -> RelatedReply:
-        nodes, _ = await self._store(self.graph.traverse, req.tenant, req.doc_id, 1)
+        # one hop, either way: the documents and every relation that joins them
+        nodes, edges = await self._store(self.graph.traverse, req.tenant, req.doc_id, 1)
         if not nodes:
             return RelatedReply(error=_NOT_FOUND)
-        relations: list[Relation] = await self._store(self.graph.relations, req.tenant, req.doc_id)
-        by_id: dict[str, GraphNode] = {n.doc_id: n for n in nodes}
-        return RelatedReply(items=rel.rank_related(req.doc_id, relations, by_id, req.limit))
+        by_id = {n.doc_id: n for n in nodes}
+        return RelatedReply(items=rel.rank_related(req.doc_id, edges, by_id, req.limit))
 
     async def add_turn(self, turn: IndexTurn) -> None:
         await self._store(self.graph.add_turn, turn.tenant, turn.session_id, turn.turn)
