@@ -49,7 +49,12 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
         if os.environ.get("CI"):
             pytest.fail(f"the container tier needs {', '.join(missing)}: .ci/run installs them")
         pytest.skip(f"the container tier needs {', '.join(missing)} (.ci/run installs them)")
-    work = tmp_path_factory.mktemp("production")
+    with containers.exclusive():
+        yield from _install(tmp_path_factory.mktemp("production"))
+
+
+def _install(work: Path) -> Iterator[Production]:
+    """install.sh into ``work`` and the stack it starts; everything removed afterwards."""
     env = containers.podman_env(work)
     tier_started = started = time.monotonic()
     python = containers.base_image(env, work)

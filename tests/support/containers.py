@@ -23,6 +23,8 @@ What podman 4.3 and podman-compose 1.6 do here, found on the way (each shaped th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,17 +123,29 @@ def base_image(env: dict[str, str], folder: Path) -> str:
 
 
 def remove_project(env: dict[str, str]) -> None:
-    """Whatever a previous run of the project left: containers, then volumes and networks
-    (``podman-compose down`` cannot, without that run's .env)."""
+    """Whatever a previous run left in the tier's store: every container (the project's, and
+    the working containers of a build that was killed), then the project's volumes and
+    networks (``podman-compose down`` cannot, without that run's .env). The store is the
+    tier's alone and ``exclusive`` holds it, so nothing in it belongs to anyone else."""
+    found = run(env, "podman", "ps", "--all", "--external", "--quiet").split()
+    if found:
+        # --depend: a one-shot that others were created to require cannot go before them
+        run(env, "podman", "rm", "--force", "--depend", *found, timeout=300)
     label = f"label=io.podman.compose.project={PROJECT}"
-    for kind, listing in (
-        ("container", ["ps", "-a", "-q"]),
-        ("volume", ["volume", "ls", "-q"]),
-        ("network", ["network", "ls", "-q"]),
-    ):
-        found = run(env, "podman", *listing, "--filter", label).split()
+    for kind in ("volume", "network"):
+        found = run(env, "podman", kind, "ls", "--quiet", "--filter", label).split()
         if found:
-            run(env, "podman", kind, "rm", "-f", *found, timeout=300)
+            run(env, "podman", kind, "rm", "--force", *found, timeout=300)
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One container tier at a time on a machine: two would share the store, the project's
+    name and its leftovers (a second CI run removed the first's containers under it)."""
+    STORE.mkdir(parents=True, exist_ok=True)
+    with open(STORE / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def prune(env: dict[str, str]) -> None:
