@@ -52,6 +52,8 @@ class Supervised:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    # The bus and the trace store: stopped after everything that talks to them.
+    infrastructure: bool = False
 
 
 @dataclass
@@ -119,16 +121,23 @@ class Supervisor:
         self._stopping.set()
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM everything, newest first; SIGKILL what has not left by the deadline."""
+        """SIGTERM the services together, then the infrastructure; SIGKILL what has not left
+        within ``timeout_s`` of its signal. Together, not one by one: on a busy machine six
+        children each taking most of their grace made stopping outlast a minute."""
         self._stopping.set()
-        for child in reversed(self._children):
-            if child.proc and child.proc.poll() is None:
-                child.proc.terminate()
+        services = [child for child in self._children if not child.infrastructure]
+        infrastructure = [child for child in self._children if child.infrastructure]
+        for group in (services, infrastructure):
+            running = [c.proc for c in reversed(group) if c.proc and c.proc.poll() is None]
+            for proc in running:
+                proc.terminate()
+            deadline = time.monotonic() + timeout_s
+            for proc in running:
                 try:
-                    child.proc.wait(timeout_s)
+                    proc.wait(max(deadline - time.monotonic(), 0.01))
                 except subprocess.TimeoutExpired:
-                    child.proc.kill()
-                    child.proc.wait()
+                    proc.kill()
+                    proc.wait()
 
 
 SCALABLE = (subjects.EMBEDDER, subjects.GENERATOR)
@@ -301,7 +310,7 @@ class Stack:
         servers = self.config.nats_servers(data, common.max_message_bytes)
         for name, server in servers:
             command = server.command(data / f"{name}-server.conf")
-            self.supervisor.start(Supervised(name, command, env))
+            self.supervisor.start(Supervised(name, command, env, infrastructure=True))
         for _, server in servers:
             natsserver.wait_until_listening(self.config.host, server.port)
         asyncio.run(delivery.prepare_streams_when_ready(common, timeout_s))
@@ -376,7 +385,7 @@ class Stack:
             self.config.data_dir, self.config.host, self.config.phoenix_port
         )
         command = [sys.executable, "-m", "olympus.phoenix"]
-        self.supervisor.start(Supervised("phoenix", command, phoenix_env))
+        self.supervisor.start(Supervised("phoenix", command, phoenix_env, infrastructure=True))
         _wait_http(f"{self.config.phoenix_url}/healthz", "Phoenix", timeout_s)
         self.supervisor.say("olympus", f"Phoenix ready at {self.config.phoenix_url}")
 

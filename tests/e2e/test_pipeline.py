@@ -132,7 +132,7 @@ def test_a_document_reported_indexed_is_found_at_once(http):
                 if not query(http, "tides and moons", doc_ids=[doc_id], collection="ryw"):
                     missed.append(doc_id)
                 pending.discard(doc_id)
-            time.sleep(0.02)
+            time.sleep(0.1)  # the key may ask 50 a second; the listing is not the test
     assert missed == []
 
 
