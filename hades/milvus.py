@@ -25,6 +25,8 @@ from hades.protocols import ChunkRecord, SearchQuery, VectorHit
 _TEXT_MAX_BYTES = 65_535
 _OUTPUT = ["doc_id", "collection", "position"]
 _HIT_LIMIT = 16_384  # Milvus' own cap on limit
+# The collection's property naming the model its vectors came from (``claim_model``)
+_MODEL_PROPERTY = "olympus.model"
 
 
 def _fit(text: str, max_bytes: int = _TEXT_MAX_BYTES) -> str:
@@ -119,6 +121,14 @@ class MilvusVectorIndex:
                 "name, and upload the documents again"
             )
         self.client.load_collection(collection)
+        properties = self.client.describe_collection(collection).get("properties") or {}
+        self.model: str | None = properties.get(_MODEL_PROPERTY)
+
+    def claim_model(self, model: str) -> None:
+        """Vectors of two models are not comparable: the collection keeps the name of the one
+        it was filled with, and the indexer refuses another's (``workers.indexer``)."""
+        self.client.alter_collection_properties(self.name, properties={_MODEL_PROPERTY: model})
+        self.model = model
 
     def _create(self) -> None:
         schema = self.client.create_schema(auto_id=False)

@@ -76,6 +76,11 @@ class VectorIndex(Protocol):
     """
 
     dims: int
+    model: str | None
+    """The embedding model whose vectors it holds (``name@fingerprint``); None until claimed."""
+
+    def claim_model(self, model: str) -> None:
+        """Record ``model`` as the one whose vectors this index holds (its first write)."""
 
     def upsert(self, chunks: Sequence[ChunkRecord]) -> None:
         """Insert or overwrite by ``chunk_id``; writing the same chunk twice keeps one row."""

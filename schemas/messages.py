@@ -231,7 +231,10 @@ class IndexUpsert(Message):
     metadata: Metadata = Field(default_factory=dict)
     version: int = Field(ge=0, description="ingest stream sequence: later wins")
     content_hash: str
-    model: str
+    model: str = Field(
+        max_length=200,
+        description="the embedder's model, name@fingerprint: the index refuses another's vectors",
+    )
     chunks: list[ChunkPayload] = Field(min_length=1)
     relations: list[DeclaredRelation] = Field(
         default_factory=list, max_length=MAX_DECLARED_RELATIONS
@@ -335,6 +338,7 @@ class QueryEmbed(Message):
 
 class QueryRetrieve(QueryEmbed):
     vector: list[float] | None = None
+    model: str = Field(default="", max_length=200, description="the vector's model (IndexUpsert)")
 
 
 class RetrievedChunk(BaseModel):

@@ -28,7 +28,6 @@ from schemas.messages import (
     ContextGet,
     ContextReply,
     QueryEmbed,
-    QueryRetrieve,
     RetrieveReply,
 )
 
@@ -91,7 +90,7 @@ async def query(
 ) -> QueryResponse:
     """Retrieve the passages that best match ``input`` (dense, bm25 or hybrid), best first."""
     check_input(body.input, settings)
-    request = QueryRetrieve(
+    request = QueryEmbed(
         request_id=uuid.uuid4().hex,
         tenant=key.tenant,
         input=body.input,
@@ -109,13 +108,9 @@ async def query(
         "CHAIN",
         **{"input.value": telemetry.cut(body.input), "session.id": session_id},
     ) as span:
+        # bm25 goes to H.A.D.E.S. at once: a query without a vector is a QueryRetrieve as it is
         stage = subjects.first_stage(body.mode)
-        message = (
-            request
-            if stage == subjects.QUERY_RETRIEVE
-            else QueryEmbed(**request.model_dump(exclude={"vector"}))
-        )
-        reply = await nats_client.request(stage, message, RetrieveReply)
+        reply = await nats_client.request(stage, request, RetrieveReply)
         telemetry.set_attributes(span, {"output.value": f"{len(reply.hits)} passages"})
     if reply.error is not None:
         raise from_info(reply.error)

@@ -40,8 +40,7 @@ def events() -> list[DocumentEvent]:
     return []
 
 
-@pytest.fixture
-async def indexer(tmp_path, events):
+def _started(tmp_path, events) -> Indexer:
     async def emit(event: DocumentEvent) -> None:
         events.append(event)
 
@@ -52,6 +51,12 @@ async def indexer(tmp_path, events):
         flush_idle_s=0.05,
     )
     running.start()
+    return running
+
+
+@pytest.fixture
+async def indexer(tmp_path, events):
+    running = _started(tmp_path, events)
     yield running
     await running.stop()
 
@@ -146,6 +151,49 @@ async def test_vectors_of_the_wrong_size_are_refused_for_good(indexer):
     body["chunks"][0]["vector"] = [0.1, 0.2]
     with pytest.raises(PermanentError, match="OLYMPUS_INDEXER_DIMS"):
         await indexer.upsert(IndexUpsert.model_validate(body))
+
+
+async def test_the_index_keeps_one_models_vectors_and_refuses_anothers(tmp_path, events):
+    """Vectors of two models are not comparable even when their sizes agree: the collection
+    keeps the model it was filled with, across restarts, and refuses another's writes and
+    searches with what to do; bm25 needs no vector and goes on working."""
+    indexer = _started(tmp_path, events)
+    try:
+        first = _upsert("d", ["the zephyr valve opens at dawn"], 1).model_copy(
+            update={"model": "minilm@aaaaaaaaaaaa"}
+        )
+        await indexer.upsert(first)
+        other = _upsert("e", ["x"], 1).model_copy(update={"model": "bge-small@bbbbbbbbbbbb"})
+        with pytest.raises(PermanentError, match="holds vectors of minilm@aaaaaaaaaaaa"):
+            await indexer.upsert(other)
+
+        def query(mode: str, model: str) -> QueryRetrieve:
+            vector = None if mode == "bm25" else [0.25] * DIMS
+            return QueryRetrieve(
+                request_id="r", tenant="t", input="zephyr valve", mode=mode, vector=vector,
+                model=model, deadline=time.time() + 10,
+            )  # fmt: skip
+
+        refused = await indexer.retrieve(query("dense", "bge-small@bbbbbbbbbbbb"))
+        assert refused is not None
+        assert refused.error is not None
+        assert refused.error.code == "unavailable"
+        assert "OLYMPUS_EMBEDDER_MODEL" in refused.error.message
+        for mode, model in (("dense", "minilm@aaaaaaaaaaaa"), ("bm25", "")):
+            found = await indexer.retrieve(query(mode, model))
+            assert found is not None
+            assert found.error is None
+            assert [h.doc_id for h in found.hits] == ["d"]
+        # An older embedder's bare name is compared with nothing: in flight across an upgrade.
+        await indexer.upsert(_upsert("f", ["y"], 1).model_copy(update={"model": "minilm"}))
+
+    finally:
+        await indexer.stop()
+    reopened = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
+    try:
+        assert reopened.model == "minilm@aaaaaaaaaaaa"
+    finally:
+        reopened.close()
 
 
 async def test_retrieval_finds_what_was_written_and_only_the_tenants(indexer):

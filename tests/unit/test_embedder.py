@@ -1,13 +1,15 @@
 """The embedder's model, chunker and batcher, on the real packaged MiniLM."""
 
 import asyncio
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from workers.embedder.batching import EmbeddingBatcher, length_batches
 from workers.embedder.chunking import Chunker
-from workers.embedder.encoder import Encoder
+from workers.embedder.encoder import Encoder, default_model_path, fingerprint
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +41,23 @@ def test_matches_sentence_transformers(fp32):
     assert ours.shape == (4, 384)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_models_identity_follows_its_weights_not_its_folder(fp32, tmp_path):
+    """The index refuses vectors of another model by this identity: a copy of the same weights
+    elsewhere is the same model (bf16 or fp32 alike), a fine-tune sharing its config is not."""
+    source = Path(default_model_path())
+    assert fp32.identity == f"all-MiniLM-L6-v2@{fingerprint(str(source))}"
+    assert len(fingerprint(str(source))) == 12
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(source, copy)
+    assert fingerprint(str(copy)) == fingerprint(str(source))
+    weights = next(f for f in copy.iterdir() if f.name.endswith((".safetensors", ".bin")))
+    data = bytearray(weights.read_bytes())
+    data[1 << 19] ^= 0xFF  # a fine-tune changes the values in the first MiB the digest reads
+    weights.write_bytes(bytes(data))
+    assert fingerprint(str(copy)) != fingerprint(str(source))
+    assert fingerprint("sentence-transformers/all-MiniLM-L6-v2") == ""
 
 
 def test_bf16_stays_close_to_fp32(fp32, bf16):
@@ -406,7 +425,7 @@ async def test_a_query_gets_its_vector_or_skips_the_model_for_bm25(fp32):
     batcher = EmbeddingBatcher(fp32.tokenize, fp32.embed_tokens, fp32.dims, fp32.batch_size)
     batcher.start()
     try:
-        handler = QueryHandler(batcher, fp32.name, fp32.tokenizer)
+        handler = QueryHandler(batcher, fp32.name, fp32.tokenizer, fp32.identity)
 
         def query(mode: str, deadline_s: float = 10.0) -> QueryEmbed:
             return QueryEmbed(
@@ -421,6 +440,7 @@ async def test_a_query_gets_its_vector_or_skips_the_model_for_bm25(fp32):
         dense = await handler.handle(query("hybrid"))
         assert dense.request_id == "r-hybrid"
         assert np.allclose(dense.vector, fp32.embed([SENTENCES[1]])[0], atol=1e-5)
+        assert dense.model == fp32.identity  # the index checks the vector's model
         assert (await handler.handle(query("bm25"))).vector is None
         assert await handler.handle(query("dense", deadline_s=-1)) is None
     finally:

@@ -69,7 +69,7 @@ def create_app(
         batcher.start()
         worker.log.info(
             "embedder ready",
-            model=encoder.name,
+            model=encoder.identity,
             device=encoder.device,
             dtype=str(encoder.dtype),
             lanes=lanes,
@@ -91,8 +91,9 @@ def create_app(
                 settings.max_chunks_per_document,
                 Reader(limits, settings.readers),
                 max_links=settings.max_links_per_document,
+                model_identity=encoder.identity,
             ),
-            query=QueryHandler(batcher, encoder.name, encoder.tokenizer),
+            query=QueryHandler(batcher, encoder.name, encoder.tokenizer, encoder.identity),
         )
 
     async def stop(runtime: Runtime) -> None:

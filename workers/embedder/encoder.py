@@ -7,6 +7,7 @@ chunks padded to 17% more tokens than they hold and encoded 15% slower (bench/in
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,24 @@ def max_length_of(model_path: str, tokenizer_max: int) -> int:
     return min(tokenizer_max, 512)
 
 
+def fingerprint(path: str) -> str:
+    """Which weights these are, wherever they lie: a digest of the model's config and of the
+    first MiB of each weights file (a fine-tune shares its base's config, not its weights).
+    Empty for a model named by a hub id instead of a folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for name in ("config.json", *sorted(f.name for f in folder.iterdir() if _weights(f.name))):
+        with open(folder / name, "rb") as file:
+            digest.update(name.encode() + b"\0" + file.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def _weights(name: str) -> bool:
+    return name.endswith((".safetensors", ".bin")) and not name.startswith("training_args")
+
+
 class Encoder:
     def __init__(
         self,
@@ -89,6 +108,8 @@ class Encoder:
         self.name = Path(path).name if os.path.isdir(path) else path
         if not model:
             self.name = "all-MiniLM-L6-v2"
+        # What the vectors are made with: the index refuses another model's (hades.milvus).
+        self.identity = f"{self.name}@{fingerprint(path)}".rstrip("@")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         self.max_length = max_length_of(path, self.tokenizer.model_max_length)

@@ -58,6 +58,7 @@ class IngestHandler:
         reader: Reader | None = None,
         statuses: Statuses | None = None,
         max_links: int = 200,
+        model_identity: str = "",
     ) -> None:
         self.max_links = max_links
         self.reader = reader or Reader(ReadLimits())
@@ -66,6 +67,7 @@ class IngestHandler:
         self.batcher = batcher
         self.publish = publish
         self.model_name = model_name
+        self.model_identity = model_identity or model_name
         self.max_chunks = max_chunks
         # One thread parses and chunks: more would only fight the encoder's threads for cores.
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
@@ -157,7 +159,7 @@ class IngestHandler:
                 metadata=doc.metadata,
                 version=version,
                 content_hash=digest,
-                model=self.model_name,
+                model=self.model_identity,
                 chunks=chunks,
                 relations=doc.relations,
                 links=links,
@@ -301,9 +303,12 @@ def _decode_content(doc: IngestDocument) -> bytes:
 
 
 class QueryHandler:
-    def __init__(self, batcher: EmbeddingBatcher, model_name: str, tokenizer: Any) -> None:
+    def __init__(
+        self, batcher: EmbeddingBatcher, model_name: str, tokenizer: Any, model_identity: str = ""
+    ) -> None:
         self.batcher = batcher
         self.model_name = model_name
+        self.model_identity = model_identity or model_name
         self.tokenizer = tokenizer
 
     async def embed(self, request: EmbedRequest) -> EmbedReply:
@@ -333,4 +338,5 @@ class QueryHandler:
             except Exception as exc:
                 log.exception("query embedding failed", request_id=query.request_id)
                 return RetrieveReply(error=ErrorInfo(code="internal", message=str(exc)))
-        return QueryRetrieve(**query.model_dump(), vector=vector)
+        model = self.model_identity if vector is not None else ""
+        return QueryRetrieve(**query.model_dump(), vector=vector, model=model)

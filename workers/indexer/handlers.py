@@ -192,6 +192,11 @@ class Indexer:
                 f"{len(wrong)} vectors do not have the index's {self.vectors.dims} dimensions: "
                 "the embedder's model and OLYMPUS_INDEXER_DIMS disagree"
             )
+        if _identified(op.model):
+            if self.vectors.model is None:
+                await self._store(self.vectors.claim_model, op.model)
+            elif op.model != self.vectors.model:
+                raise PermanentError(_other_model(self.vectors.model, op.model))
         return await self._submit(op)
 
     async def delete(self, op: IndexDelete) -> DocumentEvent | None:
@@ -419,6 +424,11 @@ class Indexer:
         if query.deadline < time.time():
             log.info("dropped expired query")
             return None
+        held = self.vectors.model
+        identified = query.vector is not None and _identified(query.model)
+        if identified and held is not None and held != query.model:
+            message = _other_model(held, query.model) + " (bm25 search still works)"
+            return RetrieveReply(error=ErrorInfo(code="unavailable", message=message))
         with telemetry.span(
             "olympus.retrieve",
             "RETRIEVER",
@@ -664,3 +674,18 @@ def _mean(vectors: Sequence[Sequence[float]]) -> list[float]:
     mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
     norm = float(np.linalg.norm(mean)) or 1.0
     return (mean / norm).tolist()  # type: ignore[no-any-return]
+
+
+def _identified(model: str) -> bool:
+    """Whether ``model`` names its weights (``name@fingerprint``, ``Encoder.identity``): an
+    older embedder's messages, or a model named by a hub id, carry a bare name, compared with
+    nothing."""
+    return "@" in model
+
+
+def _other_model(held: str, model: str) -> str:
+    return (
+        f"the index holds vectors of {held}, and the embedder now runs {model}: vectors of two "
+        "models cannot be compared. Set OLYMPUS_EMBEDDER_MODEL back, or set "
+        "OLYMPUS_INDEXER_MILVUS_COLLECTION to a new name and upload the documents again"
+    )
