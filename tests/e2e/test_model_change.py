@@ -3,12 +3,10 @@ comparable, even of one size, so the stack refuses to mix them and says what to 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from tests.support.samples import fine_tuned_encoder
 from tests.support.stack import indexed, start_stack, wait_for
-from workers.embedder.encoder import default_model_path
 
 pytestmark = pytest.mark.e2e
 
@@ -22,14 +20,7 @@ def test_a_model_changed_under_the_index_is_refused_with_what_to_do(tmp_path):
     finally:
         first.stack.stop()
 
-    # Another model of the same size and config: the packaged one with other weights.
-    other = tmp_path / "fine-tuned"
-    shutil.copytree(default_model_path(), other)
-    weights = next(f for f in other.iterdir() if f.name.endswith((".safetensors", ".bin")))
-    data_bytes = bytearray(weights.read_bytes())
-    data_bytes[1 << 19] ^= 0xFF
-    weights.write_bytes(bytes(data_bytes))
-
+    other = fine_tuned_encoder(tmp_path / "fine-tuned")
     second = start_stack("model-second", data, env={"OLYMPUS_EMBEDDER_MODEL": str(other)})
     try:
         with second.client(first.key) as http:

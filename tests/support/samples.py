@@ -1,10 +1,13 @@
-"""Real documents of every supported format, made with well-kept writers (fpdf2, python-docx)."""
+"""Real documents of every supported format, made with well-kept writers (fpdf2, python-docx);
+and a second encoder, for what a change of model does."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import docx
 from fpdf import FPDF
@@ -108,3 +111,16 @@ def docx_bomb(inflated_mb: int) -> bytes:
                 body = body.replace(b"<w:body>", b"<w:body>" + filler, 1)
             bomb.writestr(part, body)
     return out.getvalue()
+
+
+def fine_tuned_encoder(folder: Path) -> Path:
+    """The packaged encoder copied into ``folder`` with other weights (one byte of the first MiB
+    changed): another model of the same size and config, as a fine-tune would be."""
+    from workers.embedder.encoder import default_model_path
+
+    shutil.copytree(default_model_path(), folder)
+    weights = next(f for f in folder.iterdir() if f.name.endswith((".safetensors", ".bin")))
+    data = bytearray(weights.read_bytes())
+    data[1 << 19] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return folder
