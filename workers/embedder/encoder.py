@@ -108,10 +108,10 @@ class Encoder:
         self.name = Path(path).name if os.path.isdir(path) else path
         if not model:
             self.name = "all-MiniLM-L6-v2"
-        # What the vectors are made with: the index refuses another model's (hades.milvus).
-        self.identity = f"{self.name}@{fingerprint(path)}".rstrip("@")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+        # What the vectors are made with: the index refuses another model's (hades.milvus).
+        self.identity = f"{self.name}@{fingerprint(path)}".rstrip("@")
         self.max_length = max_length_of(path, self.tokenizer.model_max_length)
         self.dims = int(self.model.config.hidden_size)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
