@@ -99,6 +99,12 @@ class AcceptedDocument(BaseModel):
     status: str = Field(
         description="queued; or, when the same content was already sent, its current status"
     )
+    version: int | None = Field(
+        default=None,
+        description="this content's place in the ingest stream: the document's version "
+        "reaches it once this content is processed (until then a document sent before still "
+        "shows its earlier version and status); null when nothing is known of it yet",
+    )
 
 
 class Formats(BaseModel):

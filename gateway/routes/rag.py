@@ -150,12 +150,14 @@ async def _publish(
         current = await _current(nats_client, tenant, doc.doc_id)
         if current is None or current.status != "failed":
             status = current.status if current else "queued"
-            return accepted.model_copy(update={"status": status}), None
+            version = current.version if current else None
+            return accepted.model_copy(update={"status": status, "version": version}), None
         # Unless it failed: sending it again is asking to try again (once per failure).
         again = ingest_msg_id(doc.doc_id, f"upsert-after-{current.version}", sent)
         ack = await nats_client.publish_ingest(doc, again)
         if ack.duplicate:
             return accepted.model_copy(update={"status": "queued"}), None
+    accepted = accepted.model_copy(update={"version": ack.seq})
     queued = StatusChange(
         collection=collection,
         doc_id=doc.doc_id,
@@ -449,7 +451,11 @@ async def retry_document(
         await _record_queued(nats_client, key.tenant, [queued])
     await nats_client.forget_letter(seq)
     return AcceptedDocument(
-        doc_id=doc_id, filename=original.filename, collection=original.collection, status="queued"
+        doc_id=doc_id,
+        filename=original.filename,
+        collection=original.collection,
+        status="queued",
+        version=ack.seq,
     )
 
 

@@ -34,7 +34,7 @@ def add(http: httpx.Client, filename: str, content: str, **extra) -> str:
     r = http.post("/rag/add_document", json={"filename": filename, "content": content, **extra})
     assert r.status_code == 202, r.text
     doc_id = r.json()["doc_id"]
-    assert wait_for(http, doc_id)["status"] == "indexed"
+    assert wait_for(http, doc_id, version=r.json()["version"])["status"] == "indexed"
     return doc_id
 
 

@@ -73,12 +73,24 @@ def eventually(check, what: str = "it did not happen in time", timeout_s: float 
         time.sleep(0.1)
 
 
-def wait_for(http: httpx.Client, doc_id: str, statuses=("indexed", "failed"), timeout_s=120):
-    """The document once its status is one of ``statuses``; fails the test after the timeout."""
+def wait_for(
+    http: httpx.Client,
+    doc_id: str,
+    statuses=("indexed", "failed"),
+    timeout_s=120,
+    version: int | None = None,
+):
+    """The document once its status is one of ``statuses`` (at ``version`` or later: what an
+    upload's reply says, since a document sent again shows its earlier status until the new
+    content is processed); fails the test after the timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         r = http.get(f"/rag/documents/{doc_id}")
-        if r.status_code == 200 and r.json()["status"] in statuses:
+        if (
+            r.status_code == 200
+            and r.json()["status"] in statuses
+            and r.json()["version"] >= (version or 0)
+        ):
             return r.json()
         time.sleep(0.1)
     raise AssertionError(f"{doc_id} never reached {statuses}: {r.status_code} {r.text}")
@@ -88,7 +100,7 @@ def indexed(http: httpx.Client, filename: str, content: str) -> dict[str, Any]:
     """Add a text document and wait until it is indexed; its ``add_document`` reply."""
     r = http.post("/rag/add_document", json={"filename": filename, "content": content})
     assert r.status_code == 202, r.text
-    assert wait_for(http, r.json()["doc_id"])["status"] == "indexed"
+    assert wait_for(http, r.json()["doc_id"], version=r.json()["version"])["status"] == "indexed"
     return dict(r.json())
 
 
