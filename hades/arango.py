@@ -326,6 +326,9 @@ class ArangoDocumentGraph:
         )
         return {r["doc_id"]: _info(r) for r in rows}
 
+    def tenants(self) -> list[str]:
+        return list(_aql(self.db, "FOR d IN documents COLLECT t = d.tenant SORT t RETURN t"))
+
     def list_documents(
         self,
         tenant: str,

@@ -91,14 +91,26 @@ class MilvusVectorIndex:
         hybrid_candidates: int = 100,
         rrf_k: int = 60,
         dense_index: str | None = None,
+        beside: MilvusVectorIndex | None = None,
+        create: bool = True,
     ) -> None:
-        self.lite = PrivateLite(Path(uri)) if "://" not in uri else None
+        # ``beside``: another collection on the same Milvus, over its connection (a Milvus Lite
+        # folder is served once), which closing this one leaves open.
+        self.lite = PrivateLite(Path(uri)) if "://" not in uri and beside is None else None
         self.dims = dims
         self.name = collection
         self.hybrid_candidates = hybrid_candidates
         self.rrf_k = rrf_k
         self.term_key = term_key
-        self.client = MilvusClient(uri=self.lite.uri if self.lite else uri, token=token or "")
+        self._owns_client = beside is None
+        self.client: MilvusClient = (
+            beside.client
+            if beside is not None
+            else MilvusClient(uri=self.lite.uri if self.lite else uri, token=token or "")
+        )
+        if not create and not self.client.has_collection(collection):
+            self.close()
+            raise LookupError(f"Milvus has no collection {collection!r}")
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
         self._consistency = {"consistency_level": "Strong"} if "://" in uri else {}
@@ -324,7 +336,20 @@ class MilvusVectorIndex:
         )
         return list(result[0])
 
+    def rename(self, name: str) -> None:
+        self.client.rename_collection(self.name, name)
+        self.name = name
+        self.client.load_collection(name)
+
+    def collections(self) -> list[str]:
+        """Every collection of this Milvus (``olympus reindex`` finds the ones it kept)."""
+        return sorted(self.client.list_collections())
+
+    def drop(self, name: str) -> None:
+        self.client.drop_collection(name)
+
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()
         if self.lite is not None:
             self.lite.close()

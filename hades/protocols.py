@@ -133,6 +133,9 @@ class DocumentGraph(Protocol):
     def get_documents(self, tenant: str, doc_ids: Collection[str]) -> dict[str, DocumentInfo]:
         """Those of the documents that exist, by id (for labelling search hits)."""
 
+    def tenants(self) -> list[str]:
+        """Every tenant that holds a document, in order (``olympus reindex`` walks them all)."""
+
     def list_documents(
         self,
         tenant: str,

@@ -360,6 +360,10 @@ class SqliteDocumentGraph:
         )
         return {row["doc_id"]: _row_to_info(row) for row in rows}
 
+    def tenants(self) -> list[str]:
+        rows = self.db.execute("SELECT DISTINCT tenant FROM documents ORDER BY tenant")
+        return [r[0] for r in rows]
+
     def list_documents(
         self,
         tenant: str,

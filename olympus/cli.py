@@ -20,7 +20,10 @@ from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
 
 if TYPE_CHECKING:
+    from hades.milvus import MilvusVectorIndex
+    from hades.protocols import DocumentGraph
     from olympus.keys import KeyStore
+    from workers.embedder.encoder import Encoder
 
 
 def _port_of(url: str, default: int) -> int:
@@ -338,6 +341,106 @@ def _when(timestamp: float | None) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Embed every passage again under ``--model`` into a new collection that then takes the
+    old one's place (``hades.reindex``); or, with ``--drop-old``, drop what earlier runs kept."""
+    from hades.milvus import MilvusVectorIndex
+    from workers.indexer.settings import IndexerSettings
+    from workers.indexer.stores import open_stores
+
+    if not args.model and not args.drop_old:
+        print("olympus reindex: give --model PATH, or --drop-old", file=sys.stderr)
+        return 2
+    common = CommonSettings()
+    data_dir = Path(args.data_dir or common.data_dir)
+    settings = IndexerSettings()
+    pid = _run_file(data_dir).get("pid")
+    if pid and _alive(int(pid)):
+        print(
+            f"olympus up (pid {pid}) is running on {data_dir}: stop it first; the stores are "
+            "opened by one process at a time",
+            file=sys.stderr,
+        )
+        return 1
+    graph_file = settings.sqlite_path or data_dir / "graph.sqlite3"
+    if settings.graph_backend == "sqlite" and not graph_file.exists():
+        print(f"no Olympus data in {data_dir} (no {graph_file.name})", file=sys.stderr)
+        return 1
+    encoder = None
+    if args.model:
+        from workers.embedder.encoder import Encoder
+
+        try:
+            encoder = Encoder(args.model)
+        except (OSError, ValueError) as exc:
+            print(f"cannot load an encoder from {args.model}: {exc}", file=sys.stderr)
+            return 2
+    vectors, graph = open_stores(common.model_copy(update={"data_dir": data_dir}), settings)
+    assert isinstance(vectors, MilvusVectorIndex)
+    try:
+        if encoder is not None:
+            _reembed(args.model, encoder, vectors, graph)
+        if args.drop_old:
+            for name in vectors.collections():
+                if name.startswith(f"{settings.milvus_collection}__"):
+                    vectors.drop(name)
+                    print(f"dropped {name}")
+    finally:
+        vectors.close()
+        graph.close()
+    return 0
+
+
+def _reembed(
+    model: str, encoder: Encoder, vectors: MilvusVectorIndex, graph: DocumentGraph
+) -> None:
+    from rich.progress import Progress
+
+    from hades.milvus import MilvusVectorIndex
+    from hades.reindex import count_passages, kept_name, reindex
+
+    if encoder.identity == vectors.model:
+        print(f"{vectors.name} already holds vectors of {encoder.identity}")
+        return
+    name, building = vectors.name, f"{vectors.name}__building"
+    for stale in (building, kept_name(name, vectors.model)):
+        if stale in vectors.collections():
+            vectors.drop(stale)  # an interrupted run's, or an older copy of these vectors
+    target = MilvusVectorIndex(
+        "", encoder.dims, term_key=vectors.term_key, collection=building, beside=vectors
+    )
+    try:
+        with Progress() as progress:
+            task = progress.add_task(f"embedding with {encoder.name}", total=count_passages(graph))
+            done = reindex(
+                graph, vectors, target, encoder.identity, encoder.embed,
+                lambda n: progress.advance(task, n),
+            )  # fmt: skip
+    finally:
+        target.close()
+    print(
+        f"{_count(done.chunks, 'passage')} of {_count(done.documents, 'document')} embedded "
+        f"with {encoder.identity} into {name}; the old vectors are kept as {done.kept_as} "
+        "(olympus reindex --drop-old removes them).\n"
+        f"Start the stack with\n  OLYMPUS_EMBEDDER_MODEL={model}\n"
+        f"  OLYMPUS_INDEXER_DIMS={encoder.dims}"
+    )
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from olympus.evaluation import run_eval
 
@@ -464,6 +567,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also run each mode with this expansion (graph: after the similar relations)",
     )
     ev.set_defaults(func=cmd_eval)
+
+    reindex = sub.add_parser(
+        "reindex",
+        help="embed every passage again under another model (the stack stopped); the old "
+        "vectors are kept until --drop-old",
+    )
+    reindex.add_argument("--model", help="the new encoder: a Hugging Face folder")
+    reindex.add_argument(
+        "--drop-old", action="store_true", help="drop the vectors earlier runs kept"
+    )
+    reindex.add_argument("--data-dir")
+    reindex.set_defaults(func=cmd_reindex)
 
     from olympus import answer_eval, ingest, mcp_stdio, remote
 

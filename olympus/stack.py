@@ -404,6 +404,8 @@ class Stack:
 
     def stop(self) -> None:
         self.supervisor.stop()
+        # run.json says the stack is running (olympus reindex refuses to open its stores)
+        (Path(self.config.data_dir) / "run.json").unlink(missing_ok=True)
 
     def __enter__(self) -> Stack:
         try:

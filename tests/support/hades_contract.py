@@ -256,6 +256,9 @@ class DocumentGraphContract:
         assert graph.counts_by_status("t") == {"queued": 1, "processing": 1, "failed": 1}
         assert graph.counts_by_status()["queued"] == 2
         assert set(graph.get_documents("t", ["d0", "d1", "x"])) == {"d0", "d1"}
+        assert graph.tenants() == ["t", "u"]
+        graph.delete_document("u", "x", 2)
+        assert graph.tenants() == ["t"]
 
     def test_session_context(self, graph: DocumentGraph) -> None:
         graph.add_context("t", "s1", "I prefer short answers")

@@ -686,6 +686,6 @@ def _identified(model: str) -> bool:
 def _other_model(held: str, model: str) -> str:
     return (
         f"the index holds vectors of {held}, and the embedder now runs {model}: vectors of two "
-        "models cannot be compared. Set OLYMPUS_EMBEDDER_MODEL back, or set "
-        "OLYMPUS_INDEXER_MILVUS_COLLECTION to a new name and upload the documents again"
+        "models cannot be compared. Set OLYMPUS_EMBEDDER_MODEL back, or stop the stack and "
+        "embed every passage with the new model: olympus reindex --model <its folder>"
     )
