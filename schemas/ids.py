@@ -61,3 +61,10 @@ def status_msg_id(changes: list[tuple[str, str, int]]) -> str:
 def turn_msg_id(request_id: str) -> str:
     """The ``Nats-Msg-Id`` of a finished question and answer: each answer is remembered once."""
     return f"turn:{request_id}"
+
+
+def model_fingerprint(model: str) -> str:
+    """The weights' digest in an embedding model's identity (``name@fingerprint``, as the
+    embedder names its model); empty for a bare name. Two identities with the same fingerprint
+    are one model, whatever folder each was loaded from."""
+    return model.rpartition("@")[2] if "@" in model else ""

@@ -184,6 +184,9 @@ async def test_the_index_keeps_one_models_vectors_and_refuses_anothers(tmp_path,
             assert found is not None
             assert found.error is None
             assert [h.doc_id for h in found.hits] == ["d"]
+        # The same weights loaded from another folder are the same model.
+        moved = _upsert("g", ["z"], 1).model_copy(update={"model": "model@aaaaaaaaaaaa"})
+        await indexer.upsert(moved)
         # An older embedder's bare name is compared with nothing: in flight across an upgrade.
         await indexer.upsert(_upsert("f", ["y"], 1).model_copy(update={"model": "minilm"}))
 

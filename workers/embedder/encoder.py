@@ -106,7 +106,7 @@ class Encoder:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.name = Path(path).name if os.path.isdir(path) else path
-        if not model:
+        if not model or Path(model) == Path(default_model_path()):
             self.name = "all-MiniLM-L6-v2"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()

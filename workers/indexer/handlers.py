@@ -24,6 +24,7 @@ from olympus import telemetry
 from olympus.delivery import PermanentError
 from olympus.logging import get_logger
 from schemas import subjects
+from schemas.ids import model_fingerprint
 from schemas.messages import (
     MAX_ERROR_CHARS,
     ContextAdd,
@@ -192,10 +193,10 @@ class Indexer:
                 f"{len(wrong)} vectors do not have the index's {self.vectors.dims} dimensions: "
                 "the embedder's model and OLYMPUS_INDEXER_DIMS disagree"
             )
-        if _identified(op.model):
+        if model_fingerprint(op.model):
             if self.vectors.model is None:
                 await self._store(self.vectors.claim_model, op.model)
-            elif op.model != self.vectors.model:
+            elif not _same_model(op.model, self.vectors.model):
                 raise PermanentError(_other_model(self.vectors.model, op.model))
         return await self._submit(op)
 
@@ -425,8 +426,8 @@ class Indexer:
             log.info("dropped expired query")
             return None
         held = self.vectors.model
-        identified = query.vector is not None and _identified(query.model)
-        if identified and held is not None and held != query.model:
+        identified = query.vector is not None and model_fingerprint(query.model)
+        if identified and held is not None and not _same_model(held, query.model):
             message = _other_model(held, query.model) + " (bm25 search still works)"
             return RetrieveReply(error=ErrorInfo(code="unavailable", message=message))
         with telemetry.span(
@@ -676,11 +677,10 @@ def _mean(vectors: Sequence[Sequence[float]]) -> list[float]:
     return (mean / norm).tolist()  # type: ignore[no-any-return]
 
 
-def _identified(model: str) -> bool:
-    """Whether ``model`` names its weights (``name@fingerprint``, ``Encoder.identity``): an
-    older embedder's messages, or a model named by a hub id, carry a bare name, compared with
-    nothing."""
-    return "@" in model
+def _same_model(a: str, b: str) -> bool:
+    """One model, by its weights (``model_fingerprint``): an older embedder's bare name, or a
+    model named by a hub id, has no fingerprint and is compared with nothing."""
+    return not model_fingerprint(a) or model_fingerprint(a) == model_fingerprint(b)
 
 
 def _other_model(held: str, model: str) -> str:
