@@ -135,6 +135,11 @@ class MilvusVectorIndex:
         self.client.load_collection(collection)
         properties = self.client.describe_collection(collection).get("properties") or {}
         self.model: str | None = properties.get(_MODEL_PROPERTY)
+        # Earlier models' vectors that ``olympus reindex`` kept (``<collection>__<fingerprint>``):
+        # deleting a document deletes it there too, so a kept copy never outlives an erasure.
+        self.kept = [n for n in self.client.list_collections() if n.startswith(f"{collection}__")]
+        for name in self.kept:
+            self.client.load_collection(name)
 
     def claim_model(self, model: str) -> None:
         """Vectors of two models are not comparable: the collection keeps the name of the one
@@ -227,9 +232,10 @@ class MilvusVectorIndex:
             self.client.delete(self.name, filter=f"tenant == {_quote(tenant)} and id in [{ids}]")
 
     def delete_document(self, tenant: str, doc_id: str) -> None:
-        self.client.delete(
-            self.name, filter=f"tenant == {_quote(tenant)} and doc_id == {_quote(doc_id)}"
-        )
+        for name in (self.name, *self.kept):
+            self.client.delete(
+                name, filter=f"tenant == {_quote(tenant)} and doc_id == {_quote(doc_id)}"
+            )
 
     def flush(self) -> None:
         self.client.flush(self.name)

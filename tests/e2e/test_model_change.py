@@ -4,13 +4,15 @@ comparable, even of one size, so the stack refuses to mix them and says what to 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
+from hades.milvus import MilvusVectorIndex
 from tests.support.samples import fine_tuned_encoder
-from tests.support.stack import indexed, start_stack, wait_for
+from tests.support.stack import eventually, indexed, start_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +33,7 @@ def test_a_changed_model_is_refused_until_olympus_reindex_embeds_everything_agai
             west = {"filename": "w.txt", "content": "Zephyrus, the west wind.", "collection": "x"}
             r = http.post("/rag/add_document", json=west)
             assert wait_for(http, r.json()["doc_id"])["status"] == "indexed"
+            wind = r.json()["doc_id"]
     finally:
         first.stack.stop()
 
@@ -75,8 +78,22 @@ def test_a_changed_model_is_refused_until_olympus_reindex_embeds_everything_agai
             fresh = indexed(http, "c.txt", "Notus brings the autumn rain.")
             r = http.post("/mcp/m/query", json={"input": "autumn rain", "mode": "dense"})
             assert r.json()["retrieved_documents"][0]["doc_id"] == fresh["doc_id"]
+            assert http.delete(f"/rag/documents/{kept['doc_id']}").status_code == 202
+            eventually(
+                lambda: http.get(f"/rag/documents/{kept['doc_id']}").status_code == 404,
+                "the document was not deleted",
+            )
     finally:
         third.stack.stop()
+
+    # A deletion reaches the vectors reindex kept: erasure does not wait for --drop-old.
+    kept_as = re.search(r"kept as (\S+) ", done.stdout).group(1)
+    old = MilvusVectorIndex(str(data / "milvus.db"), 384, term_key=b"", collection=kept_as)
+    try:
+        assert old.count("default", kept["doc_id"]) == 0
+        assert old.count("default", wind) == 1
+    finally:
+        old.close()
 
     dropped = olympus("reindex", "--drop-old", "--data-dir", str(data))
     assert dropped.returncode == 0, dropped.stderr
