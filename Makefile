@@ -71,6 +71,7 @@ bench: install  ## ingest and retrieval benchmarks on ../shared/data (tables + b
 	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.reading
 	$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.reindex
 
 eval: install  ## retrieval quality on SciFact and Cranfield
 	$(BIN)/olympus eval ../shared/data/scifact --json bench/results/eval-scifact.json

@@ -17,6 +17,7 @@ import numpy as np
 
 from hades.milvus import MilvusVectorIndex
 from hades.protocols import ChunkRecord, DocumentGraph
+from schemas.ids import model_fingerprint
 from schemas.messages import DocumentInfo
 
 PAGE = 200  # documents read from the graph at a time
@@ -34,8 +35,7 @@ class Reindexed:
 
 def kept_name(collection: str, model: str | None) -> str:
     """Where a collection's vectors go when another model's take its place."""
-    fingerprint = (model or "").rpartition("@")[2] or "unnamed"
-    return f"{collection}__{fingerprint}"
+    return f"{collection}__{model_fingerprint(model or '') or 'unnamed'}"
 
 
 def _documents(graph: DocumentGraph) -> Iterator[tuple[str, DocumentInfo]]:

@@ -378,8 +378,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     vectors, graph = open_stores(common.model_copy(update={"data_dir": data_dir}), settings)
     assert isinstance(vectors, MilvusVectorIndex)
     try:
-        if encoder is not None:
-            _reembed(args.model, encoder, vectors, graph)
+        if encoder is not None and (code := _reembed(args.model, encoder, vectors, graph)):
+            return code
         if args.drop_old:
             for name in vectors.collections():
                 if name.startswith(f"{settings.milvus_collection}__"):
@@ -391,17 +391,26 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reembed(
-    model: str, encoder: Encoder, vectors: MilvusVectorIndex, graph: DocumentGraph
-) -> None:
-    from rich.progress import Progress
+def _reembed(model: str, encoder: Encoder, vectors: MilvusVectorIndex, graph: DocumentGraph) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from hades.milvus import MilvusVectorIndex
     from hades.reindex import count_passages, kept_name, reindex
+    from schemas.ids import model_fingerprint
 
-    if encoder.identity == vectors.model:
+    if not model_fingerprint(encoder.identity):
+        print(f"{model} is not a folder: reindex needs the model's files", file=sys.stderr)
+        return 2
+    if model_fingerprint(encoder.identity) == model_fingerprint(vectors.model or ""):
         print(f"{vectors.name} already holds vectors of {encoder.identity}")
-        return
+        return 0
     name, building = vectors.name, f"{vectors.name}__building"
     for stale in (building, kept_name(name, vectors.model)):
         if stale in vectors.collections():
@@ -410,7 +419,8 @@ def _reembed(
         "", encoder.dims, term_key=vectors.term_key, collection=building, beside=vectors
     )
     try:
-        with Progress() as progress:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn()) as progress:
             task = progress.add_task(f"embedding with {encoder.name}", total=count_passages(graph))
             done = reindex(
                 graph, vectors, target, encoder.identity, encoder.embed,
@@ -425,6 +435,7 @@ def _reembed(
         f"Start the stack with\n  OLYMPUS_EMBEDDER_MODEL={model}\n"
         f"  OLYMPUS_INDEXER_DIMS={encoder.dims}"
     )
+    return 0
 
 
 def _count(n: int, thing: str) -> str:
