@@ -92,11 +92,11 @@ class MilvusVectorIndex:
         rrf_k: int = 60,
         dense_index: str | None = None,
         beside: MilvusVectorIndex | None = None,
-        create: bool = True,
     ) -> None:
-        # ``beside``: another collection on the same Milvus, over its connection (a Milvus Lite
-        # folder is served once), which closing this one leaves open.
-        self.lite = PrivateLite(Path(uri)) if "://" not in uri and beside is None else None
+        # ``beside``: another collection on the same Milvus (``uri``), over that index's
+        # connection (a Milvus Lite folder is served once), which closing this one leaves open.
+        local = "://" not in uri
+        self.lite = PrivateLite(Path(uri)) if local and beside is None else None
         self.dims = dims
         self.name = collection
         self.hybrid_candidates = hybrid_candidates
@@ -108,19 +108,16 @@ class MilvusVectorIndex:
             if beside is not None
             else MilvusClient(uri=self.lite.uri if self.lite else uri, token=token or "")
         )
-        if not create and not self.client.has_collection(collection):
-            self.close()
-            raise LookupError(f"Milvus has no collection {collection!r}")
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
-        self._consistency = {"consistency_level": "Strong"} if "://" in uri else {}
+        self._consistency = {} if local else {"consistency_level": "Strong"}
         # Milvus Lite searches an HNSW graph with a filter as a mask and stops walking before it
         # reaches most rows a selective filter keeps: at 10k chunks a tenant holding 1% of them
         # got 24% of its true top 10, one document 7% of its chunks (bench/scale.py). So Lite
         # searches exactly (FLAT), which costs it little up to ~10k chunks and ~3x for a large
         # tenant at 50k, where a Milvus server should take over; a server keeps HNSW (its search
         # switches to brute force when a filter keeps few rows).
-        self._dense_index = dense_index or ("FLAT" if self.lite else "HNSW")
+        self._dense_index = dense_index or ("FLAT" if local else "HNSW")
         if not self.client.has_collection(collection):
             self._create()
         else:

@@ -346,7 +346,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     old one's place (``hades.reindex``); or, with ``--drop-old``, drop what earlier runs kept."""
     from hades.milvus import MilvusVectorIndex
     from workers.indexer.settings import IndexerSettings
-    from workers.indexer.stores import open_stores
+    from workers.indexer.stores import milvus_uri, open_stores
 
     if not args.model and not args.drop_old:
         print("olympus reindex: give --model PATH, or --drop-old", file=sys.stderr)
@@ -375,10 +375,12 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"cannot load an encoder from {args.model}: {exc}", file=sys.stderr)
             return 2
-    vectors, graph = open_stores(common.model_copy(update={"data_dir": data_dir}), settings)
+    common = common.model_copy(update={"data_dir": data_dir})
+    vectors, graph = open_stores(common, settings)
     assert isinstance(vectors, MilvusVectorIndex)
     try:
-        if encoder is not None and (code := _reembed(args.model, encoder, vectors, graph)):
+        uri = milvus_uri(common, settings)
+        if encoder is not None and (code := _reembed(args.model, encoder, uri, vectors, graph)):
             return code
         if args.drop_old:
             for name in vectors.collections():
@@ -391,7 +393,9 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reembed(model: str, encoder: Encoder, vectors: MilvusVectorIndex, graph: DocumentGraph) -> int:
+def _reembed(
+    model: str, encoder: Encoder, uri: str, vectors: MilvusVectorIndex, graph: DocumentGraph
+) -> int:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -416,7 +420,7 @@ def _reembed(model: str, encoder: Encoder, vectors: MilvusVectorIndex, graph: Do
         if stale in vectors.collections():
             vectors.drop(stale)  # an interrupted run's, or an older copy of these vectors
     target = MilvusVectorIndex(
-        "", encoder.dims, term_key=vectors.term_key, collection=building, beside=vectors
+        uri, encoder.dims, term_key=vectors.term_key, collection=building, beside=vectors
     )
     try:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())

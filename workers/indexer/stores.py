@@ -30,7 +30,7 @@ def open_stores(
 
         graph = SqliteDocumentGraph(settings.sqlite_path or common.data_dir / "graph.sqlite3")
     vectors = MilvusVectorIndex(
-        settings.milvus_uri or str(common.data_dir / "milvus.db"),
+        milvus_uri(common, settings),
         settings.dims,
         term_key=graph.secret("milvus-terms"),
         collection=settings.milvus_collection,
@@ -38,3 +38,8 @@ def open_stores(
         hybrid_candidates=settings.hybrid_candidates,
     )
     return vectors, graph
+
+
+def milvus_uri(common: CommonSettings, settings: IndexerSettings) -> str:
+    """The Milvus server, or the Milvus Lite folder in the data folder."""
+    return settings.milvus_uri or str(common.data_dir / "milvus.db")
