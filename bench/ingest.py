@@ -201,6 +201,15 @@ def _pipeline_dtype() -> str:
     return str(pick_dtype(settings.dtype, pick_device(settings.device))).removeprefix("torch.")
 
 
+def write_corpus(data: Path, size: int, folder: Path) -> None:
+    """The first ``size`` documents of the BEIR folder ``data``, one file each, in ``folder``
+    (the way a user has a corpus to ingest)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for corpus_id, text in load_beir(data, max_docs=size).corpus.items():
+        if text.strip():
+            (folder / filename_of(corpus_id)).write_text(text)
+
+
 def run(data: Path, sizes: list[int], rounds: int, other_max: int) -> list[dict]:
     import numpy as np
 
@@ -208,13 +217,9 @@ def run(data: Path, sizes: list[int], rounds: int, other_max: int) -> list[dict]
     other = "float32" if dtype == "bfloat16" else "bfloat16"
     rows = []
     for size in sizes:
-        corpus = load_beir(data, max_docs=size).corpus
         with tempfile.TemporaryDirectory(prefix="olympus-bench-corpus-") as tmp:
             folder, work = Path(tmp) / "corpus", Path(tmp)
-            folder.mkdir()
-            for corpus_id, text in corpus.items():
-                if text.strip():
-                    (folder / filename_of(corpus_id)).write_text(text)
+            write_corpus(data, size, folder)
             texts_file = work / "chunks.json"
             # Rounds interleave the pipeline and the encoders, so a slow spell of a shared
             # machine falls on all of them alike; each keeps its best.
@@ -261,14 +266,11 @@ def run(data: Path, sizes: list[int], rounds: int, other_max: int) -> list[dict]
 
 def similar_cost(data: Path, size: int, rounds: int) -> dict:
     """Ingest with and without similar relations, rounds interleaved, best of each."""
-    corpus = load_beir(data, max_docs=size).corpus
     arms = {"without": {"OLYMPUS_INDEXER_SIMILAR_DOCUMENTS": "0"}, "with": {}}
     speeds: dict[str, list[float]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(prefix="olympus-bench-corpus-") as tmp:
         folder = Path(tmp)
-        for corpus_id, text in corpus.items():
-            if text.strip():
-                (folder / filename_of(corpus_id)).write_text(text)
+        write_corpus(data, size, folder)
         for _ in range(rounds):
             for arm, env in arms.items():
                 speeds[arm].append(_pipeline(folder, None, env)["chunks_per_s"])

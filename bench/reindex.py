@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import RESULTS, _measure_arm, _pipeline_dtype, cpu_flags
-from olympus.evaluation import filename_of, load_beir
+from bench.ingest import RESULTS, _measure_arm, _pipeline_dtype, cpu_flags, write_corpus
 from olympus.stack import Stack, StackConfig
 from tests.support.samples import fine_tuned_encoder
 from workers.embedder.encoder import default_model_path
@@ -61,14 +60,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     dtype = _pipeline_dtype()
-    corpus = load_beir(args.data, max_docs=args.size).corpus
     with tempfile.TemporaryDirectory(prefix="olympus-bench-reindex-") as tmp:
         work = Path(tmp)
         folder = work / "corpus"
-        folder.mkdir()
-        for corpus_id, text in corpus.items():
-            if text.strip():
-                (folder / filename_of(corpus_id)).write_text(text)
+        write_corpus(args.data, args.size, folder)
         stack_dir = work / "stack"
         failed = fill(folder, stack_dir)
         db = sqlite3.connect(stack_dir / "graph.sqlite3")

@@ -63,8 +63,14 @@ def turn_msg_id(request_id: str) -> str:
     return f"turn:{request_id}"
 
 
+def model_identity(name: str, fingerprint: str) -> str:
+    """What the embedder calls its model: ``name@fingerprint`` (the digest of its weights,
+    ``workers.embedder.encoder.fingerprint``); the bare name when it has none."""
+    return f"{name}@{fingerprint}" if fingerprint else name
+
+
 def model_fingerprint(model: str) -> str:
-    """The weights' digest in an embedding model's identity (``name@fingerprint``, as the
-    embedder names its model); empty for a bare name. Two identities with the same fingerprint
+    """The weights' digest in an embedding model's identity (``model_identity``); empty for a
+    bare name. Two identities with the same fingerprint
     are one model, whatever folder each was loaded from."""
     return model.rpartition("@")[2] if "@" in model else ""

@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from schemas.ids import model_identity
 from workers.embedder.batching import length_batches
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -111,7 +112,7 @@ class Encoder:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         # What the vectors are made with: the index refuses another model's (hades.milvus).
-        self.identity = f"{self.name}@{fingerprint(path)}".rstrip("@")
+        self.identity = model_identity(self.name, fingerprint(path))
         self.max_length = max_length_of(path, self.tokenizer.model_max_length)
         self.dims = int(self.model.config.hidden_size)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
