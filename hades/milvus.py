@@ -29,6 +29,11 @@ _HIT_LIMIT = 16_384  # Milvus' own cap on limit
 _MODEL_PROPERTY = "olympus.model"
 
 
+def building_name(collection: str) -> str:
+    """Where ``olympus reindex`` fills a collection's next vectors before they take its name."""
+    return f"{collection}__building"
+
+
 def _fit(text: str, max_bytes: int = _TEXT_MAX_BYTES) -> str:
     data = text.encode("utf-8")
     if len(data) <= max_bytes:
@@ -118,6 +123,8 @@ class MilvusVectorIndex:
         # tenant at 50k, where a Milvus server should take over; a server keeps HNSW (its search
         # switches to brute force when a filter keeps few rows).
         self._dense_index = dense_index or ("FLAT" if local else "HNSW")
+        if beside is None:
+            self._finish_a_reindex()
         if not self.client.has_collection(collection):
             self._create()
         else:
@@ -137,6 +144,18 @@ class MilvusVectorIndex:
         self.kept = [n for n in self.client.list_collections() if n.startswith(f"{collection}__")]
         for name in self.kept:
             self.client.load_collection(name)
+
+    def _finish_a_reindex(self) -> None:
+        """``olympus reindex`` claims its new collection for the new model, renames the old one
+        away and then the new one into its place: a stop between the two renames leaves the
+        collection's name free and the new vectors, complete (claimed), under ``building_name``.
+        They take the name now, instead of an empty collection being made in their place."""
+        building = building_name(self.name)
+        if self.client.has_collection(self.name) or not self.client.has_collection(building):
+            return
+        properties = self.client.describe_collection(building).get("properties") or {}
+        if _MODEL_PROPERTY in properties:
+            self.client.rename_collection(building, self.name)
 
     def claim_model(self, model: str) -> None:
         """Vectors of two models are not comparable: the collection keeps the name of the one

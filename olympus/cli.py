@@ -20,6 +20,10 @@ from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+
     from hades.milvus import MilvusVectorIndex
     from hades.protocols import DocumentGraph
     from olympus.keys import KeyStore
@@ -405,7 +409,7 @@ def _reembed(
         TimeRemainingColumn,
     )
 
-    from hades.milvus import MilvusVectorIndex
+    from hades.milvus import MilvusVectorIndex, building_name
     from hades.reindex import count_passages, kept_name, reindex
     from schemas.ids import model_fingerprint
 
@@ -415,7 +419,7 @@ def _reembed(
     if model_fingerprint(encoder.identity) == model_fingerprint(vectors.model or ""):
         print(f"{vectors.name} already holds vectors of {encoder.identity}")
         return 0
-    name, building = vectors.name, f"{vectors.name}__building"
+    name, building = vectors.name, building_name(vectors.name)
     for stale in (building, kept_name(name, vectors.model)):
         if stale in vectors.collections():
             vectors.drop(stale)  # an interrupted run's, or an older copy of these vectors
@@ -426,8 +430,15 @@ def _reembed(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn()) as progress:
             task = progress.add_task(f"embedding with {encoder.name}", total=count_passages(graph))
+            cut = 0
+
+            def embed(texts: Sequence[str]) -> np.ndarray:
+                nonlocal cut
+                cut += encoder.too_long(texts)
+                return encoder.embed(texts)
+
             done = reindex(
-                graph, vectors, target, encoder.identity, encoder.embed,
+                graph, vectors, target, encoder.identity, embed,
                 lambda n: progress.advance(task, n),
             )  # fmt: skip
     finally:
@@ -435,7 +446,16 @@ def _reembed(
     print(
         f"{_count(done.chunks, 'passage')} of {_count(done.documents, 'document')} embedded "
         f"with {encoder.identity} into {name}; the old vectors are kept as {done.kept_as} "
-        "(olympus reindex --drop-old removes them).\n"
+        "(olympus reindex --drop-old removes them)."
+    )
+    if cut:
+        # The passages were cut for the old model; re-cutting needs the documents again.
+        print(
+            f"{_count(cut, 'passage')} hold more than the {encoder.max_length} tokens "
+            f"{encoder.name} reads: their ends are not in their vectors (bm25 still finds "
+            "them) until their documents are sent again."
+        )
+    print(
         f"Start the stack with\n  OLYMPUS_EMBEDDER_MODEL={model}\n"
         f"  OLYMPUS_INDEXER_DIMS={encoder.dims}"
     )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hades import ChunkRecord, DocumentGraph, SearchQuery, VectorIndex
-from hades.milvus import MilvusVectorIndex
+from hades.milvus import MilvusVectorIndex, building_name
+from hades.protocols import DocumentWrite
+from hades.reindex import kept_name, reindex
 from hades.sqlite import SqliteDocumentGraph
 from tests.support.hades_contract import (
     DIMS,
@@ -20,6 +22,8 @@ from tests.support.hades_contract import (
     DocumentGraphContract,
     VectorIndexContract,
     chunks_of,
+    info,
+    vec,
 )
 
 pytestmark = pytest.mark.integration
@@ -137,6 +141,49 @@ class TestMilvusLite(VectorIndexContract):
         assert files
         for needle in (b"ombatcanary9", b"eucalyptu", b"burrow"):
             assert [f.name for f in files if needle in f.read_bytes().lower()] == [], needle
+
+    def test_a_reindex_stopped_between_its_renames_is_finished_at_the_next_open(
+        self, tmp_path: Path
+    ) -> None:
+        """``olympus reindex`` renames the old collection away, then the new one into its place.
+        Stopped between the two, the next start found the name free and made an empty
+        collection there: every search came back empty until someone renamed by hand."""
+        path = str(tmp_path / "moved.db")
+        graph = SqliteDocumentGraph(tmp_path / "graph.sqlite3")
+        chunks = chunks_of("t", "d", ["wombats dig burrows", "koalas eat leaves"])
+        graph.put_documents([DocumentWrite("t", info("d", 1, chunks=2), chunks)])
+        current = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
+        current.upsert(chunks)
+        current.claim_model("old@0123456789abcdef")
+        target = MilvusVectorIndex(
+            path, DIMS, term_key=TERM_KEY, collection=building_name(current.name), beside=current
+        )
+
+        def stopped(name: str) -> None:
+            raise KeyboardInterrupt  # the process ends here, before the new name is taken
+
+        target.rename = stopped  # type: ignore[method-assign]
+
+        def flipped(texts: Sequence[str]) -> np.ndarray:  # the "new model": other vectors
+            return -np.array([vec(hash(t) % 997) for t in texts])
+
+        with pytest.raises(KeyboardInterrupt):
+            reindex(graph, current, target, "new@fedcba9876543210", flipped)
+        target.close()
+        current.close()
+        graph.close()
+
+        index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
+        try:
+            assert index.model == "new@fedcba9876543210"
+            assert index.count("t") == 2
+            new = (-np.array(chunks[1].vector)).tolist()
+            hits = index.search(SearchQuery("t", "dense", 1, vector=new))
+            assert [h.chunk_id for h in hits] == [chunks[1].chunk_id]
+            kept = kept_name(index.name, "old@0123456789abcdef")
+            assert set(index.collections()) == {index.name, kept}
+        finally:
+            index.close()
 
     def test_another_key_finds_nothing_by_terms(self, tmp_path: Path) -> None:
         path = str(tmp_path / "keyed.db")

@@ -75,6 +75,13 @@ def test_batches_are_sorted_by_token_count_and_cover_everything(fp32):
     assert batches == [[3, 1, 0], [2]]
 
 
+def test_texts_longer_than_the_model_reads_are_counted(fp32):
+    words = "the west wind brings rain to the valley "
+    fitting = words * (fp32.max_length // 12)
+    assert fp32.too_long([fitting, "short", words * fp32.max_length]) == 1
+    assert len(fp32.tokenize([fitting])[0]) < fp32.max_length
+
+
 def test_chunks_fit_the_model_and_overlap(fp32):
     chunker = Chunker(fp32.tokenizer, fp32.max_length, overlap=32)
     text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(400))

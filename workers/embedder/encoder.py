@@ -125,6 +125,12 @@ class Encoder:
         )
         return list(encoded["input_ids"])
 
+    def too_long(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` hold more tokens than the model reads: their ends are left
+        out of their vectors (``olympus reindex`` says so of passages cut for another model)."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=True, verbose=False)
+        return sum(len(ids) > self.max_length for ids in encoded["input_ids"])
+
     @torch.inference_mode()
     def embed_tokens(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """One forward pass over tokenized texts, padded to the longest: their unit vectors."""
