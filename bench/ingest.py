@@ -124,7 +124,8 @@ def _measure_arm(
 
 
 # --- the pipeline -----------------------------------------------------------------------------
-def _cpu_seconds(stack: Stack) -> dict[str, float]:
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system) each process of the stack, with its children, has used so far."""
     seconds: dict[str, float] = {}
     for child in stack.supervisor._children:
         if child.proc is None:
@@ -166,13 +167,13 @@ def _pipeline(folder: Path, texts_out: Path | None, env: dict[str, str] | None =
     olympus = Path(sys.executable).parent / "olympus"
     with temporary_stack("olympus-bench-", env=env) as (stack, config):
         assert stack.api_key
-        before, cli_before = _cpu_seconds(stack), _children_cpu()
+        before, cli_before = cpu_seconds(stack), _children_cpu()
         started = time.time()
         command = [str(olympus), "ingest", str(folder), "--collection", "bench", "--json"]
         command += ["--url", config.gateway_url, "--key", stack.api_key]
         report = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
         cli = _children_cpu() - cli_before
-        after = _cpu_seconds(stack)
+        after = cpu_seconds(stack)
         latest, indexed, chunks = _last_indexed(config.gateway_url, stack.api_key)
         stack.stop()  # the stores are read back, and the encoders measured, on an idle machine
         if texts_out is not None:

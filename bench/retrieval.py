@@ -5,7 +5,9 @@ search called in-process on H.A.D.E.S. (same encoder, same Indexer code, same st
 
 Both sides run the same queries at 1 and 8 concurrent clients for each mode. The figures: the
 p50 the gateway and NATS add at one client (target <= 3 ms), and the queries per second 8
-clients get through the gateway against in-process one at a time (target > 1).
+clients get through the gateway against in-process one at a time (target > 1). Beside them, the
+CPU time a query costs each process of the stack and the in-process search: on a machine with
+few cores the processes' CPU, not the hops, sets the latency.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.ingest import cpu_seconds
 from olympus.evaluation import MODES, ingest, load_beir, wait_indexed
-from olympus.stack import temporary_stack
+from olympus.stack import Stack, temporary_stack
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENCY = (1, 8)
@@ -50,7 +53,13 @@ async def _drive(call, queries: list[str], clients: int) -> dict[str, float]:
     return {**percentiles(latencies), "qps": len(latencies) / wall}
 
 
-async def _gateway(url: str, key: str, corpus, queries, warmup: int) -> dict:
+def _per_query(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU milliseconds per query of each process that used any."""
+    spent = {name: (after[name] - before.get(name, 0.0)) * 1000 / n for name in after}
+    return {name: round(ms, 2) for name, ms in spent.items() if ms > 0}
+
+
+async def _gateway(stack: Stack, url: str, key: str, corpus, queries, warmup: int) -> dict:
     results = {}
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
@@ -69,7 +78,10 @@ async def _gateway(url: str, key: str, corpus, queries, warmup: int) -> dict:
 
             await _drive(call, queries[:warmup], 1)
             for clients in CONCURRENCY:
+                before = cpu_seconds(stack)
                 results[(mode, clients)] = await _drive(call, queries, clients)
+                cpu = _per_query(before, cpu_seconds(stack), len(queries))
+                results[(mode, clients)]["cpu_ms_per_query"] = cpu
     return results
 
 
@@ -113,7 +125,10 @@ async def _in_process(data_dir: Path, queries, warmup: int) -> dict:
 
         await _drive(call, queries[:warmup], 1)
         for clients in CONCURRENCY:
+            before = time.process_time()  # this process: the encoder and H.A.D.E.S.' stores
             results[(mode, clients)] = await _drive(call, queries, clients)
+            spent = (time.process_time() - before) * 1000 / len(queries)
+            results[(mode, clients)]["cpu_ms_per_query"] = round(spent, 2)
     await batcher.stop()
     return results
 
@@ -131,7 +146,7 @@ def main() -> None:
     with temporary_stack("olympus-bench-") as (stack, config):
         assert stack.api_key
         gateway = asyncio.run(
-            _gateway(config.gateway_url, stack.api_key, data.corpus, queries, warmup)
+            _gateway(stack, config.gateway_url, stack.api_key, data.corpus, queries, warmup)
         )
         stack.stop()  # H.A.D.E.S. in-process opens the same stores: the indexer must let go
         direct = asyncio.run(_in_process(config.data_dir, queries, warmup))
@@ -155,6 +170,14 @@ def main() -> None:
             f"{mode:<8}{clients:>8}{g['p50_ms']:>13.1f}{g['p99_ms']:>8.1f}{g['qps']:>7.1f}"
             f"{d['p50_ms']:>13.1f}{d['p99_ms']:>8.1f}{d['qps']:>7.1f}{row['added_p50_ms']:>11.1f}"
             f"{row['qps_vs_in_process_sequential']:>18.2f}"
+        )
+    print("\nCPU ms per query: through the stack, by process | in-process")
+    for row in rows:
+        spent = row["gateway"]["cpu_ms_per_query"]
+        by_process = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(spent.items()))
+        print(
+            f"{row['mode']:<8}{row['clients']:>3}  {by_process} (all {sum(spent.values()):.2f})"
+            f" | {row['in_process']['cpu_ms_per_query']:.2f}"
         )
     RESULTS.mkdir(exist_ok=True)
     out = {"docs": args.docs, "queries": len(queries), "rows": rows}

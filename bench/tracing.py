@@ -16,7 +16,6 @@ import collections
 import contextlib
 import http.server
 import json
-import os
 import statistics
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.ingest import cpu_seconds
 from olympus.evaluation import chunk_total, ingest, load_beir, wait_indexed
 from olympus.stack import temporary_stack
 
@@ -60,16 +60,6 @@ async def measure(url: str, key: str, corpus, queries: list[str]) -> dict[str, f
         "query_p50_ms": statistics.median(latencies) * 1000,
         "query_p90_ms": statistics.quantiles(latencies, n=10)[8] * 1000,
     }
-
-
-def _cpu_seconds(stack) -> dict[str, float]:
-    """CPU time each process of the stack has used so far (user + system, from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for child in stack.supervisor._children:
-        fields = Path(f"/proc/{child.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used[child.name] = (int(fields[11]) + int(fields[12])) / ticks
-    return used
 
 
 Names = Callable[[], collections.Counter[str]]
@@ -151,13 +141,13 @@ def run_arm(arm: str, data, queries: list[str], docs: int) -> dict:
             temporary_stack(f"olympus-bench-trace-{arm}-", env=env, phoenix=arm == "phoenix")
         )
         assert stack.api_key is not None
-        before = _cpu_seconds(stack)
+        before = cpu_seconds(stack)
         result = asyncio.run(measure(config.gateway_url, stack.api_key, data.corpus, queries))
         if config.phoenix_url:
             counted = _in_phoenix(config.phoenix_url)
         if counted is not None:  # tracing was on: check it saw the whole run
             result["spans"] = _spans_arrived(counted, docs)
-        after = _cpu_seconds(stack)
+        after = cpu_seconds(stack)
         result["cpu_s"] = {k: round(after[k] - before[k], 1) for k in after}
     return result
 
