@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import urllib.request
 import uuid
@@ -119,11 +120,28 @@ class TestMilvusLite(VectorIndexContract):
         index.close()
         index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
         try:
-            assert index.client.describe_index(index.name, "dense")["index_type"] == "FLAT"
+            made = index.client.describe_index(index.name, "dense")
+            assert (made["index_type"], made["metric_type"]) == ("FLAT", "IP")
             for target in chunks:
                 hits = index.search(SearchQuery("t", "dense", 1, vector=target.vector))
                 assert [h.chunk_id for h in hits] == [target.chunk_id]
+                assert hits[0].score == pytest.approx(1.0, abs=1e-5)
             assert index.count("t") == 2
+        finally:
+            index.close()
+
+    def test_dense_scores_are_cosines_whatever_the_vectors_length(self, tmp_path: Path) -> None:
+        """The exact index takes inner products (Milvus Lite's COSINE normalises every row on
+        every search): what is stored and asked with is made unit length first."""
+        index = MilvusVectorIndex(str(tmp_path / "cosine.db"), DIMS, term_key=TERM_KEY)
+        try:
+            a, b = np.array(vec(1)), np.array(vec(2))
+            long = chunks_of("t", "d", ["one passage"])[0]
+            index.upsert([dataclasses.replace(long, vector=(7.5 * a).tolist())])
+            query = (0.2 * (a + b)).tolist()
+            hits = index.search(SearchQuery("t", "dense", 1, vector=query))
+            cosine = float(a @ (a + b)) / float(np.linalg.norm(a + b))
+            assert hits[0].score == pytest.approx(cosine, abs=1e-5)
         finally:
             index.close()
 
