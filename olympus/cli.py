@@ -451,7 +451,8 @@ def _reembed(
     if cut:
         # The passages were cut for the old model; re-cutting needs the documents again.
         print(
-            f"{_count(cut, 'passage')} hold more than the {encoder.max_length} tokens "
+            f"{_count(cut, 'passage')} {'holds' if cut == 1 else 'hold'} more than the "
+            f"{encoder.max_length} tokens "
             f"{encoder.name} reads: their ends are not in their vectors (bm25 still finds "
             "them) until their documents are sent again."
         )
