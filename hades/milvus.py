@@ -22,6 +22,7 @@ from pymilvus.milvus_client import IndexParams
 
 from hades.analysis import bm25_terms, sealed_terms
 from hades.protocols import ChunkRecord, SearchQuery, VectorHit
+from schemas.ids import model_fingerprint
 
 _TEXT_MAX_BYTES = 65_535
 _OUTPUT = ["doc_id", "collection", "position"]
@@ -33,6 +34,11 @@ _MODEL_PROPERTY = "olympus.model"
 def building_name(collection: str) -> str:
     """Where ``olympus reindex`` fills a collection's next vectors before they take its name."""
     return f"{collection}__building"
+
+
+def kept_name(collection: str, model: str | None) -> str:
+    """Where a collection's vectors go when another model's take its place."""
+    return f"{collection}__{model_fingerprint(model or '') or 'unnamed'}"
 
 
 def _fit(text: str, max_bytes: int = _TEXT_MAX_BYTES) -> str:
@@ -128,9 +134,9 @@ class MilvusVectorIndex:
         # Milvus Lite searches an HNSW graph with a filter as a mask and stops walking before it
         # reaches most rows a selective filter keeps: at 10k chunks a tenant holding 1% of them
         # got 24% of its true top 10, one document 7% of its chunks (bench/scale.py). So Lite
-        # searches exactly (FLAT), which costs it little up to ~10k chunks and ~3x for a large
-        # tenant at 50k, where a Milvus server should take over; a server keeps HNSW (its search
-        # switches to brute force when a filter keeps few rows).
+        # searches exactly (FLAT), which costs about what its HNSW does at every size measured
+        # (``_metric``); past ~50k chunks a Milvus server should take over, and it keeps HNSW
+        # (its search switches to brute force when a filter keeps few rows).
         self._dense_index = dense_index or ("FLAT" if local else "HNSW")
         if beside is None:
             self._finish_a_reindex()

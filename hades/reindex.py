@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hades.milvus import MilvusVectorIndex
+from hades.milvus import MilvusVectorIndex, kept_name
 from hades.protocols import ChunkRecord, DocumentGraph
-from schemas.ids import model_fingerprint
 from schemas.messages import DocumentInfo
 
 PAGE = 200  # documents read from the graph at a time
@@ -31,11 +30,6 @@ class Reindexed:
     documents: int
     chunks: int
     kept_as: str  # where the old collection's vectors are, until --drop-old
-
-
-def kept_name(collection: str, model: str | None) -> str:
-    """Where a collection's vectors go when another model's take its place."""
-    return f"{collection}__{model_fingerprint(model or '') or 'unnamed'}"
 
 
 def _documents(graph: DocumentGraph) -> Iterator[tuple[str, DocumentInfo]]:

@@ -409,8 +409,8 @@ def _reembed(
         TimeRemainingColumn,
     )
 
-    from hades.milvus import MilvusVectorIndex, building_name
-    from hades.reindex import count_passages, kept_name, reindex
+    from hades.milvus import MilvusVectorIndex, building_name, kept_name
+    from hades.reindex import count_passages, reindex
     from schemas.ids import model_fingerprint
 
     if not model_fingerprint(encoder.identity):

@@ -71,6 +71,6 @@ def model_identity(name: str, fingerprint: str) -> str:
 
 def model_fingerprint(model: str) -> str:
     """The weights' digest in an embedding model's identity (``model_identity``); empty for a
-    bare name. Two identities with the same fingerprint
-    are one model, whatever folder each was loaded from."""
+    bare name. Two identities with the same fingerprint are one model, whatever folder each was
+    loaded from."""
     return model.rpartition("@")[2] if "@" in model else ""

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from hades import ChunkRecord, DocumentGraph, SearchQuery, VectorIndex
-from hades.milvus import MilvusVectorIndex, building_name
+from hades.milvus import MilvusVectorIndex, building_name, kept_name
 from hades.protocols import DocumentWrite
-from hades.reindex import kept_name, reindex
+from hades.reindex import reindex
 from hades.sqlite import SqliteDocumentGraph
 from tests.support.hades_contract import (
     DIMS,
