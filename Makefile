@@ -67,6 +67,7 @@ lint: install
 bench: install  ## ingest and retrieval benchmarks on ../shared/data (tables + bench/results/*.json)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.retrieval
+	$(BIN)/python -m bench.under_ingest
 	$(BIN)/python -m bench.chat
 	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.reading

@@ -4,7 +4,9 @@ redelivered, stale or concurrent message does to the stores, and what a query ge
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -87,6 +89,55 @@ async def test_documents_written_together_are_each_complete(indexer):
     assert all(e is not None and e.status == "indexed" for e in done)
     assert indexer.vectors.count("t") == 24
     assert {indexer.graph.get_document("t", f"d{i}").chunk_count for i in range(12)} == {2}
+
+
+def _asked(text: str, tenant: str = "t", top_k: int = 5) -> QueryRetrieve:
+    return QueryRetrieve(
+        request_id="r1",
+        tenant=tenant,
+        input=text,
+        top_k=top_k,
+        mode="bm25",
+        deadline=time.time() + 10,
+    )
+
+
+class _SealsCounted(MilvusVectorIndex):
+    """The real index, counting the times it is asked to seal what was written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seals = 0
+        self.sealed_twice = threading.Event()
+
+    def flush(self) -> None:
+        super().flush()
+        self.seals += 1
+        if self.seals == 2:
+            self.sealed_twice.set()
+
+
+async def test_a_long_run_of_writes_is_sealed_as_it_goes_not_only_when_it_pauses(tmp_path):
+    async def emit(event: DocumentEvent) -> None:
+        return None
+
+    vectors = _SealsCounted(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
+    running = Indexer(
+        vectors, SqliteDocumentGraph(tmp_path / "g.sqlite3"), emit, flush_idle_s=3600, flush_rows=8
+    )
+    running.start()
+    try:
+        for i in range(6):  # 18 chunks, one document after another: writes never pause
+            await running.upsert(_upsert(f"d{i}", [f"run {i} a", f"run {i} b", f"run {i} c"], 1))
+        # Sealed after the 9th chunk and the 18th (once the 18th is acknowledged), although
+        # writes never paused for an hour.
+        assert await asyncio.to_thread(vectors.sealed_twice.wait, 30)
+        assert vectors.seals == 2
+        reply = await running.retrieve(_asked("run", top_k=20))
+        assert reply is not None
+        assert len(reply.hits) == 18  # sealed and unsealed alike are found
+    finally:
+        await running.stop()
 
 
 async def test_delete_leaves_no_vector_no_chunk_and_blocks_a_late_write(indexer, events):
@@ -202,16 +253,7 @@ async def test_the_index_keeps_one_models_vectors_and_refuses_anothers(tmp_path,
 async def test_retrieval_finds_what_was_written_and_only_the_tenants(indexer):
     await indexer.upsert(_upsert("mine", ["the zephyr valve opens at dawn"], 1, tenant="a"))
     await indexer.upsert(_upsert("theirs", ["the zephyr valve of tenant b"], 1, tenant="b"))
-    reply = await indexer.retrieve(
-        QueryRetrieve(
-            request_id="r1",
-            tenant="a",
-            input="zephyr valve",
-            top_k=5,
-            mode="bm25",
-            deadline=time.time() + 10,
-        )
-    )
+    reply = await indexer.retrieve(_asked("zephyr valve", tenant="a"))
     assert reply is not None
     assert reply.error is None
     assert [h.doc_id for h in reply.hits] == ["mine"]

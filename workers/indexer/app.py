@@ -83,6 +83,7 @@ def create_app(
             emit,
             write_batch=settings.write_batch,
             flush_idle_s=settings.flush_idle_s,
+            flush_rows=settings.flush_rows,
             history_turns=settings.history_turns,
             similar_documents=settings.similar_documents,
             graph_weight=settings.graph_weight,

@@ -27,6 +27,9 @@ class IndexerSettings(BaseSettings):
     arango_password: SecretStr | None = None
     write_batch: int = Field(default=64, ge=1, description="documents written per store call")
     flush_idle_s: float = Field(default=1.0, ge=0, description="seal Milvus segments when idle")
+    flush_rows: int = Field(
+        default=256, ge=1, description="seal Milvus segments after this many chunks, idle or not"
+    )
     concurrency: int = Field(default=64, ge=1)
     history_turns: int = Field(
         default=6, ge=0, le=100, description="a session's recent turns a chat answer sees"
