@@ -230,6 +230,38 @@ async def test_a_large_bulk_request_does_not_hold_up_a_question(fp32):
     assert calls.count("bulk") == 3 * 256 // 8  # in batches, never all at once
 
 
+async def test_a_question_is_answered_while_every_lane_is_busy_with_chunks(fp32):
+    """Questions have a lane of their own: one asked while both lanes encode a document's
+    chunks gets its vector before either batch ends (it once waited for them)."""
+    import threading
+
+    release = threading.Event()
+    question_tokens = fp32.tokenize(["where is the valve?"])
+
+    def held(batch):  # in a lane's thread: chunks wait until the question has its answer
+        if batch != question_tokens:
+            release.wait(timeout=120)
+        return fp32.embed_tokens(batch)
+
+    batcher = EmbeddingBatcher(fp32.tokenize, held, fp32.dims, batch_size=2, lanes=2)
+    batcher.start()
+    try:
+        document = asyncio.ensure_future(batcher.embed(SENTENCES[:4]))  # two batches
+        await asyncio.sleep(0.2)  # both lanes have taken one
+        try:
+            question = await asyncio.wait_for(
+                batcher.embed(["where is the valve?"], lane="query"), timeout=60
+            )
+            assert not document.done()
+        finally:
+            release.set()
+        vectors = await document
+    finally:
+        await batcher.stop()
+    np.testing.assert_allclose(question, fp32.embed(["where is the valve?"]), atol=1e-5)
+    np.testing.assert_allclose(vectors, fp32.embed(SENTENCES[:4]), atol=1e-5)
+
+
 async def test_lanes_encode_batches_at_once_and_each_caller_gets_its_own(fp32):
     import threading
 
