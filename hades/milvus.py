@@ -138,6 +138,8 @@ class MilvusVectorIndex:
         # (``_metric``); past ~50k chunks a Milvus server should take over, and it keeps HNSW
         # (its search switches to brute force when a filter keeps few rows).
         self._dense_index = dense_index or ("FLAT" if local else "HNSW")
+        # Milvus Lite reads unsealed rows one at a time on every search (``Indexer._flusher``).
+        self.seals_while_writing = local
         if beside is None:
             self._finish_a_reindex()
         if not self.client.has_collection(collection):

@@ -78,6 +78,10 @@ class VectorIndex(Protocol):
     dims: int
     model: str | None
     """The embedding model whose vectors it holds (``name@fingerprint``); None until claimed."""
+    seals_while_writing: bool
+    """Searches read unsealed rows slowly, so the writer seals every so many rows instead of
+    only when writes pause (Milvus Lite; a Milvus server searches them natively and limits
+    how often it may be asked to flush)."""
 
     def claim_model(self, model: str) -> None:
         """Record ``model`` as the one whose vectors this index holds (its first write)."""

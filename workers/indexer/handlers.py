@@ -235,7 +235,7 @@ class Indexer:
             self._last_write = time.monotonic()
             self._dirty.set()
             self._unsealed += sum(len(p.op.chunks) for p in group if isinstance(p.op, IndexUpsert))
-            if self._unsealed >= self.flush_rows:
+            if self.vectors.seals_while_writing and self._unsealed >= self.flush_rows:
                 await self._seal()
 
     async def _seal(self) -> None:
@@ -262,9 +262,9 @@ class Indexer:
     async def _flusher(self) -> None:
         # Every search reads Milvus Lite's unsealed rows one by one (each vector turned into a
         # Python list) and rebuilds their BM25 index, so they cost ~10 ms of a dense search and
-        # ~20 of a BM25 search per 128. The writer seals every ``flush_rows`` chunks, so a long
-        # ingest does not slow everyone's queries more and more; this seals the rest once writes
-        # pause, then relates the documents written since.
+        # ~20 of a BM25 search per 128. There the writer seals every ``flush_rows`` chunks, so a
+        # long ingest does not slow everyone's queries more and more; this seals the rest once
+        # writes pause, then relates the documents written since.
         while True:
             await self._dirty.wait()
             idle = time.monotonic() - self._last_write

@@ -28,7 +28,7 @@ class IndexerSettings(BaseSettings):
     write_batch: int = Field(default=64, ge=1, description="documents written per store call")
     flush_idle_s: float = Field(default=1.0, ge=0, description="seal Milvus segments when idle")
     flush_rows: int = Field(
-        default=256, ge=1, description="seal Milvus segments after this many chunks, idle or not"
+        default=256, ge=1, description="Milvus Lite: seal after this many chunks, idle or not"
     )
     concurrency: int = Field(default=64, ge=1)
     history_turns: int = Field(
