@@ -6,7 +6,7 @@ at rest and then during a bulk ingest into another collection, in one stack.
 The figures: each mode's p50 and p99 during the ingest against the same queries at rest, and
 their ratio. The embedder and the indexer share the machine's cores with the ingest, so the
 ratio is never 1; what should not happen is queries getting slower and slower as the upload goes
-on (``--window`` reports the p50 of each part of the ingest). Run it again with
+on (``--windows`` parts of the ingest, each with its p50). Run it again with
 ``OLYMPUS_INDEXER_FLUSH_ROWS=1000000000`` for what the stack did before it sealed Milvus
 segments while writes went on.
 """
