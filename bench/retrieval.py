@@ -59,7 +59,7 @@ def _per_query(before: dict[str, float], after: dict[str, float], n: int) -> dic
     return {name: round(ms, 2) for name, ms in spent.items() if ms > 0}
 
 
-async def _settled(stack: Stack, quiet_s: float = 2.0, timeout_s: float = 600.0) -> None:
+async def settled(stack: Stack, quiet_s: float = 2.0, timeout_s: float = 600.0) -> None:
     """Until the indexer has used almost no CPU for ``quiet_s``: once the last document is
     indexed it still relates each to its similar ones (dense searches, when writes pause) and
     seals its segments. Measured before that ends, the first mode paid for it (dense queries
@@ -82,7 +82,7 @@ async def _gateway(stack: Stack, url: str, key: str, corpus, queries, warmup: in
     ) as http:
         ids = await ingest(http, corpus, "bench")
         await wait_indexed(http, "bench", len(ids))
-        await _settled(stack)
+        await settled(stack)
 
         for mode in MODES:
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.retrieval import _settled, percentiles
+from bench.retrieval import percentiles, settled
 from olympus.evaluation import ingest, load_beir, wait_indexed
 from olympus.stack import Stack, temporary_stack
 
@@ -51,7 +51,7 @@ async def _phases(stack: Stack, small, bulk, queries: list[str], rest_n: int) ->
     ) as http:
         ids = await ingest(http, small, "small")
         await wait_indexed(http, "small", len(ids))
-        await _settled(stack)
+        await settled(stack)
         return await _around_an_upload(http, bulk, queries, rest_n)
 
 

@@ -42,15 +42,17 @@ def events() -> list[DocumentEvent]:
     return []
 
 
-def _started(tmp_path, events) -> Indexer:
+def _started(
+    tmp_path, events, vectors: MilvusVectorIndex | None = None, **settings: Any
+) -> Indexer:
     async def emit(event: DocumentEvent) -> None:
         events.append(event)
 
     running = Indexer(
-        MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY),
+        vectors or MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY),
         SqliteDocumentGraph(tmp_path / "graph.sqlite3"),
         emit,
-        flush_idle_s=0.05,
+        **{"flush_idle_s": 0.05, **settings},
     )
     running.start()
     return running
@@ -117,15 +119,9 @@ class _SealsCounted(MilvusVectorIndex):
             self.sealed_twice.set()
 
 
-async def test_a_long_run_of_writes_is_sealed_as_it_goes_not_only_when_it_pauses(tmp_path):
-    async def emit(event: DocumentEvent) -> None:
-        return None
-
+async def test_a_long_run_of_writes_is_sealed_as_it_goes_not_only_when_it_pauses(tmp_path, events):
     vectors = _SealsCounted(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
-    running = Indexer(
-        vectors, SqliteDocumentGraph(tmp_path / "g.sqlite3"), emit, flush_idle_s=3600, flush_rows=8
-    )
-    running.start()
+    running = _started(tmp_path, events, vectors, flush_idle_s=3600, flush_rows=8)
     try:
         for i in range(6):  # 18 chunks, one document after another: writes never pause
             await running.upsert(_upsert(f"d{i}", [f"run {i} a", f"run {i} b", f"run {i} c"], 1))
