@@ -87,15 +87,17 @@ def _pull(stream: subjects.StreamSpec, durable: str) -> tuple[str, ...]:
     )
 
 
-def _in_flight_marks() -> tuple[str, ...]:
-    """The KV bucket where a worker marks the messages it is handling (``delivery.InFlight``)."""
-    bucket = subjects.INFLIGHT_BUCKET
+def _kv_read(bucket: str) -> tuple[str, ...]:
     return (
-        f"$KV.{bucket}.>",
         _js_api("STREAM.INFO", f"KV_{bucket}"),
         _js_api("STREAM.MSG.GET", f"KV_{bucket}"),
         _js_api("DIRECT.GET", f"KV_{bucket}", ">"),
     )
+
+
+def _in_flight_marks() -> tuple[str, ...]:
+    """The KV bucket where a worker marks the messages it is handling (``delivery.InFlight``)."""
+    return (f"$KV.{subjects.INFLIGHT_BUCKET}.>", *_kv_read(subjects.INFLIGHT_BUCKET))
 
 
 def _own(user: str, *subscribe: str) -> tuple[str, ...]:
@@ -152,6 +154,8 @@ def service_permissions() -> dict[str, Permissions]:
                 *_stream_info(),
                 *_pull(subjects.INGEST_STREAM, subjects.DURABLE_EMBEDDER_INGEST),
                 *_in_flight_marks(),
+                # the model olympus reindex moves it to (read only: the admin writes it)
+                *_kv_read(subjects.MODEL_BUCKET),
             ),
             subscribe=_own(
                 subjects.EMBEDDER,
@@ -178,6 +182,7 @@ def service_permissions() -> dict[str, Permissions]:
                 subjects.INDEXER,
                 subjects.QUERY_RETRIEVE,
                 *subjects.INDEXER_RPCS,
+                *subjects.REINDEX_RPCS,
                 subjects.health_subject(subjects.INDEXER),
             ),
             allow_responses=True,

@@ -136,19 +136,27 @@ async def ensure_streams(
 ) -> list[str]:
     """Create every stream, or update it to the current configuration. Safe to repeat."""
     changed = []
-    try:
-        await js.key_value(subjects.INFLIGHT_BUCKET)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=subjects.INFLIGHT_BUCKET,
-                history=1,
-                ttl=24 * 3600,
-                replicas=replicas,
-                description="messages a worker began and has not finished (poison detection)",
+    buckets = {
+        subjects.INFLIGHT_BUCKET: (
+            24 * 3600,
+            "messages a worker began and has not finished (poison detection)",
+        ),
+        subjects.MODEL_BUCKET: (0, "the model olympus reindex moves the embedders to"),
+    }
+    for bucket, (ttl, description) in buckets.items():
+        try:
+            await js.key_value(bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(
+                api.KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    ttl=ttl or None,
+                    replicas=replicas,
+                    description=description,
+                )
             )
-        )
-        changed.append(f"created KV {subjects.INFLIGHT_BUCKET}")
+            changed.append(f"created KV {bucket}")
     for spec in subjects.STREAMS:
         config = stream_config(spec, max_message_bytes, replicas)
         try:

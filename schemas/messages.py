@@ -218,6 +218,9 @@ class ChunkPayload(BaseModel):
     position: int = Field(ge=0)
     text: str
     vector: list[float]
+    next_vector: list[float] | None = Field(
+        default=None, description="the same text under IndexUpsert.next_model (a live reindex)"
+    )
 
 
 class IndexUpsert(Message):
@@ -234,6 +237,12 @@ class IndexUpsert(Message):
     model: str = Field(
         max_length=200,
         description="the embedder's model, name@fingerprint: the index refuses another's vectors",
+    )
+    next_model: str = Field(
+        default="",
+        max_length=200,
+        description="while olympus reindex moves the embedder to another model: that model, "
+        "whose vectors each chunk's next_vector is",
     )
     chunks: list[ChunkPayload] = Field(min_length=1)
     relations: list[DeclaredRelation] = Field(
@@ -339,6 +348,10 @@ class QueryEmbed(Message):
 class QueryRetrieve(QueryEmbed):
     vector: list[float] | None = None
     model: str = Field(default="", max_length=200, description="the vector's model (IndexUpsert)")
+    next_vector: list[float] | None = None
+    next_model: str = Field(
+        default="", max_length=200, description="next_vector's model (IndexUpsert.next_model)"
+    )
 
 
 class RetrievedChunk(BaseModel):
@@ -677,10 +690,17 @@ class EmbedRequest(Message):
     inputs: list[Annotated[str, StringConstraints(max_length=MAX_QUERY_CHARS)]] = Field(
         min_length=1, max_length=256
     )
+    model: str = Field(
+        default="",
+        max_length=200,
+        description="the model to embed with, name@fingerprint: the embedder's own (empty), or "
+        "the one a live olympus reindex is moving it to",
+    )
 
 
 class EmbedReply(Reply):
     model: str = ""
+    identity: str = Field(default="", description="the model's name@fingerprint")
     vectors: list[list[float]] = Field(default_factory=list)
     tokens: int = 0
 
@@ -712,3 +732,92 @@ class DeadLetter(Message):
         "of the document it carries",
     )
     at: float = Field(default_factory=time.time)
+
+
+# --- olympus.admin.reindex.* (a live ``olympus reindex``) -------------------------------------
+class ModelMove(BaseModel):
+    """KV ``OLYMPUS_MODEL``/``embedder``: what ``olympus reindex`` asks of every embedder. One
+    whose own model is among ``moved`` runs ``to`` beside it while ``phase`` is ``building``,
+    and only ``to`` once it is ``switched`` (an embedder started later reads it too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    moved: list[str] = Field(description="fingerprints of the models moved away from")
+    to: str = Field(min_length=1, description="the new model's folder, as the embedders see it")
+    phase: Literal["building", "switched"]
+    current: str = Field(
+        default="",
+        description="while building: the folder of the model the index holds, which embeds "
+        "beside the new one (an earlier move's); empty: the embedder's own",
+    )
+    previous: ModelMove | None = Field(
+        default=None, description="while building: what a cancelled run puts back"
+    )
+
+
+class ReindexBegin(Message):
+    """Fill the vector index's next collection with ``model``'s vectors from now on (made, or
+    resumed if it is ``model``'s already)."""
+
+    model: str = Field(min_length=1, max_length=200)
+    dims: int = Field(ge=1, le=65_536)
+
+
+class ReindexPage(Message):
+    """One page of the documents, in order, and which of them the next collection lacks."""
+
+    tenant: Name | None = Field(default=None, description="where the page starts (None: first)")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class ReindexDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: Name
+    doc_id: Identifier
+    version: int = Field(ge=0)
+    chunks: int = Field(ge=0, description="how many passages the graph holds for it")
+
+
+class ReindexPageReply(Reply):
+    missing: list[ReindexDocument] = Field(default_factory=list)
+    scanned: int = 0
+    next_tenant: Name | None = Field(default=None, description="None: this was the last page")
+    next_offset: int = 0
+
+
+class ReindexChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: Identifier
+    position: int = Field(ge=0)
+    vector: list[float]
+
+
+class ReindexWrite(Message):
+    """Passages of one document version under the new model; written only if the document is
+    still at ``version`` (else a newer write, or its deletion, has overtaken this one)."""
+
+    model: str = Field(min_length=1, max_length=200)
+    tenant: Name
+    doc_id: Identifier
+    version: int = Field(ge=0)
+    chunks: list[ReindexChunk] = Field(min_length=1, max_length=256)
+
+
+class ReindexSwitch(Message):
+    """Give the next collection the index's place, if it holds every document's passages."""
+
+    model: str = Field(min_length=1, max_length=200)
+
+
+class ReindexCancel(Message):
+    """Drop the next collection: the index stays as it is."""
+
+
+class ReindexReply(Reply):
+    written: int = Field(default=0, description="passages written (ReindexWrite)")
+    missing: int = Field(default=0, description="documents the next collection still lacks")
+    switched: bool = False
+    kept_as: str = Field(default="", description="where the old vectors are, once switched")

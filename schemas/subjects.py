@@ -16,6 +16,8 @@ No other module spells a subject. Read this file top to bottom and you have seen
     olympus.index.turn                 generator -> indexer: a finished question and answer
     olympus.rpc.<area>.<verb>          gateway/CLI -> indexer (core request/reply)
     olympus.rpc.health.<service>       liveness ping every worker answers
+    olympus.admin.reindex.<verb>       olympus reindex -> indexer (core request/reply): a live
+                                       re-embedding; the gateway cannot publish here
     olympus.slots.<holder>             gateway -> gateways: an answer streaming now (JetStream
                                        OLYMPUS_SLOTS, memory; the per-key limit of all replicas)
     olympus.dlq.<stage>[.<tenant>.<doc>]  what finally failed, with the error (JetStream
@@ -138,6 +140,17 @@ INDEXER_RPCS = (
 )
 """What H.A.D.E.S. answers over request/reply."""
 
+
+# --- a live re-embedding (``olympus reindex`` against a running stack) ------------------------
+ADMIN_PREFIX = f"{PREFIX}.admin"
+REINDEX_BEGIN = f"{ADMIN_PREFIX}.reindex.begin"
+REINDEX_PAGE = f"{ADMIN_PREFIX}.reindex.page"
+REINDEX_WRITE = f"{ADMIN_PREFIX}.reindex.write"
+REINDEX_SWITCH = f"{ADMIN_PREFIX}.reindex.switch"
+REINDEX_CANCEL = f"{ADMIN_PREFIX}.reindex.cancel"
+REINDEX_RPCS = (REINDEX_BEGIN, REINDEX_PAGE, REINDEX_WRITE, REINDEX_SWITCH, REINDEX_CANCEL)
+"""What H.A.D.E.S. answers to the admin only: not under ``olympus.rpc``, which the gateway may
+publish to."""
 
 HEALTH_PREFIX = f"{RPC_PREFIX}.health."
 
@@ -264,6 +277,10 @@ SLOTS_STREAM = StreamSpec(
     description="Answers streaming now, one message each per API key, counted by every gateway",
 )
 STREAMS = (INGEST_STREAM, INDEX_STREAM, EVENTS_STREAM, DLQ_STREAM, REPLY_STREAM, SLOTS_STREAM)
+
+MODEL_BUCKET = "OLYMPUS_MODEL"
+MODEL_KEY = "embedder"
+"""KV: the model ``olympus reindex`` moves the embedders to (``messages.ModelMove``)."""
 
 INFLIGHT_BUCKET = "OLYMPUS_INFLIGHT"
 """KV bucket: the messages a worker began and has not finished (a mark left by a death)."""

@@ -113,7 +113,22 @@ async def test_no_service_can_delete_purge_or_change_a_stream(bus, user):
             await attempt
     await nc.close()
     assert sum("permissions violation" in e for e in errors) == 3
-    assert await _stream_count(bus) == len(subjects.STREAMS) + 1  # and the in-flight KV bucket
+    assert await _stream_count(bus) == len(subjects.STREAMS) + 2  # and the two KV buckets
+
+
+@pytest.mark.parametrize("user", [*access.SERVICES])
+async def test_only_the_admin_moves_the_embedders_model_or_reindexes(bus, user):
+    """A live reindex swaps the vectors every question is answered from: the gateway (the one
+    service facing the network) may not ask for it, and no service may move the model."""
+    nc, errors = await bus.connect(user)
+    move = b'{"moved": ["9027947a4381"], "to": "/tmp/evil", "phase": "switched"}'
+    for subject in subjects.REINDEX_RPCS:
+        await nc.publish(subject, b"{}")
+    await nc.publish(f"$KV.{subjects.MODEL_BUCKET}.{subjects.MODEL_KEY}", move)  # a KV put
+    await nc.flush()
+    await asyncio.sleep(0.2)
+    await nc.close()
+    assert sum("permissions violation" in e for e in errors) == len(subjects.REINDEX_RPCS) + 1
 
 
 @pytest.mark.parametrize("user", [*access.SERVICES])
