@@ -116,6 +116,7 @@ class MilvusVectorIndex:
         # ``beside``: another collection on the same Milvus (``uri``), over that index's
         # connection (a Milvus Lite folder is served once), which closing this one leaves open.
         local = "://" not in uri
+        self.uri = uri
         self.lite = PrivateLite(Path(uri)) if local and beside is None else None
         self.dims = dims
         self.name = collection
@@ -146,6 +147,8 @@ class MilvusVectorIndex:
             self._create()
         else:
             self._use_the_dense_index()
+            # Its vectors' size, whatever is configured: a live reindex may have changed it.
+            self.dims = self._dims_of(collection)
         fields = {f["name"] for f in self.client.describe_collection(collection)["fields"]}
         if "text" in fields:
             raise RuntimeError(
@@ -158,9 +161,21 @@ class MilvusVectorIndex:
         self.model: str | None = properties.get(_MODEL_PROPERTY)
         # Earlier models' vectors that ``olympus reindex`` kept (``<collection>__<fingerprint>``):
         # deleting a document deletes it there too, so a kept copy never outlives an erasure.
-        self.kept = [n for n in self.client.list_collections() if n.startswith(f"{collection}__")]
+        building = building_name(collection)
+        self.kept = [
+            n
+            for n in self.client.list_collections()
+            if n.startswith(f"{collection}__") and n != building
+        ]
         for name in self.kept:
             self.client.load_collection(name)
+        # A live ``olympus reindex`` fills the next model's vectors here (``begin_next``): a
+        # claimed collection under ``building_name`` is one under way, resumed on restart.
+        self.next: MilvusVectorIndex | None = None
+        if beside is None and self.client.has_collection(building):
+            claimed = self._model_of(building)
+            if claimed:
+                self.next = self._beside(building, self._dims_of(building))
 
     def _finish_a_reindex(self) -> None:
         """``olympus reindex`` claims its new collection for the new model, renames the old one
@@ -173,6 +188,79 @@ class MilvusVectorIndex:
         properties = self.client.describe_collection(building).get("properties") or {}
         if _MODEL_PROPERTY in properties:
             self.client.rename_collection(building, self.name)
+
+    def _model_of(self, name: str) -> str | None:
+        properties = self.client.describe_collection(name).get("properties") or {}
+        return properties.get(_MODEL_PROPERTY)
+
+    def _dims_of(self, name: str) -> int:
+        fields = self.client.describe_collection(name)["fields"]
+        dense = next(f for f in fields if f["name"] == "dense")
+        return int(dense["params"]["dim"])
+
+    def _beside(self, name: str, dims: int) -> MilvusVectorIndex:
+        return MilvusVectorIndex(
+            self.uri,
+            dims,
+            term_key=self.term_key,
+            collection=name,
+            hybrid_candidates=self.hybrid_candidates,
+            rrf_k=self.rrf_k,
+            dense_index=self._dense_index,
+            beside=self,
+        )
+
+    # --- a live re-embedding: the next model's vectors beside these ----------------------------
+    def begin_next(self, model: str, dims: int) -> None:
+        """From now on ``next`` holds ``model``'s vectors as they are written: a collection of
+        its own, kept under ``building_name`` (one another model's run left there is dropped)."""
+        if self.next is not None and self.next.model == model and self.next.dims == dims:
+            return
+        self.cancel_next()
+        building = building_name(self.name)
+        if self.client.has_collection(building):
+            self.client.drop_collection(building)  # an offline run's, never claimed
+        self.next = self._beside(building, dims)
+        self.next.claim_model(model)
+
+    def cancel_next(self) -> None:
+        if self.next is not None:
+            self.client.drop_collection(self.next.name)
+            self.next = None
+
+    def present(self, tenant: str, doc_ids: Collection[str]) -> dict[str, int]:
+        """How many passages of each of these documents the index holds (absent: none)."""
+        if not doc_ids:
+            return {}
+        listed = ", ".join(_quote(d) for d in doc_ids)
+        rows = self.client.query(
+            self.name,
+            filter=f"tenant == {_quote(tenant)} and doc_id in [{listed}]",
+            output_fields=["doc_id"],
+            **self._consistency,
+        )
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["doc_id"]] = counts.get(row["doc_id"], 0) + 1
+        return counts
+
+    def promote_next(self) -> str:
+        """``next`` takes this index's name and place; these vectors are kept under
+        ``kept_name`` (deletes still reach them) until ``olympus reindex --drop-old``. A stop
+        between the two renames is finished when the index opens (``_finish_a_reindex``)."""
+        assert self.next is not None
+        following, self.next = self.next, None
+        following.flush()
+        kept = kept_name(self.name, self.model)
+        if self.client.has_collection(kept):
+            self.client.drop_collection(kept)  # an older copy of the same model's vectors
+        self.client.rename_collection(self.name, kept)
+        self.client.rename_collection(following.name, self.name)
+        self.client.load_collection(kept)
+        self.client.load_collection(self.name)
+        self.kept = [*[k for k in self.kept if k != kept], kept]
+        self.model, self.dims = following.model, following.dims
+        return kept
 
     def claim_model(self, model: str) -> None:
         """Vectors of two models are not comparable: the collection keeps the name of the one
@@ -274,7 +362,8 @@ class MilvusVectorIndex:
             self.client.delete(self.name, filter=f"tenant == {_quote(tenant)} and id in [{ids}]")
 
     def delete_document(self, tenant: str, doc_id: str) -> None:
-        for name in (self.name, *self.kept):
+        following = [self.next.name] if self.next is not None else []
+        for name in (self.name, *self.kept, *following):
             self.client.delete(
                 name, filter=f"tenant == {_quote(tenant)} and doc_id == {_quote(doc_id)}"
             )

@@ -83,8 +83,25 @@ class VectorIndex(Protocol):
     only when writes pause (Milvus Lite; a Milvus server searches them natively and limits
     how often it may be asked to flush)."""
 
+    @property
+    def next(self) -> VectorIndex | None:
+        """While a live ``olympus reindex`` runs: the next model's vectors, filled beside these
+        (``begin_next``) until they take their place (``promote_next``)."""
+
     def claim_model(self, model: str) -> None:
         """Record ``model`` as the one whose vectors this index holds (its first write)."""
+
+    def begin_next(self, model: str, dims: int) -> None:
+        """Make (or keep, if it is ``model``'s) ``next``, an empty index of ``dims``."""
+
+    def cancel_next(self) -> None:
+        """Drop ``next`` and what it holds."""
+
+    def promote_next(self) -> str:
+        """``next`` takes this index's place; returns where the old vectors are kept."""
+
+    def present(self, tenant: str, doc_ids: Collection[str]) -> dict[str, int]:
+        """How many chunks of each of these documents the index holds (absent: none)."""
 
     def upsert(self, chunks: Sequence[ChunkRecord]) -> None:
         """Insert or overwrite by ``chunk_id``; writing the same chunk twice keeps one row."""

@@ -22,10 +22,15 @@ from schemas.messages import (
     IndexUpsert,
     IngestDocument,
     QueryRetrieve,
+    ReindexBegin,
+    ReindexCancel,
+    ReindexPage,
+    ReindexSwitch,
+    ReindexWrite,
     StatusChange,
 )
 from tests.support.hades_contract import TERM_KEY
-from tests.support.messages import index_upsert
+from tests.support.messages import index_upsert, unit_vector
 from workers.indexer.handlers import Indexer
 
 pytestmark = pytest.mark.integration
@@ -262,3 +267,137 @@ async def test_an_expired_query_is_dropped(indexer):
     )
     await asyncio.sleep(0.01)
     assert await indexer.retrieve(query) is None
+
+
+# --- a live reindex: the next model's vectors filled beside, then switched to at once ---------
+OLD, NEW, NEW_DIMS = "old@aaaaaaaaaaaa", "new@bbbbbbbbbbbb", 8
+
+
+def _of_old(doc_id: str, texts: list[str], version: int, *, also_new: bool = False) -> IndexUpsert:
+    """A document embedded by the old model, and by the new one besides when ``also_new``
+    (an embedder that has loaded it)."""
+    op = _upsert(doc_id, texts, version).model_copy(update={"model": OLD})
+    if not also_new:
+        return op
+    chunks = [
+        c.model_copy(update={"next_vector": unit_vector(7 + c.position, NEW_DIMS)})
+        for c in op.chunks
+    ]
+    return op.model_copy(update={"next_model": NEW, "chunks": chunks})
+
+
+def _written_anew(indexer: Indexer, doc_id: str, version: int) -> ReindexWrite:
+    """What olympus reindex writes for a document: its passages under the new model."""
+    return ReindexWrite(
+        model=NEW, tenant="t", doc_id=doc_id, version=version,
+        chunks=[
+            {"chunk_id": c.chunk_id, "position": c.position,
+             "vector": unit_vector(7 + c.position, NEW_DIMS)}
+            for c in indexer.graph.chunks("t", doc_id)
+        ],
+    )  # fmt: skip
+
+
+async def _missing(indexer: Indexer) -> list[str]:
+    page = await indexer.reindex_page(ReindexPage())
+    assert page.error is None, page.error
+    return sorted(d.doc_id for d in page.missing)
+
+
+def _dense(vector: list[float] | None, model: str, **beside: Any) -> QueryRetrieve:
+    return QueryRetrieve(
+        request_id="r", tenant="t", input="zephyr", mode="dense", vector=vector, model=model,
+        deadline=time.time() + 10, **beside,
+    )  # fmt: skip
+
+
+async def test_a_live_reindex_switches_only_once_every_document_is_in_the_new_model(
+    tmp_path, events
+):
+    """The new vectors fill a collection beside the index while it answers: written with each
+    document the embedder sends (when it has both models), or by olympus reindex, but never a
+    version older than the document's. The switch happens only when nothing is missing; from
+    then on the index holds the new model (and size), and a question carrying both vectors is
+    answered with the new one, across a restart."""
+    indexer = _started(tmp_path, events)
+    try:
+        for doc_id in ("a", "b"):
+            await indexer.upsert(_of_old(doc_id, [f"zephyr {doc_id} one", f"{doc_id} two"], 1))
+        begun = await indexer.reindex_begin(ReindexBegin(model=NEW, dims=NEW_DIMS))
+        assert begun.error is None
+        assert await _missing(indexer) == ["a", "b"]
+
+        await indexer.upsert(_of_old("c", ["zephyr c"], 1, also_new=True))
+        assert await _missing(indexer) == ["a", "b"]  # c came with both models' vectors
+
+        assert (await indexer.reindex_write(_written_anew(indexer, "a", 1))).written == 2
+        stale = _written_anew(indexer, "b", 1).model_copy(update={"version": 0})
+        assert (await indexer.reindex_write(stale)).written == 0
+        refused = await indexer.reindex_switch(ReindexSwitch(model=NEW))
+        assert (refused.switched, refused.missing) == (False, 1)
+
+        # An embedder that has not loaded the new model yet: "a" loses its new vectors.
+        await indexer.upsert(_of_old("a", ["zephyr a again"], 2))
+        assert await _missing(indexer) == ["a", "b"]
+        for doc_id, version in (("a", 2), ("b", 1)):
+            await indexer.reindex_write(_written_anew(indexer, doc_id, version))
+        old_question = _dense(unit_vector(1, DIMS), OLD)
+        assert (await indexer.retrieve(old_question)).error is None  # still the old index
+
+        switched = await indexer.reindex_switch(ReindexSwitch(model=NEW))
+        assert switched.switched, switched
+        assert (indexer.vectors.model, indexer.vectors.dims) == (NEW, NEW_DIMS)
+        refused_question = await indexer.retrieve(old_question)
+        assert refused_question.error is not None
+        assert refused_question.error.code == "unavailable"
+        both = _dense(
+            unit_vector(1, DIMS), OLD, next_vector=unit_vector(7, NEW_DIMS), next_model=NEW
+        )
+        found = await indexer.retrieve(both)
+        assert found.error is None
+        assert sorted({h.doc_id for h in found.hits}) == ["a", "b", "c"]
+
+        # In flight across the switch: a document with both models' vectors gets the new ones.
+        late = await indexer.upsert(_of_old("d", ["zephyr d"], 1, also_new=True))
+        assert late is not None
+        assert late.status == "indexed"
+        assert indexer.vectors.count("t") == 5
+        with pytest.raises(PermanentError, match=f"holds vectors of {NEW}"):
+            await indexer.upsert(_of_old("e", ["old model only"], 1))
+        # A deletion reaches the kept copy of the old vectors too.
+        await indexer.delete(IndexDelete(tenant="t", collection="c", doc_id="a", version=9))
+        kept = indexer.vectors.client.query(
+            switched.kept_as, filter='doc_id == "a"', output_fields=["count(*)"]
+        )
+        assert kept[0]["count(*)"] == 0
+    finally:
+        await indexer.stop()
+    reopened = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
+    try:
+        assert (reopened.model, reopened.dims, reopened.next) == (NEW, NEW_DIMS, None)
+        assert reopened.count("t") == 4
+    finally:
+        reopened.close()
+
+
+async def test_a_live_reindex_under_way_is_resumed_after_a_restart_and_can_be_cancelled(
+    tmp_path, events
+):
+    indexer = _started(tmp_path, events)
+    try:
+        await indexer.upsert(_of_old("a", ["zephyr a"], 1))
+        await indexer.reindex_begin(ReindexBegin(model=NEW, dims=NEW_DIMS))
+        await indexer.upsert(_of_old("b", ["zephyr b"], 1, also_new=True))
+    finally:
+        await indexer.stop()
+    indexer = _started(tmp_path, events)
+    try:
+        assert indexer.vectors.next is not None
+        assert await _missing(indexer) == ["a"]  # b's new vectors survived the restart
+        await indexer.reindex_cancel(ReindexCancel())
+        assert indexer.vectors.next is None
+        assert (await indexer.reindex_page(ReindexPage())).error is not None
+        assert indexer.vectors.model == OLD
+        assert indexer.vectors.count("t") == 2
+    finally:
+        await indexer.stop()

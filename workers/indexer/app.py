@@ -41,6 +41,13 @@ from schemas.messages import (
     IndexUpsert,
     QueryGenerate,
     QueryRetrieve,
+    ReindexBegin,
+    ReindexCancel,
+    ReindexPage,
+    ReindexPageReply,
+    ReindexReply,
+    ReindexSwitch,
+    ReindexWrite,
     RelatedGet,
     RelatedReply,
     RelationDelete,
@@ -208,5 +215,26 @@ def router(worker: Worker[Indexer], concurrency: int) -> NatsRouter:
     @r.subscriber(subjects.RPC_RELATION_RELATED, queue=subjects.INDEXER)
     async def on_relation_related(body: RelatedGet) -> RelatedReply:
         return await worker.runtime.related(body)
+
+    # A live olympus reindex: the admin's subjects, not the gateway's (schemas.subjects).
+    @r.subscriber(subjects.REINDEX_BEGIN, queue=subjects.INDEXER)
+    async def on_reindex_begin(body: ReindexBegin) -> ReindexReply:
+        return await worker.runtime.reindex_begin(body)
+
+    @r.subscriber(subjects.REINDEX_PAGE, queue=subjects.INDEXER)
+    async def on_reindex_page(body: ReindexPage) -> ReindexPageReply:
+        return await worker.runtime.reindex_page(body)
+
+    @r.subscriber(subjects.REINDEX_WRITE, queue=subjects.INDEXER)
+    async def on_reindex_write(body: ReindexWrite) -> ReindexReply:
+        return await worker.runtime.reindex_write(body)
+
+    @r.subscriber(subjects.REINDEX_SWITCH, queue=subjects.INDEXER)
+    async def on_reindex_switch(body: ReindexSwitch) -> ReindexReply:
+        return await worker.runtime.reindex_switch(body)
+
+    @r.subscriber(subjects.REINDEX_CANCEL, queue=subjects.INDEXER)
+    async def on_reindex_cancel(body: ReindexCancel) -> ReindexReply:
+        return await worker.runtime.reindex_cancel(body)
 
     return r

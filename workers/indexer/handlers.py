@@ -54,6 +54,14 @@ from schemas.messages import (
     IngestDocument,
     QueryGenerate,
     QueryRetrieve,
+    ReindexBegin,
+    ReindexCancel,
+    ReindexDocument,
+    ReindexPage,
+    ReindexPageReply,
+    ReindexReply,
+    ReindexSwitch,
+    ReindexWrite,
     RelatedGet,
     RelatedReply,
     RelationDelete,
@@ -72,6 +80,7 @@ T = TypeVar("T")
 SIMILAR_BATCH = 16  # documents related to their similar ones per turn of the store thread
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.), as the vector index uses
 _NOT_FOUND = ErrorInfo(code="not_found", message="no such document")
+_NO_REINDEX = ErrorInfo(code="not_found", message="no reindex of that model is under way")
 
 
 class EventPublisher(Protocol):
@@ -190,17 +199,6 @@ class Indexer:
     # --- writes: one writer, many documents per store call ------------------------------------
     async def upsert(self, op: IndexUpsert) -> DocumentEvent | None:
         structlog.contextvars.bind_contextvars(doc_id=op.doc_id, collection=op.collection)
-        wrong = [c.chunk_id for c in op.chunks if len(c.vector) != self.vectors.dims]
-        if wrong:
-            raise PermanentError(
-                f"{len(wrong)} vectors do not have the index's {self.vectors.dims} dimensions: "
-                "the embedder's model and OLYMPUS_INDEXER_DIMS disagree"
-            )
-        if model_fingerprint(op.model):
-            if self.vectors.model is None:
-                await self._store(self.vectors.claim_model, op.model)
-            elif not _same_model(op.model, self.vectors.model):
-                raise PermanentError(_other_model(self.vectors.model, op.model))
         return await self._submit(op)
 
     async def delete(self, op: IndexDelete) -> DocumentEvent | None:
@@ -326,6 +324,7 @@ class Indexer:
         for i, op in enumerate(ops):
             if not isinstance(op, IndexUpsert):
                 continue
+            op = self._in_the_index_model(op)
             listed = set(self.graph.chunk_ids(op.tenant, op.doc_id))
             new = {c.chunk_id for c in op.chunks}
             if i in winners and self.graph.accepts(op.tenant, op.doc_id, op.version, "indexed"):
@@ -347,6 +346,8 @@ class Indexer:
         self.vectors.upsert([r for rs in records.values() for r in rs])
         for tenant, ids in unwanted.items():
             self.vectors.delete_chunks(tenant, ids - kept)
+        if self.vectors.next is not None:
+            self._write_next(self.vectors.next, [op for _, op, _ in writes])
         documents = {
             i: DocumentInfo(
                 doc_id=op.doc_id,
@@ -384,6 +385,57 @@ class Indexer:
             if isinstance(op, IndexDelete) and i in winners:
                 events[i] = self._apply_delete(op)
         return events
+
+    def _in_the_index_model(self, op: IndexUpsert) -> IndexUpsert:
+        """``op`` with the vectors of the model the index holds: its own, or, once a live
+        ``olympus reindex`` has switched the index to the model the embedder sends beside them,
+        those. Raises ``PermanentError`` when it has none of that model or size. Runs on the
+        store thread, so no switch falls between choosing and writing."""
+        held = self.vectors.model
+        if held is None and model_fingerprint(op.model):
+            self.vectors.claim_model(op.model)
+        elif held is not None and not _same_model(op.model, held):
+            if not (op.next_model and _same_model(op.next_model, held)):
+                raise PermanentError(_other_model(held, op.model))
+            if any(c.next_vector is None for c in op.chunks):
+                raise PermanentError(f"chunks without vectors of {op.next_model}")
+            op = op.model_copy(
+                update={
+                    "model": op.next_model,
+                    "next_model": "",
+                    "chunks": [
+                        c.model_copy(update={"vector": c.next_vector, "next_vector": None})
+                        for c in op.chunks
+                    ],
+                }
+            )
+        wrong = [c.chunk_id for c in op.chunks if len(c.vector) != self.vectors.dims]
+        if wrong:
+            raise PermanentError(
+                f"{len(wrong)} vectors do not have the index's {self.vectors.dims} dimensions: "
+                "the embedder's model and OLYMPUS_INDEXER_DIMS disagree"
+            )
+        return op
+
+    @staticmethod
+    def _write_next(following: VectorIndex, ops: Sequence[IndexUpsert]) -> None:
+        """A live reindex's collection gets each written document's vectors of its model, when
+        the embedder sent them; else it loses the document, which a pass of ``olympus reindex``
+        then embeds (it lists what ``present`` lacks), so it never holds an older version."""
+        for op in ops:
+            following.delete_document(op.tenant, op.doc_id)
+        following.upsert(
+            [
+                ChunkRecord(
+                    c.chunk_id, op.tenant, op.collection, op.doc_id, c.position, c.text,
+                    c.next_vector,
+                )
+                for op in ops
+                if _identified_same(op.next_model, following.model)
+                for c in op.chunks
+                if c.next_vector is not None and len(c.next_vector) == following.dims
+            ]
+        )  # fmt: skip
 
     def _apply_delete(self, op: IndexDelete) -> DocumentEvent | None:
         current = self.graph.get_document(op.tenant, op.doc_id)
@@ -444,11 +496,6 @@ class Indexer:
         if query.deadline < time.time():
             log.info("dropped expired query")
             return None
-        held = self.vectors.model
-        identified = query.vector is not None and model_fingerprint(query.model)
-        if identified and held is not None and not _same_model(held, query.model):
-            message = _other_model(held, query.model) + " (bm25 search still works)"
-            return RetrieveReply(error=ErrorInfo(code="unavailable", message=message))
         with telemetry.span(
             "olympus.retrieve",
             "RETRIEVER",
@@ -461,11 +508,25 @@ class Indexer:
         ) as span:
             try:
                 reply = await self._store(self._retrieve, query)
+            except _OtherModel as exc:
+                return RetrieveReply(error=ErrorInfo(code="unavailable", message=str(exc)))
             except ValueError as exc:
                 return RetrieveReply(error=ErrorInfo(code="bad_request", message=str(exc)))
             if span.is_recording():  # the passages' attributes only for a span that is kept
                 telemetry.set_attributes(span, _documents(reply.hits))
             return reply
+
+    def _query_vector(self, query: QueryRetrieve) -> list[float] | None:
+        """The question's vector of the model the index holds: during a live reindex the
+        embedder sends one of each model, and either may be the index's when it switches."""
+        held = self.vectors.model
+        if query.vector is None or held is None or not model_fingerprint(query.model):
+            return query.vector
+        if _same_model(held, query.model):
+            return query.vector
+        if query.next_vector is not None and _identified_same(query.next_model, held):
+            return query.next_vector
+        raise _OtherModel(_other_model(held, query.model) + " (bm25 search still works)")
 
     def _search(self, query: QueryRetrieve, doc_ids: Sequence[str] | None) -> list[VectorHit]:
         return self.vectors.search(
@@ -474,7 +535,7 @@ class Indexer:
                 mode=query.mode,
                 top_k=query.top_k,
                 text=query.input,
-                vector=query.vector,
+                vector=self._query_vector(query),
                 collection=query.collection,
                 doc_ids=doc_ids,
                 unique_documents=query.unique_documents,
@@ -634,6 +695,103 @@ class Indexer:
             retrieval_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
+    # --- a live re-embedding (``olympus reindex`` against the running stack) -------------------
+    async def reindex_begin(self, req: ReindexBegin) -> ReindexReply:
+        if _identified_same(req.model, self.vectors.model):
+            message = f"the index already holds vectors of {req.model}"
+            return ReindexReply(error=ErrorInfo(code="bad_request", message=message))
+        await self._store(self.vectors.begin_next, req.model, req.dims)
+        log.info("reindex begun", model=req.model, dims=req.dims)
+        return ReindexReply()
+
+    async def reindex_page(self, req: ReindexPage) -> ReindexPageReply:
+        if self.vectors.next is None:
+            return ReindexPageReply(error=_NO_REINDEX)
+        return await self._store(self._reindex_page, req)
+
+    def _reindex_page(self, req: ReindexPage) -> ReindexPageReply:
+        """The page's documents whose passages the next collection does not hold, all of them
+        (a document it holds is always at its current version, see ``_write_next``)."""
+        assert self.vectors.next is not None
+        tenants = self.graph.tenants()
+        later = [t for t in tenants if req.tenant is None or t >= req.tenant]
+        if not later:
+            return ReindexPageReply()
+        tenant = later[0]
+        offset = req.offset if tenant == req.tenant else 0
+        docs, total = self.graph.list_documents(tenant, limit=req.limit, offset=offset)
+        present = self.vectors.next.present(tenant, [d.doc_id for d in docs])
+        missing = []
+        for doc in docs:
+            chunks = len(self.graph.chunk_ids(tenant, doc.doc_id))
+            if chunks and present.get(doc.doc_id, 0) != chunks:
+                missing.append(ReindexDocument(
+                    tenant=tenant, doc_id=doc.doc_id, version=doc.version, chunks=chunks
+                ))  # fmt: skip
+        if docs and offset + len(docs) < total:
+            after: tuple[str | None, int] = (tenant, offset + len(docs))
+        else:
+            after = (later[1], 0) if len(later) > 1 else (None, 0)
+        return ReindexPageReply(
+            missing=missing, scanned=len(docs), next_tenant=after[0], next_offset=after[1]
+        )
+
+    async def reindex_write(self, req: ReindexWrite) -> ReindexReply:
+        following = self.vectors.next
+        if following is None or not _identified_same(req.model, following.model):
+            return ReindexReply(error=_NO_REINDEX)
+        if any(len(c.vector) != following.dims for c in req.chunks):
+            message = f"{req.model}'s vectors have {following.dims} dimensions"
+            return ReindexReply(error=ErrorInfo(code="bad_request", message=message))
+        return ReindexReply(written=await self._store(self._reindex_write, following, req))
+
+    def _reindex_write(self, following: VectorIndex, req: ReindexWrite) -> int:
+        """Written only while the document is at the version its passages were read at: on the
+        store thread, after every write queued before it, so nothing newer is overwritten."""
+        doc = self.graph.get_document(req.tenant, req.doc_id)
+        if doc is None or doc.version != req.version or following is not self.vectors.next:
+            return 0
+        texts = self.graph.chunk_texts(req.tenant, [c.chunk_id for c in req.chunks])
+        following.upsert(
+            [
+                ChunkRecord(
+                    c.chunk_id, req.tenant, doc.collection, req.doc_id, c.position,
+                    texts[c.chunk_id], c.vector,
+                )
+                for c in req.chunks
+                if c.chunk_id in texts
+            ]
+        )  # fmt: skip
+        return sum(c.chunk_id in texts for c in req.chunks)
+
+    async def reindex_switch(self, req: ReindexSwitch) -> ReindexReply:
+        following = self.vectors.next
+        if following is None or not _identified_same(req.model, following.model):
+            return ReindexReply(error=_NO_REINDEX)
+        return await self._store(self._reindex_switch)
+
+    def _reindex_switch(self) -> ReindexReply:
+        """The switch, if nothing is missing: on the store thread, so no write falls between
+        the count and the switch, and every search after it reads the new vectors."""
+        missing, page = 0, ReindexPage()
+        while True:
+            listed = self._reindex_page(page)
+            missing += len(listed.missing)
+            if listed.next_tenant is None:
+                break
+            page = ReindexPage(tenant=listed.next_tenant, offset=listed.next_offset)
+        if missing:
+            return ReindexReply(missing=missing)
+        kept = self.vectors.promote_next()
+        # Their means are of the old model's vectors: such documents find no similar ones.
+        self._unsimilar.clear()
+        log.info("reindex switched", model=self.vectors.model, kept_as=kept)
+        return ReindexReply(switched=True, kept_as=kept)
+
+    async def reindex_cancel(self, req: ReindexCancel) -> ReindexReply:
+        await self._store(self.vectors.cancel_next)
+        return ReindexReply()
+
     # --- relations ----------------------------------------------------------------------------
     async def put_relation(self, req: RelationPut) -> RelationReply:
         made = rel.api(req.source, req.target, req.kind, req.weight)
@@ -694,6 +852,15 @@ def _mean(vectors: Sequence[Sequence[float]]) -> list[float]:
     mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
     norm = float(np.linalg.norm(mean)) or 1.0
     return (mean / norm).tolist()  # type: ignore[no-any-return]
+
+
+class _OtherModel(Exception):
+    """The question's vector is of another model than the index's."""
+
+
+def _identified_same(a: str, b: str | None) -> bool:
+    """Both name one model by its weights (``model_fingerprint``)."""
+    return bool(model_fingerprint(a)) and model_fingerprint(a) == model_fingerprint(b or "")
 
 
 def _same_model(a: str, b: str) -> bool:
