@@ -481,3 +481,54 @@ async def test_a_query_gets_its_vector_or_skips_the_model_for_bm25(fp32):
         assert await handler.handle(query("dense", deadline_s=-1)) is None
     finally:
         await batcher.stop()
+
+
+async def test_an_embedder_follows_the_model_move_olympus_reindex_writes():
+    """What ``Models.follow`` runs in each phase of two live reindexes in a row, which models
+    it loads (one started after a switch loads only the new one), and that a cancel puts back
+    what was before while a move of some other model leaves it alone. The loader stands in for
+    ``app.load``: what is tested is which model embeds when, not the encoders."""
+    from types import SimpleNamespace
+
+    from schemas.messages import ModelMove
+    from workers.embedder.models import Model, Models
+
+    loaded: list[str] = []
+    a, b, c = "a" * 12, "b" * 12, "c" * 12
+
+    async def load(path: str) -> Model:
+        if path == "/nowhere":
+            raise OSError("no such folder")
+        loaded.append(path)
+        identity = f"{path.strip('/')}@{path.strip('/')[0] * 12}"
+        return Model(SimpleNamespace(identity=identity, name=path), None, None)  # type: ignore[arg-type]
+
+    def running(models: Models) -> tuple[str, str | None]:
+        return models.current.identity, models.next.identity if models.next else None
+
+    to_b = ModelMove(moved=[a], to="/b", phase="building")
+    on_b = ModelMove(moved=[a], to="/b", phase="switched")
+    to_c = ModelMove(moved=[a, b], to="/c", phase="building", current="/b", previous=on_b)
+
+    started_late = Models("/a", a, load)
+    assert await started_late.follow(on_b)
+    assert (running(started_late), loaded) == ((f"b@{b}", None), ["/b"])
+
+    loaded.clear()
+    models = Models("/a", a, load)
+    await models.follow(None)
+    assert running(models) == (f"a@{a}", None)
+    assert await models.follow(to_b)
+    assert running(models) == (f"a@{a}", f"b@{b}")
+    assert not await models.follow(to_b)  # read again: nothing changes
+    assert await models.follow(on_b)
+    assert running(models) == (f"b@{b}", None)
+    assert await models.follow(to_c)  # the second reindex: from b, not from its own a
+    assert running(models) == (f"b@{b}", f"c@{c}")
+    assert await models.follow(to_c.previous)  # cancelled: back to what was before
+    assert running(models) == (f"b@{b}", None)
+    assert await models.follow(None)  # the first one cancelled too
+    assert running(models) == (f"a@{a}", None)
+    assert not await models.follow(ModelMove(moved=[c], to="/b", phase="switched"))
+    assert not await models.follow(ModelMove(moved=[a], to="/nowhere", phase="building"))
+    assert loaded == ["/a", "/b", "/c"]  # each loaded once

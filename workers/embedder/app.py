@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from faststream import FastStream
@@ -23,6 +25,7 @@ from schemas.messages import (
     QueryRetrieve,
 )
 from workers.embedder.handlers import IngestHandler, QueryHandler
+from workers.embedder.models import POLL_S, Model, Models, read_move
 from workers.embedder.settings import EmbedderSettings
 
 
@@ -30,6 +33,13 @@ from workers.embedder.settings import EmbedderSettings
 class Runtime:
     ingest: IngestHandler
     query: QueryHandler
+    models: Models
+    watch: asyncio.Task[None] | None = None
+
+    def use(self) -> None:
+        """Hand the handlers the models to embed with (``workers.embedder.models``)."""
+        self.ingest.use(self.models.current, self.models.next)
+        self.query.use(self.models.current, self.models.next)
 
 
 def create_app(
@@ -42,7 +52,13 @@ def create_app(
         # Heavy imports here: building the app (for AsyncAPI, or a wiring test) loads no model.
         from workers.embedder.batching import EmbeddingBatcher
         from workers.embedder.chunking import Chunker
-        from workers.embedder.encoder import Encoder, pick_device, pick_lanes
+        from workers.embedder.encoder import (
+            Encoder,
+            default_model_path,
+            fingerprint,
+            pick_device,
+            pick_lanes,
+        )
         from workers.embedder.extract import Reader, ReadLimits
 
         async def publish(subject: str, message: Message, msg_id: str | None = None) -> None:
@@ -53,39 +69,55 @@ def create_app(
 
         device = pick_device(settings.device)
         lanes, threads = pick_lanes(settings.lanes, device, settings.threads)
-        encoder = Encoder(
-            settings.model,
-            device=device,
-            dtype=settings.dtype,
-            batch_size=settings.batch_size,
-            threads=threads,
-        )
-        chunker = Chunker(
-            encoder.tokenizer, settings.chunk_tokens or encoder.max_length, settings.chunk_overlap
-        )
-        batcher = EmbeddingBatcher(
-            encoder.tokenize, encoder.embed_tokens, encoder.dims, encoder.batch_size, lanes=lanes
-        )
-        batcher.start()
-        worker.log.info(
-            "embedder ready",
-            model=encoder.identity,
-            device=encoder.device,
-            dtype=str(encoder.dtype),
-            lanes=lanes,
-            threads_per_lane=threads,
-            dims=encoder.dims,
-            chunk_tokens=chunker.capacity + 2,
-        )
+
+        async def load(path: str) -> Model:
+            encoder = await asyncio.to_thread(
+                Encoder,
+                path,
+                device=device,
+                dtype=settings.dtype,
+                batch_size=settings.batch_size,
+                threads=threads,
+            )
+            chunker = Chunker(
+                encoder.tokenizer,
+                settings.chunk_tokens or encoder.max_length,
+                settings.chunk_overlap,
+            )
+            batcher = EmbeddingBatcher(
+                encoder.tokenize, encoder.embed_tokens, encoder.dims, encoder.batch_size,
+                lanes=lanes,
+            )  # fmt: skip
+            batcher.start()
+            worker.log.info(
+                "model loaded",
+                model=encoder.identity,
+                device=encoder.device,
+                dtype=str(encoder.dtype),
+                lanes=lanes,
+                threads_per_lane=threads,
+                dims=encoder.dims,
+                chunk_tokens=chunker.capacity + 2,
+            )
+            return Model(encoder, batcher, chunker)
+
+        own = settings.model or default_model_path()
+        models = Models(own, fingerprint(own), load)
+        # Before the first message: an embedder started after olympus reindex switched the
+        # index embeds with the new model from its first chunk.
+        watcher = await delivery.connect(common, "model-move")
+        await models.follow(await read_move(watcher.jetstream()))
+        current = models.current
         limits = ReadLimits(
             memory_bytes=settings.read_memory_mb << 20,
             timeout_s=settings.read_timeout_s,
             inflated_bytes=settings.max_inflated_mb << 20,
         )
-        return Runtime(
+        encoder = current.encoder
+        runtime = Runtime(
             ingest=IngestHandler(
-                chunker,
-                batcher,
+                current.chunker,
+                current.batcher,
                 publish,
                 encoder.name,
                 settings.max_chunks_per_document,
@@ -93,10 +125,31 @@ def create_app(
                 max_links=settings.max_links_per_document,
                 model_identity=encoder.identity,
             ),
-            query=QueryHandler(batcher, encoder.name, encoder.tokenizer, encoder.identity),
+            query=QueryHandler(current.batcher, encoder.name, encoder.tokenizer, encoder.identity),
+            models=models,
         )
+        runtime.use()
+
+        async def watch() -> None:
+            try:
+                while True:
+                    await asyncio.sleep(POLL_S)
+                    try:
+                        if await models.follow(await read_move(watcher.jetstream())):
+                            runtime.use()
+                    except Exception as exc:  # the bus is away for a moment: read it again
+                        worker.log.warning("cannot read the model move", error=str(exc))
+            finally:
+                await watcher.close()
+
+        runtime.watch = asyncio.create_task(watch(), name="model-move")
+        return runtime
 
     async def stop(runtime: Runtime) -> None:
+        if runtime.watch is not None:
+            runtime.watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runtime.watch
         await runtime.ingest.statuses.close()
         runtime.ingest.reader.close()
 

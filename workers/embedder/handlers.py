@@ -15,7 +15,7 @@ from olympus import telemetry
 from olympus.logging import get_logger
 from schemas import subjects
 from schemas.formats import content_problem, media_type_of
-from schemas.ids import chunk_id, content_hash, index_msg_id, status_msg_id
+from schemas.ids import chunk_id, content_hash, index_msg_id, model_fingerprint, status_msg_id
 from schemas.messages import (
     MAX_ERROR_CHARS,
     MAX_STATUS_CHANGES,
@@ -38,6 +38,7 @@ from workers.embedder.batching import EmbeddingBatcher
 from workers.embedder.chunking import Chunker
 from workers.embedder.extract import Extracted, ExtractionError, Reader, ReadLimits
 from workers.embedder.links import found_links, markdown_links, mentions
+from workers.embedder.models import Model
 
 log = get_logger("olympus.embedder")
 
@@ -73,6 +74,13 @@ class IngestHandler:
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
         # The upserts being worked on, by document: a newer message for one abandons them.
         self._working: dict[tuple[str, str], dict[int, asyncio.Task[str]]] = {}
+        self.next: Model | None = None  # the model a live reindex embeds with besides
+
+    def use(self, current: Model, following: Model | None) -> None:
+        """Embed with ``current`` from now on, and with ``following`` besides (a live
+        reindex, ``workers.embedder.models``); work under way finishes with what it began."""
+        self.chunker, self.batcher, self.next = current.chunker, current.batcher, following
+        self.model_name, self.model_identity = current.encoder.name, current.identity
 
     async def handle(self, doc: IngestDocument, version: int) -> str:
         """Process one ingest message; ``version`` is its stream sequence. Returns the outcome.
@@ -118,6 +126,9 @@ class IngestHandler:
         return "deleted"
 
     async def _upsert(self, doc: IngestDocument, version: int) -> str:
+        # The models this document is embedded with, whatever a reindex changes meanwhile
+        chunker, batcher, following = self.chunker, self.batcher, self.next
+        name, identity = self.model_name, self.model_identity
         await self._status(doc, version, "processing")
         try:
             data = _decode_content(doc)
@@ -130,7 +141,7 @@ class IngestHandler:
                 raise ExtractionError(problem)
             extracted = await self.reader.read(data, media_type)
             texts = await asyncio.get_running_loop().run_in_executor(
-                self._parser, self._chunk, extracted
+                self._parser, self._chunk, chunker, extracted
             )
             links, dropped = await asyncio.get_running_loop().run_in_executor(
                 self._parser, self._links, extracted
@@ -141,12 +152,23 @@ class IngestHandler:
         started = time.perf_counter()
         ids = [chunk_id(doc.tenant, doc.doc_id, i, text) for i, text in enumerate(texts)]
         with telemetry.span("olympus.embed", "EMBEDDING", **{"olympus.doc_id": doc.doc_id}) as span:
-            vectors = await self.batcher.embed(texts)
-            _describe_embedding(span, self.model_name, ids, texts, vectors)
+            if following is None:
+                vectors, beside = await batcher.embed(texts), None
+            else:
+                vectors, beside = await asyncio.gather(
+                    batcher.embed(texts), following.batcher.embed(texts)
+                )
+            _describe_embedding(span, name, ids, texts, vectors)
         log.info("embedded", chunks=len(texts), s=round(time.perf_counter() - started, 3))
         chunks = [
-            ChunkPayload(chunk_id=ident, position=i, text=text, vector=vector.tolist())
-            for i, (ident, text, vector) in enumerate(zip(ids, texts, vectors, strict=True))
+            ChunkPayload(
+                chunk_id=ident,
+                position=i,
+                text=text,
+                vector=vectors[i].tolist(),
+                next_vector=beside[i].tolist() if beside is not None else None,
+            )
+            for i, (ident, text) in enumerate(zip(ids, texts, strict=True))
         ]
         await self.publish(
             subjects.INDEX_UPSERT,
@@ -159,7 +181,8 @@ class IngestHandler:
                 metadata=doc.metadata,
                 version=version,
                 content_hash=digest,
-                model=self.model_identity,
+                model=identity,
+                next_model=following.identity if following is not None else "",
                 chunks=chunks,
                 relations=doc.relations,
                 links=links,
@@ -169,8 +192,8 @@ class IngestHandler:
         )
         return "embedded"
 
-    def _chunk(self, extracted: Extracted) -> list[str]:
-        texts = self.chunker.split(extracted.text, markdown=extracted.markdown)
+    def _chunk(self, chunker: Chunker, extracted: Extracted) -> list[str]:
+        texts = chunker.split(extracted.text, markdown=extracted.markdown)
         if not texts:
             raise ExtractionError("no text found in the document")
         if len(texts) > self.max_chunks:
@@ -310,13 +333,29 @@ class QueryHandler:
         self.model_name = model_name
         self.model_identity = model_identity or model_name
         self.tokenizer = tokenizer
+        self.next: Model | None = None  # the model a live reindex embeds with besides
+
+    def use(self, current: Model, following: Model | None) -> None:
+        """As ``IngestHandler.use``."""
+        self.batcher, self.tokenizer = current.batcher, current.encoder.tokenizer
+        self.next = following
+        self.model_name, self.model_identity = current.encoder.name, current.identity
 
     async def embed(self, request: EmbedRequest) -> EmbedReply:
-        """Texts embedded as documents are (``/v1/embeddings``)."""
-        vectors = await self.batcher.embed(request.inputs, lane="bulk")
-        counted = await asyncio.to_thread(self.tokenizer, request.inputs)  # off the event loop
+        """Texts embedded as documents are (``/v1/embeddings``); with ``request.model``, by
+        that model: the embedder's own, or the one a live reindex moves it to."""
+        batcher, tokenizer = self.batcher, self.tokenizer
+        name, identity = self.model_name, self.model_identity
+        if request.model and not _names(request.model, identity):
+            if self.next is None or not _names(request.model, self.next.identity):
+                message = f"this embedder does not run {request.model}"
+                return EmbedReply(error=ErrorInfo(code="unavailable", message=message))
+            batcher, tokenizer = self.next.batcher, self.next.encoder.tokenizer
+            name, identity = self.next.encoder.name, self.next.identity
+        vectors = await batcher.embed(request.inputs, lane="bulk")
+        counted = await asyncio.to_thread(tokenizer, request.inputs)  # off the event loop
         tokens = sum(len(ids) for ids in counted["input_ids"])
-        return EmbedReply(model=self.model_name, vectors=vectors.tolist(), tokens=tokens)
+        return EmbedReply(model=name, identity=identity, vectors=vectors.tolist(), tokens=tokens)
 
     async def handle(self, query: QueryEmbed) -> QueryRetrieve | RetrieveReply | None:
         """The query with its vector to pass on; an error answer; None if nobody waits."""
@@ -326,17 +365,34 @@ class QueryHandler:
         structlog.contextvars.bind_contextvars(
             request_id=query.request_id, session_id=query.session_id
         )
-        vector = None
-        if query.mode not in subjects.VECTORLESS_MODES:
-            try:
-                with telemetry.span("olympus.embed_query", "EMBEDDING") as span:
-                    vectors = await self.batcher.embed([query.input], lane="query")
-                    _describe_embedding(
-                        span, self.model_name, [query.request_id], [query.input], vectors
+        batcher, name, identity, following = (
+            self.batcher, self.model_name, self.model_identity, self.next
+        )  # fmt: skip
+        if query.mode in subjects.VECTORLESS_MODES:
+            return QueryRetrieve(**query.model_dump())
+        try:
+            with telemetry.span("olympus.embed_query", "EMBEDDING") as span:
+                if following is None:
+                    vectors, beside = await batcher.embed([query.input], lane="query"), None
+                else:  # the index may switch to it while this question is on its way
+                    vectors, beside = await asyncio.gather(
+                        batcher.embed([query.input], lane="query"),
+                        following.batcher.embed([query.input], lane="query"),
                     )
-                vector = vectors[0].tolist()
-            except Exception as exc:
-                log.exception("query embedding failed", request_id=query.request_id)
-                return RetrieveReply(error=ErrorInfo(code="internal", message=str(exc)))
-        model = self.model_identity if vector is not None else ""
-        return QueryRetrieve(**query.model_dump(), vector=vector, model=model)
+                _describe_embedding(span, name, [query.request_id], [query.input], vectors)
+        except Exception as exc:
+            log.exception("query embedding failed", request_id=query.request_id)
+            return RetrieveReply(error=ErrorInfo(code="internal", message=str(exc)))
+        return QueryRetrieve(
+            **query.model_dump(),
+            vector=vectors[0].tolist(),
+            model=identity,
+            next_vector=beside[0].tolist() if beside is not None else None,
+            next_model=following.identity if following is not None else "",
+        )
+
+
+def _names(asked: str, identity: str) -> bool:
+    """``asked`` is ``identity``: the same weights (``name@fingerprint``), or the same name."""
+    fingerprint = model_fingerprint(asked)
+    return fingerprint == model_fingerprint(identity) if fingerprint else asked == identity
