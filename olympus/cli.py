@@ -14,20 +14,23 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from athena.settings import AthenaSettings
 from olympus.settings import CommonSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
+    import nats
     import numpy as np
 
     from hades.milvus import MilvusVectorIndex
     from hades.protocols import DocumentGraph
     from olympus.keys import KeyStore
     from workers.embedder.encoder import Encoder
+
+T = TypeVar("T")
 
 
 def _port_of(url: str, default: int) -> int:
@@ -352,17 +355,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from workers.indexer.settings import IndexerSettings
     from workers.indexer.stores import milvus_uri, open_stores
 
-    if not args.model and not args.drop_old:
-        print("olympus reindex: give --model PATH, or --drop-old", file=sys.stderr)
+    if not args.model and not args.drop_old and not args.cancel:
+        print("olympus reindex: give --model PATH, --drop-old or --cancel", file=sys.stderr)
         return 2
     common = CommonSettings()
     data_dir = Path(args.data_dir or common.data_dir)
     settings = IndexerSettings()
     pid = _run_file(data_dir).get("pid")
-    if pid and _alive(int(pid)):
+    running = bool(pid and _alive(int(pid)))
+    if (running or args.live or args.cancel) and not args.drop_old:
+        return _live_reindex(args)
+    if running:
         print(
-            f"olympus up (pid {pid}) is running on {data_dir}: stop it first; the stores are "
-            "opened by one process at a time",
+            f"olympus up (pid {pid}) is running on {data_dir}: stop it first to drop the old "
+            "vectors; the stores are opened by one process at a time",
             file=sys.stderr,
         )
         return 1
@@ -461,6 +467,69 @@ def _reembed(
         f"  OLYMPUS_INDEXER_DIMS={encoder.dims}"
     )
     return 0
+
+
+def _live_reindex(args: argparse.Namespace) -> int:
+    """``olympus reindex`` against the running stack: it keeps answering meanwhile and its
+    queries switch to the new vectors at once (``olympus.reindex``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from olympus.reindex import LiveReindex, ReindexError, Report, cancel
+    from schemas.ids import model_identity
+    from workers.embedder.encoder import fingerprint
+
+    admin, _ = _admin(args)
+    if args.cancel:
+        try:
+            asyncio.run(_reindex_on_bus(admin, cancel))
+        except (ReindexError, OSError) as exc:
+            print(f"olympus reindex --cancel: {exc}", file=sys.stderr)
+            return 1
+        print("cancelled: the embedders run their own model, and the index is as it was")
+        return 0
+    folder = os.path.abspath(args.model)
+    if not fingerprint(folder):
+        print(
+            f"{args.model} is not a model's folder here: run olympus reindex where the "
+            "embedders' model folder is at the same path",
+            file=sys.stderr,
+        )
+        return 2
+    identity = model_identity(Path(folder).name, fingerprint(folder))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        task = progress.add_task("starting", total=None)
+        report = Report(
+            phase=lambda text: progress.update(task, description=text),
+            total=lambda n: progress.update(task, total=n, completed=0),
+            advance=lambda n: progress.advance(task, n),
+        )
+        try:
+            done = asyncio.run(
+                _reindex_on_bus(admin, lambda nc: LiveReindex(nc, folder, identity, report).run())
+            )
+        except (ReindexError, OSError) as exc:
+            print(f"olympus reindex: {exc}; nothing changed", file=sys.stderr)
+            return 1
+    print(
+        f"{_count(done.passages, 'passage')} of {_count(done.documents, 'document')} embedded "
+        f"with {identity} in {_count(done.passes, 'pass')}, while the stack kept answering; "
+        f"queries use them now. The old vectors are kept as {done.kept_as} "
+        "(olympus reindex --drop-old removes them, with the stack stopped).\n"
+        "The embedders run the new model until they restart, and after too (they read the "
+        f"move when they start); set OLYMPUS_EMBEDDER_MODEL={folder} to make it their own."
+    )
+    return 0
+
+
+async def _reindex_on_bus(common: CommonSettings, work: Callable[[nats.NATS], Awaitable[T]]) -> T:
+    from olympus import delivery
+
+    nc = await delivery.connect(common, "olympus-reindex")
+    try:
+        return await work(nc)
+    finally:
+        await nc.close()
 
 
 def _count(n: int, thing: str) -> str:
@@ -606,10 +675,20 @@ def main(argv: list[str] | None = None) -> int:
 
     reindex = sub.add_parser(
         "reindex",
-        help="embed every passage again under another model (the stack stopped); the old "
+        help="embed every passage again under another model; against a running stack it keeps "
+        "answering and switches at once, else it works on the stopped stack's data; the old "
         "vectors are kept until --drop-old",
     )
     reindex.add_argument("--model", help="the new encoder: a Hugging Face folder")
+    reindex.add_argument(
+        "--live",
+        action="store_true",
+        help="work through the running stack at OLYMPUS_NATS_URL (automatic when olympus up "
+        "runs on --data-dir)",
+    )
+    reindex.add_argument(
+        "--cancel", action="store_true", help="undo a live reindex that was interrupted"
+    )
     reindex.add_argument(
         "--drop-old", action="store_true", help="drop the vectors earlier runs kept"
     )
