@@ -202,6 +202,12 @@ async def _status(common: CommonSettings) -> str:
     lines.append(
         "WORKERS       " + "  ".join(f"{s}={'up' if up else 'down'}" for s, up in workers.items())
     )
+    from workers.embedder.models import read_move
+
+    move = await read_move(js)
+    if move is not None:
+        state = "being built" if move.phase == "building" else "in use"
+        lines.append(f"MODEL         {move.identity or move.to} ({state}; olympus reindex)")
     await nc.close()
     return "\n".join(lines)
 
@@ -476,16 +482,19 @@ def _live_reindex(args: argparse.Namespace) -> int:
 
     from olympus.reindex import LiveReindex, ReindexError, Report, cancel
     from schemas.ids import model_identity
-    from workers.embedder.encoder import fingerprint
+    from schemas.ids import weights_fingerprint as fingerprint
 
     admin, _ = _admin(args)
     if args.cancel:
         try:
-            asyncio.run(_reindex_on_bus(admin, cancel))
+            switched = asyncio.run(_reindex_on_bus(admin, cancel))
         except (ReindexError, OSError) as exc:
             print(f"olympus reindex --cancel: {exc}", file=sys.stderr)
             return 1
-        print("cancelled: the embedders run their own model, and the index is as it was")
+        if switched:
+            print("the index had switched to the new model: the embedders run it alone now")
+        else:
+            print("nothing is under way: the embedders run the model the index holds")
         return 0
     folder = os.path.abspath(args.model)
     if not fingerprint(folder):
@@ -511,9 +520,13 @@ def _live_reindex(args: argparse.Namespace) -> int:
         except (ReindexError, OSError) as exc:
             print(f"olympus reindex: {exc}; nothing changed", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("olympus reindex: interrupted; nothing changed", file=sys.stderr)
+            return 130
     print(
         f"{_count(done.passages, 'passage')} of {_count(done.documents, 'document')} embedded "
-        f"with {identity} in {_count(done.passes, 'pass')}, while the stack kept answering; "
+        f"with {identity} in {done.passes} pass{'es' if done.passes > 1 else ''}, while the "
+        "stack kept answering; "
         f"queries use them now. The old vectors are kept as {done.kept_as} "
         "(olympus reindex --drop-old removes them, with the stack stopped).\n"
         "The embedders run the new model until they restart, and after too (they read the "

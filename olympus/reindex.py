@@ -57,7 +57,7 @@ from workers.embedder.models import POLL_S, read_move
 
 R = TypeVar("R", bound=Reply)
 EMBED_BATCH = 32  # passages per embed request: the embedder's batcher pools them with others'
-DOCUMENTS_AT_ONCE = 16  # documents in flight, so the embedders' lanes stay busy
+DOCUMENTS_AT_ONCE = 128  # documents in flight, so the embedders' lanes stay busy
 WRITE_BATCH = 256  # passages per write (ReindexWrite's limit)
 MAX_PASSES = 20
 LOAD_TIMEOUT_S = 300.0
@@ -112,6 +112,7 @@ class LiveReindex:
         building = ModelMove(
             moved=moved,
             to=self.folder,
+            identity=self.model,
             phase="building",
             current=before.to if before else "",
             previous=before,
@@ -134,19 +135,26 @@ class LiveReindex:
         except BaseException:
             await self.cancel(kv)
             raise
-        switched = ModelMove(moved=moved, to=self.folder, phase="switched")
-        await kv.put(subjects.MODEL_KEY, switched.model_dump_json().encode())
+        await kv.put(subjects.MODEL_KEY, _switched(building))
         return Switched(self._documents, self._passages, passes, done.kept_as)
 
-    async def cancel(self, kv: KeyValue | None = None) -> None:
-        """Back to how it was: the embedders on their own model, no next collection."""
+    async def cancel(self, kv: KeyValue | None = None) -> bool:
+        """Settle on the model the index holds: back to how it was (the embedders on the model
+        they ran, no next collection), or, if the switch happened before the run stopped (its
+        answer lost), forward to the new model. Whether it had switched."""
         bucket = kv or await self.nc.jetstream().key_value(subjects.MODEL_BUCKET)
         move = await read_move(self.nc.jetstream())
-        if move is not None and move.phase == "building" and move.previous is not None:
-            await bucket.put(subjects.MODEL_KEY, move.previous.model_dump_json().encode())
-        elif move is not None and move.phase == "building":
+        building = move if move is not None and move.phase == "building" else None
+        asked = ReindexCancel(model=building.identity if building else "")
+        reply: ReindexReply = await self._ask(subjects.REINDEX_CANCEL, asked)
+        switched = reply.switched
+        if building is not None and switched:
+            await bucket.put(subjects.MODEL_KEY, _switched(building))
+        elif building is not None and building.previous is not None:
+            await bucket.put(subjects.MODEL_KEY, building.previous.model_dump_json().encode())
+        elif building is not None:
             await bucket.delete(subjects.MODEL_KEY)
-        await self._ask(subjects.REINDEX_CANCEL, ReindexCancel())
+        return switched
 
     async def _loaded(self) -> int:
         """Wait until an embedder embeds with the new model; its vectors' size. Then wait until
@@ -244,6 +252,12 @@ def _probe() -> EmbedRequest:
     return EmbedRequest(tenant="olympus", inputs=["olympus"])
 
 
-async def cancel(nc: nats.NATS) -> None:
-    """Undo a live reindex that was interrupted (``olympus reindex --cancel``)."""
-    await LiveReindex(nc, "", "").cancel()
+def _switched(building: ModelMove) -> bytes:
+    done = building.model_copy(update={"phase": "switched", "current": "", "previous": None})
+    return done.model_dump_json().encode()
+
+
+async def cancel(nc: nats.NATS) -> bool:
+    """Settle a live reindex that was interrupted (``olympus reindex --cancel``); whether it
+    had switched."""
+    return await LiveReindex(nc, "", "").cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 
 def _digest(*parts: str | bytes, length: int = 32) -> str:
@@ -65,7 +66,7 @@ def turn_msg_id(request_id: str) -> str:
 
 def model_identity(name: str, fingerprint: str) -> str:
     """What the embedder calls its model: ``name@fingerprint`` (the digest of its weights,
-    ``workers.embedder.encoder.fingerprint``); the bare name when it has none."""
+    ``weights_fingerprint``); the bare name when it has none."""
     return f"{name}@{fingerprint}" if fingerprint else name
 
 
@@ -74,3 +75,22 @@ def model_fingerprint(model: str) -> str:
     bare name. Two identities with the same fingerprint are one model, whatever folder each was
     loaded from."""
     return model.rpartition("@")[2] if "@" in model else ""
+
+
+def weights_fingerprint(path: str) -> str:
+    """Which weights these are, wherever they lie: a digest of the model's config and of the
+    first MiB of each weights file (a fine-tune shares its base's config, not its weights).
+    Empty for a model named by a hub id instead of a folder. Here, not beside the encoder, so
+    ``olympus reindex`` names a model without importing torch."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for name in ("config.json", *sorted(f.name for f in folder.iterdir() if _weights(f.name))):
+        with open(folder / name, "rb") as file:
+            digest.update(name.encode() + b"\0" + file.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def _weights(name: str) -> bool:
+    return name.endswith((".safetensors", ".bin")) and not name.startswith("training_args")

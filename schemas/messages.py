@@ -744,6 +744,7 @@ class ModelMove(BaseModel):
 
     moved: list[str] = Field(description="fingerprints of the models moved away from")
     to: str = Field(min_length=1, description="the new model's folder, as the embedders see it")
+    identity: str = Field(default="", description="the new model's name@fingerprint")
     phase: Literal["building", "switched"]
     current: str = Field(
         default="",
@@ -813,7 +814,11 @@ class ReindexSwitch(Message):
 
 
 class ReindexCancel(Message):
-    """Drop the next collection: the index stays as it is."""
+    """Drop the next collection: the index stays as it is. If the index already holds
+    ``model``'s vectors (the run switched before it was stopped), nothing is dropped and the
+    reply says ``switched``."""
+
+    model: str = Field(default="", max_length=200)
 
 
 class ReindexReply(Reply):

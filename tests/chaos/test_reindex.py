@@ -23,7 +23,8 @@ from schemas.ids import model_fingerprint
 from tests.chaos.test_kills import DOCS, _text, assert_each_indexed_once
 from tests.e2e.test_model_change import Asking
 from tests.support.samples import fine_tuned_encoder
-from tests.support.stack import start_stack, wait_for
+from tests.support.stack import eventually, indexed, start_stack, wait_for
+from workers.embedder.encoder import Encoder, fingerprint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.chaos]
 
@@ -121,8 +122,6 @@ def test_a_live_reindex_under_changes_leaves_every_document_once_in_the_new_mode
 
 
 def _assert_vectors_are_the_new_models_of_the_current_text(data, model, latest, why) -> None:
-    from workers.embedder.encoder import Encoder
-
     graph = SqliteDocumentGraph(data / "graph.sqlite3")
     index = MilvusVectorIndex(str(data / "milvus.db"), 384, term_key=b"")
     try:
@@ -146,3 +145,59 @@ def _assert_vectors_are_the_new_models_of_the_current_text(data, model, latest, 
     finally:
         index.close()
         graph.close()
+
+
+def test_a_live_reindex_killed_midway_is_settled_by_cancel_and_runs_again(tmp_path):
+    """``kill -9`` of olympus reindex once the next collection is filling: the stack goes on
+    embedding with both models, answering with the old one; ``--cancel`` puts everything back,
+    and the reindex runs again from the start."""
+    rng = random.Random(5)
+    other = fine_tuned_encoder(tmp_path / "fine-tuned")
+    data = tmp_path / "data"
+    running = start_stack("chaos-reindex-killed", data)
+    command = [sys.executable, "-m", "olympus.cli", "reindex", "--data-dir", str(data)]
+    try:
+        with running.client() as http:
+            files = [("files", (f"doc-{i}.txt", _text(rng, i).encode())) for i in range(DOCS)]
+            sent = http.post("/rag/documents", files=files).json()["documents"]
+            for doc in sent:
+                assert wait_for(http, doc["doc_id"], timeout_s=300)["status"] == "indexed"
+            killed = subprocess.Popen(
+                [*command, "--model", str(other)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            eventually(
+                lambda: '"event": "reindex begun"' in running.log.read_text(),
+                "the reindex did not begin",
+                timeout_s=120,
+            )
+            killed.kill()
+            killed.wait(30)
+            stuck = subprocess.run([*command, "--model", str(other)], capture_output=True,
+                                   text=True, timeout=300, check=False)  # fmt: skip
+            assert stuck.returncode == 1
+            assert "olympus reindex --cancel undoes it" in stuck.stderr
+            cancelled = subprocess.run([*command, "--cancel"], capture_output=True, text=True,
+                                       timeout=300, check=False)  # fmt: skip
+            assert cancelled.returncode == 0, cancelled.stderr
+            assert "nothing is under way" in cancelled.stdout
+            meanwhile = indexed(http, "zephyrus.txt", "Zephyrus, the gentle west wind.")
+            again = subprocess.run([*command, "--model", str(other)], capture_output=True,
+                                   text=True, timeout=600, check=False)  # fmt: skip
+            assert again.returncode == 0, again.stderr
+            r = http.post("/mcp/m/query", json={"input": "gentle west wind", "mode": "dense"})
+            assert r.json()["retrieved_documents"][0]["doc_id"] == meanwhile["doc_id"]
+    finally:
+        running.stack.stop()
+    log = running.log.read_text()
+    back = '"model": "all-MiniLM-L6-v2@9027947a4381", "next_model": null'
+    assert log.count(back) >= 2, "the embedder did not go back to its own model alone"
+    assert_each_indexed_once(data, DOCS + 1, again.stdout)
+    index = MilvusVectorIndex(str(data / "milvus.db"), 384, term_key=b"")
+    try:
+        assert model_fingerprint(index.model or "") == model_fingerprint(
+            f"x@{fingerprint(str(other))}"
+        )
+        assert "olympus_chunks__building" not in index.collections()
+    finally:
+        index.close()

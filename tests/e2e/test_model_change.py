@@ -164,6 +164,9 @@ def test_a_live_reindex_keeps_answering_and_switches_at_once(tmp_path):
             out, err = reindex.communicate(timeout=600)
             assert reindex.returncode == 0, err
             assert "while the stack kept answering" in out
+            status = olympus("status", "--data-dir", str(data))
+            assert "MODEL         fine-tuned@" in status.stdout, status.stdout
+            assert "(in use; olympus reindex)" in status.stdout
             for sent in meanwhile:
                 assert (
                     wait_for(http, sent["doc_id"], version=sent["version"])["status"] == "indexed"

@@ -394,10 +394,27 @@ async def test_a_live_reindex_under_way_is_resumed_after_a_restart_and_can_be_ca
     try:
         assert indexer.vectors.next is not None
         assert await _missing(indexer) == ["a"]  # b's new vectors survived the restart
-        await indexer.reindex_cancel(ReindexCancel())
+        await indexer.reindex_cancel(ReindexCancel(model=NEW))
         assert indexer.vectors.next is None
         assert (await indexer.reindex_page(ReindexPage())).error is not None
         assert indexer.vectors.model == OLD
         assert indexer.vectors.count("t") == 2
+
+        # A run whose switch happened but whose answer was lost: cancelling it changes nothing.
+        await indexer.reindex_begin(ReindexBegin(model=NEW, dims=NEW_DIMS))
+        for doc_id in ("a", "b"):
+            await indexer.reindex_write(_written_anew(indexer, doc_id, 1))
+        assert (await indexer.reindex_switch(ReindexSwitch(model=NEW))).switched
+        late = await indexer.reindex_cancel(ReindexCancel(model=NEW))
+        assert late.switched
+        assert (indexer.vectors.model, indexer.vectors.count("t")) == (NEW, 2)
     finally:
         await indexer.stop()
+
+
+def test_pages_ask_the_index_for_bounded_rows():
+    from workers.indexer.handlers import _bounded
+
+    sizes = [("a", 3), ("b", 5), ("c", 9), ("d", 1), ("e", 2)]
+    assert _bounded(sizes, 8) == [["a", "b"], ["c"], ["d", "e"]]
+    assert _bounded([], 8) == []

@@ -7,7 +7,6 @@ chunks padded to 17% more tokens than they hold and encoded 15% slower (bench/in
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from schemas.ids import model_identity
+from schemas.ids import weights_fingerprint as fingerprint  # where it was, for its callers
 from workers.embedder.batching import length_batches
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,24 +69,6 @@ def max_length_of(model_path: str, tokenizer_max: int) -> int:
 
         return int(json.loads(config.read_text())["max_seq_length"])
     return min(tokenizer_max, 512)
-
-
-def fingerprint(path: str) -> str:
-    """Which weights these are, wherever they lie: a digest of the model's config and of the
-    first MiB of each weights file (a fine-tune shares its base's config, not its weights).
-    Empty for a model named by a hub id instead of a folder."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return ""
-    digest = hashlib.sha256()
-    for name in ("config.json", *sorted(f.name for f in folder.iterdir() if _weights(f.name))):
-        with open(folder / name, "rb") as file:
-            digest.update(name.encode() + b"\0" + file.read(1 << 20))
-    return digest.hexdigest()[:12]
-
-
-def _weights(name: str) -> bool:
-    return name.endswith((".safetensors", ".bin")) and not name.startswith("training_args")
 
 
 class Encoder:

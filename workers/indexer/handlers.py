@@ -79,8 +79,12 @@ log = get_logger("olympus.indexer")
 T = TypeVar("T")
 SIMILAR_BATCH = 16  # documents related to their similar ones per turn of the store thread
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al.), as the vector index uses
+PRESENT_ROWS = 8192  # rows one ``present`` call may return, under Milvus' 16,384 a query
 _NOT_FOUND = ErrorInfo(code="not_found", message="no such document")
 _NO_REINDEX = ErrorInfo(code="not_found", message="no reindex of that model is under way")
+
+
+_Mean = tuple[str, list[float]]  # a document's mean vector, and the model it is of
 
 
 class EventPublisher(Protocol):
@@ -161,8 +165,8 @@ class Indexer:
         self.similar_documents = similar_documents
         self.graph_weight = graph_weight
         # Documents written since the last seal, whose similar documents are found after it:
-        # (tenant, doc_id) -> the mean of its chunks' vectors
-        self._unsimilar: dict[tuple[str, str], list[float]] = {}
+        # (tenant, doc_id) -> the mean of its chunks' vectors, and their model
+        self._unsimilar: dict[tuple[str, str], _Mean] = {}
         self.vectors = vectors
         self.graph = graph
         self.emit = emit
@@ -279,11 +283,14 @@ class Indexer:
                     del self._unsimilar[key]
                 await self._store(self._find_similar, batch)
 
-    def _find_similar(self, batch: Sequence[tuple[tuple[str, str], list[float]]]) -> None:
+    def _find_similar(self, batch: Sequence[tuple[tuple[str, str], _Mean]]) -> None:
         """Runs on the store thread once writes pause: each document written since is related
         to its nearest documents (by the mean of its chunks' vectors), so ingest never waits
-        for it."""
-        for (tenant, doc_id), vector in batch:
+        for it. One whose vectors are of a model the index no longer holds (a live reindex
+        switched it meanwhile) is left as it is."""
+        for (tenant, doc_id), (model, vector) in batch:
+            if model != (self.vectors.model or ""):
+                continue
             hits = self.vectors.search(
                 SearchQuery(
                     tenant=tenant,
@@ -380,7 +387,8 @@ class Indexer:
         for i, op, _ in writes:
             events[i] = DocumentEvent.of(op.tenant, documents[i])
             if self.similar_documents:
-                self._unsimilar[(op.tenant, op.doc_id)] = _mean([c.vector for c in op.chunks])
+                mean = _mean([c.vector for c in op.chunks])
+                self._unsimilar[(op.tenant, op.doc_id)] = (self.vectors.model or "", mean)
         for i, op in enumerate(ops):
             if isinstance(op, IndexDelete) and i in winners:
                 events[i] = self._apply_delete(op)
@@ -720,14 +728,17 @@ class Indexer:
         tenant = later[0]
         offset = req.offset if tenant == req.tenant else 0
         docs, total = self.graph.list_documents(tenant, limit=req.limit, offset=offset)
-        present = self.vectors.next.present(tenant, [d.doc_id for d in docs])
-        missing = []
-        for doc in docs:
-            chunks = len(self.graph.chunk_ids(tenant, doc.doc_id))
-            if chunks and present.get(doc.doc_id, 0) != chunks:
-                missing.append(ReindexDocument(
-                    tenant=tenant, doc_id=doc.doc_id, version=doc.version, chunks=chunks
-                ))  # fmt: skip
+        chunks = {d.doc_id: len(self.graph.chunk_ids(tenant, d.doc_id)) for d in docs}
+        present: dict[str, int] = {}
+        for group in _bounded(list(chunks.items()), PRESENT_ROWS):
+            present |= self.vectors.next.present(tenant, group)
+        missing = [
+            ReindexDocument(
+                tenant=tenant, doc_id=d.doc_id, version=d.version, chunks=chunks[d.doc_id]
+            )
+            for d in docs
+            if chunks[d.doc_id] and present.get(d.doc_id, 0) != chunks[d.doc_id]
+        ]
         if docs and offset + len(docs) < total:
             after: tuple[str | None, int] = (tenant, offset + len(docs))
         else:
@@ -783,12 +794,12 @@ class Indexer:
         if missing:
             return ReindexReply(missing=missing)
         kept = self.vectors.promote_next()
-        # Their means are of the old model's vectors: such documents find no similar ones.
-        self._unsimilar.clear()
         log.info("reindex switched", model=self.vectors.model, kept_as=kept)
         return ReindexReply(switched=True, kept_as=kept)
 
     async def reindex_cancel(self, req: ReindexCancel) -> ReindexReply:
+        if _identified_same(req.model, self.vectors.model):
+            return ReindexReply(switched=True)
         await self._store(self.vectors.cancel_next)
         return ReindexReply()
 
@@ -843,6 +854,19 @@ class Indexer:
     async def clear_context(self, req: ContextClear) -> ContextReply:
         await self._store(self.graph.clear_context, req.tenant, req.session_id)
         return ContextReply(items=[])
+
+
+def _bounded(sizes: Sequence[tuple[str, int]], most: int) -> list[list[str]]:
+    """The names in order, in groups whose sizes add up to at most ``most`` (one bigger alone)."""
+    groups: list[list[str]] = []
+    room = 0
+    for name, size in sizes:
+        if not groups or size > room:
+            groups.append([])
+            room = most
+        groups[-1].append(name)
+        room -= size
+    return groups
 
 
 def _mean(vectors: Sequence[Sequence[float]]) -> list[float]:
