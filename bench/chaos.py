@@ -12,6 +12,10 @@ back (``hades.audit``):
 - doubled: vectors beyond one per chunk, orphans included;
 - stuck: documents left ``queued`` or ``processing``.
 
+``live reindex`` strikes with no kill: ``olympus reindex`` against the running stack, to other
+weights of the same model, while the upload goes on. It must end with every document once in the
+new model's vectors (``switched``).
+
 The time columns: the whole ingest, its ratio to the run without a fault (``none``), and the
 longest stretch in which no document got indexed (what the fault stalled). ``2 embedders``
 against ``none`` is what a second replica buys on this machine.
@@ -25,6 +29,8 @@ import json
 import os
 import platform
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +47,8 @@ from olympus.evaluation import ingest, load_beir
 from olympus.settings import CommonSettings
 from olympus.stack import Stack, StackConfig, Supervised, start_with_key
 from schemas import subjects
+from schemas.ids import model_fingerprint, weights_fingerprint
+from tests.support.samples import fine_tuned_encoder
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,7 +56,8 @@ RESULTS = Path(__file__).parent / "results"
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    victim: str | None = None  # a supervised process's name; "leader": the ingest stream's
+    victim: str | None = None  # a supervised process's name; "leader": the ingest stream's;
+    # "reindex": olympus reindex to other weights, no kill
     how: signal.Signals = signal.SIGKILL
     replicas: dict[str, int] = field(default_factory=dict)
     cluster: int = 1
@@ -62,6 +71,7 @@ SCENARIOS = (
     Scenario("kill -9 1 of 2 embedders", "embedder-2", replicas={"embedder": 2}),
     Scenario("2 embedders", replicas={"embedder": 2}),
     Scenario("kill -9 NATS leader (3 nodes)", "leader", cluster=3),
+    Scenario("live reindex", "reindex"),
 )
 
 
@@ -122,6 +132,7 @@ def run(scenario: Scenario, corpus: dict[str, str], workdir: Path) -> dict[str, 
         started = time.monotonic()
         sender.start()
         struck_at, last_count, last_change, stall = None, 0, started, 0.0
+        reindex: subprocess.Popen[str] | None = None
         with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
             while True:
                 count = _indexed(http)
@@ -130,11 +141,16 @@ def run(scenario: Scenario, corpus: dict[str, str], workdir: Path) -> dict[str, 
                     stall = max(stall, now - last_change)
                     last_count, last_change = count, now
                 if scenario.victim and struck_at is None and count >= len(corpus) // 3:
-                    victim = _victim(stack, scenario).proc
-                    assert victim is not None
-                    os.kill(victim.pid, scenario.how)
+                    if scenario.victim == "reindex":
+                        reindex = _reindex(data_dir, workdir)
+                    else:
+                        victim = _victim(stack, scenario).proc
+                        assert victim is not None
+                        os.kill(victim.pid, scenario.how)
                     struck_at = now - started
                 settled = not sender.is_alive() and len(uploaded) == len(corpus)
+                if reindex is not None and reindex.poll() is None:
+                    settled = False
                 if settled and _settled(http) >= len(corpus):
                     break
                 if now - last_change > 1800:
@@ -145,6 +161,10 @@ def run(scenario: Scenario, corpus: dict[str, str], workdir: Path) -> dict[str, 
         stack.stop()
     audit = audit_stopped(data_dir)
     documents = audit["documents"].values()
+    switched = None
+    if reindex is not None:
+        other = weights_fingerprint(str(workdir / "other-weights"))
+        switched = reindex.returncode == 0 and model_fingerprint(audit["model"] or "") == other
     whole = [
         d
         for d in documents
@@ -161,7 +181,18 @@ def run(scenario: Scenario, corpus: dict[str, str], workdir: Path) -> dict[str, 
         "struck_at_s": round(struck_at, 1) if struck_at is not None else None,
         "seconds": round(elapsed, 1),
         "longest_stall_s": round(stall, 1),
+        "switched": switched,
     }
+
+
+def _reindex(data_dir: Path, workdir: Path) -> subprocess.Popen[str]:
+    """olympus reindex against the stack on ``data_dir``, to other weights of its model."""
+    other = fine_tuned_encoder(workdir / "other-weights")
+    command = [sys.executable, "-m", "olympus.cli", "reindex", "--model", str(other)]
+    return subprocess.Popen(
+        [*command, "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
 
 
 def _settled(http: httpx.Client) -> int:
@@ -189,16 +220,15 @@ def main() -> None:
     baseline = next((r["seconds"] for r in rows if r["scenario"] == "none"), None)
     for row in rows:
         row["x_none"] = round(row["seconds"] / baseline, 2) if baseline else None
-    header = (
-        "| scenario | docs | lost | doubled | stuck | struck at s | s | x none | longest stall s |"
-    )
-    print(header)
-    print("|---" * 9 + "|")
+    header = "| scenario | docs | lost | doubled | stuck | struck at s | s | x none | "
+    print(header + "longest stall s | switched |")
+    print("|---" * 10 + "|")
     for r in rows:
+        switched = {None: "-", True: "yes", False: "NO"}[r["switched"]]
         print(
             f"| {r['scenario']} | {r['docs']} | {r['lost']} | {r['doubled_vectors']} | "
             f"{r['stuck']} | {r['struck_at_s'] or '-'} | {r['seconds']} | {r['x_none'] or '-'} | "
-            f"{r['longest_stall_s']} |"
+            f"{r['longest_stall_s']} | {switched} |"
         )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "chaos.json"

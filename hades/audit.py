@@ -40,6 +40,7 @@ def audit(data_dir: Path, tenant: str, dims: int = 384) -> dict[str, object]:
             for d in docs
         },
         "vectors_total": vectors.count(tenant),
+        "model": vectors.model,
     }
     vectors.close()
     graph.close()
