@@ -267,6 +267,13 @@ class MilvusVectorIndex:
         self.model, self.dims = following.model, following.dims
         return kept
 
+    def drop_kept(self) -> list[str]:
+        """Drop what earlier reindexes kept (``kept``); their names."""
+        dropped, self.kept = self.kept, []
+        for name in dropped:
+            self.client.drop_collection(name)
+        return dropped
+
     def claim_model(self, model: str) -> None:
         """Vectors of two models are not comparable: the collection keeps the name of the one
         it was filled with, and the indexer refuses another's (``workers.indexer``)."""

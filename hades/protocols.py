@@ -100,6 +100,9 @@ class VectorIndex(Protocol):
     def promote_next(self) -> str:
         """``next`` takes this index's place; returns where the old vectors are kept."""
 
+    def drop_kept(self) -> list[str]:
+        """Drop the earlier models' vectors reindexes kept; their names."""
+
     def present(self, tenant: str, doc_ids: Collection[str]) -> dict[str, int]:
         """How many chunks of each of these documents the index holds (absent: none)."""
 

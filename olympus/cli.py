@@ -369,15 +369,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     settings = IndexerSettings()
     pid = _run_file(data_dir).get("pid")
     running = bool(pid and _alive(int(pid)))
-    if (running or args.live or args.cancel) and not args.drop_old:
+    if running or args.live or args.cancel:
         return _live_reindex(args)
-    if running:
-        print(
-            f"olympus up (pid {pid}) is running on {data_dir}: stop it first to drop the old "
-            "vectors; the stores are opened by one process at a time",
-            file=sys.stderr,
-        )
-        return 1
     graph_file = settings.sqlite_path or data_dir / "graph.sqlite3"
     if settings.graph_backend == "sqlite" and not graph_file.exists():
         print(f"no Olympus data in {data_dir} (no {graph_file.name})", file=sys.stderr)
@@ -480,7 +473,7 @@ def _live_reindex(args: argparse.Namespace) -> int:
     queries switch to the new vectors at once (``olympus.reindex``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from olympus.reindex import LiveReindex, ReindexError, Report, cancel
+    from olympus.reindex import LiveReindex, ReindexError, Report, cancel, drop_old
     from schemas.ids import model_identity
     from schemas.ids import weights_fingerprint as fingerprint
 
@@ -495,6 +488,14 @@ def _live_reindex(args: argparse.Namespace) -> int:
             print("the index had switched to the new model: the embedders run it alone now")
         else:
             print("nothing is under way: the embedders run the model the index holds")
+        return 0
+    if not args.model:  # --drop-old alone
+        try:
+            dropped = asyncio.run(_reindex_on_bus(admin, drop_old))
+        except (ReindexError, OSError) as exc:
+            print(f"olympus reindex --drop-old: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(f"dropped {name}" for name in dropped) or "nothing was kept")
         return 0
     folder = os.path.abspath(args.model)
     if not fingerprint(folder):
@@ -528,10 +529,13 @@ def _live_reindex(args: argparse.Namespace) -> int:
         f"with {identity} in {done.passes} pass{'es' if done.passes > 1 else ''}, while the "
         "stack kept answering; "
         f"queries use them now. The old vectors are kept as {done.kept_as} "
-        "(olympus reindex --drop-old removes them, with the stack stopped).\n"
+        "(olympus reindex --drop-old removes them).\n"
         "The embedders run the new model until they restart, and after too (they read the "
         f"move when they start); set OLYMPUS_EMBEDDER_MODEL={folder} to make it their own."
     )
+    if args.drop_old:
+        dropped = asyncio.run(_reindex_on_bus(admin, drop_old))
+        print("\n".join(f"dropped {name}" for name in dropped))
     return 0
 
 

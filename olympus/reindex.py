@@ -46,6 +46,7 @@ from schemas.messages import (
     ReindexCancel,
     ReindexChunk,
     ReindexDocument,
+    ReindexDropOld,
     ReindexPage,
     ReindexPageReply,
     ReindexReply,
@@ -255,6 +256,14 @@ def _probe() -> EmbedRequest:
 def _switched(building: ModelMove) -> bytes:
     done = building.model_copy(update={"phase": "switched", "current": "", "previous": None})
     return done.model_dump_json().encode()
+
+
+async def drop_old(nc: nats.NATS) -> list[str]:
+    """Drop what earlier reindexes kept, through the running stack (``--drop-old``)."""
+    reply: ReindexReply = await LiveReindex(nc, "", "")._ask(
+        subjects.REINDEX_DROP_OLD, ReindexDropOld()
+    )
+    return reply.dropped
 
 
 async def cancel(nc: nats.NATS) -> bool:

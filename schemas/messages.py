@@ -821,8 +821,13 @@ class ReindexCancel(Message):
     model: str = Field(default="", max_length=200)
 
 
+class ReindexDropOld(Message):
+    """Drop the vectors earlier reindexes kept (``olympus reindex --drop-old``)."""
+
+
 class ReindexReply(Reply):
     written: int = Field(default=0, description="passages written (ReindexWrite)")
     missing: int = Field(default=0, description="documents the next collection still lacks")
     switched: bool = False
     kept_as: str = Field(default="", description="where the old vectors are, once switched")
+    dropped: list[str] = Field(default_factory=list, description="collections dropped")

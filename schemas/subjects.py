@@ -148,7 +148,15 @@ REINDEX_PAGE = f"{ADMIN_PREFIX}.reindex.page"
 REINDEX_WRITE = f"{ADMIN_PREFIX}.reindex.write"
 REINDEX_SWITCH = f"{ADMIN_PREFIX}.reindex.switch"
 REINDEX_CANCEL = f"{ADMIN_PREFIX}.reindex.cancel"
-REINDEX_RPCS = (REINDEX_BEGIN, REINDEX_PAGE, REINDEX_WRITE, REINDEX_SWITCH, REINDEX_CANCEL)
+REINDEX_DROP_OLD = f"{ADMIN_PREFIX}.reindex.drop_old"
+REINDEX_RPCS = (
+    REINDEX_BEGIN,
+    REINDEX_PAGE,
+    REINDEX_WRITE,
+    REINDEX_SWITCH,
+    REINDEX_CANCEL,
+    REINDEX_DROP_OLD,
+)
 """What H.A.D.E.S. answers to the admin only: not under ``olympus.rpc``, which the gateway may
 publish to."""
 

@@ -208,6 +208,9 @@ def test_a_live_reindex_keeps_answering_and_switches_at_once(tmp_path):
             assert r.json()["retrieved_documents"][0]["doc_id"] == after["doc_id"]
             nothing = olympus("reindex", "--cancel", "--data-dir", str(data))
             assert nothing.returncode == 0, nothing.stderr
+            dropped = olympus("reindex", "--drop-old", "--data-dir", str(data))
+            assert dropped.returncode == 0, dropped.stderr
+            assert dropped.stdout.count("dropped olympus_chunks__") == 2, dropped.stdout
     finally:
         again.stack.stop()
     log = again.log.read_text()
@@ -215,6 +218,7 @@ def test_a_live_reindex_keeps_answering_and_switches_at_once(tmp_path):
     index = MilvusVectorIndex(str(data / "milvus.db"), 384, term_key=b"")
     try:
         assert model_fingerprint(index.model or "") == _digest(default_model_path())
+        assert index.collections() == ["olympus_chunks"]
     finally:
         index.close()
 

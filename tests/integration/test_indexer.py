@@ -24,6 +24,7 @@ from schemas.messages import (
     QueryRetrieve,
     ReindexBegin,
     ReindexCancel,
+    ReindexDropOld,
     ReindexPage,
     ReindexSwitch,
     ReindexWrite,
@@ -370,12 +371,16 @@ async def test_a_live_reindex_switches_only_once_every_document_is_in_the_new_mo
             switched.kept_as, filter='doc_id == "a"', output_fields=["count(*)"]
         )
         assert kept[0]["count(*)"] == 0
+        dropped = await indexer.reindex_drop_old(ReindexDropOld())
+        assert dropped.dropped == [switched.kept_as]
+        assert indexer.vectors.collections() == ["olympus_chunks"]
+        await indexer.delete(IndexDelete(tenant="t", collection="c", doc_id="b", version=9))
     finally:
         await indexer.stop()
     reopened = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
     try:
         assert (reopened.model, reopened.dims, reopened.next) == (NEW, NEW_DIMS, None)
-        assert reopened.count("t") == 4
+        assert reopened.count("t") == 2  # c and d
     finally:
         reopened.close()
 

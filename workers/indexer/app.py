@@ -43,6 +43,7 @@ from schemas.messages import (
     QueryRetrieve,
     ReindexBegin,
     ReindexCancel,
+    ReindexDropOld,
     ReindexPage,
     ReindexPageReply,
     ReindexReply,
@@ -232,6 +233,10 @@ def router(worker: Worker[Indexer], concurrency: int) -> NatsRouter:
     @r.subscriber(subjects.REINDEX_SWITCH, queue=subjects.INDEXER)
     async def on_reindex_switch(body: ReindexSwitch) -> ReindexReply:
         return await worker.runtime.reindex_switch(body)
+
+    @r.subscriber(subjects.REINDEX_DROP_OLD, queue=subjects.INDEXER)
+    async def on_reindex_drop_old(body: ReindexDropOld) -> ReindexReply:
+        return await worker.runtime.reindex_drop_old(body)
 
     @r.subscriber(subjects.REINDEX_CANCEL, queue=subjects.INDEXER)
     async def on_reindex_cancel(body: ReindexCancel) -> ReindexReply:

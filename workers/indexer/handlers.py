@@ -57,6 +57,7 @@ from schemas.messages import (
     ReindexBegin,
     ReindexCancel,
     ReindexDocument,
+    ReindexDropOld,
     ReindexPage,
     ReindexPageReply,
     ReindexReply,
@@ -796,6 +797,11 @@ class Indexer:
         kept = self.vectors.promote_next()
         log.info("reindex switched", model=self.vectors.model, kept_as=kept)
         return ReindexReply(switched=True, kept_as=kept)
+
+    async def reindex_drop_old(self, req: ReindexDropOld) -> ReindexReply:
+        dropped = await self._store(self.vectors.drop_kept)
+        log.info("dropped the vectors reindexes kept", collections=dropped)
+        return ReindexReply(dropped=dropped)
 
     async def reindex_cancel(self, req: ReindexCancel) -> ReindexReply:
         if _identified_same(req.model, self.vectors.model):
