@@ -27,6 +27,31 @@ async def probe(nc: nats.NATS, service: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+async def replicas(nc: nats.NATS, service: str, listen_s: float = 1.0) -> list[HealthReply]:
+    """The answer of every replica of ``service`` that answers within ``listen_s``: each one
+    subscribes to its health subject outside any queue group, so all of them hear a ping."""
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox)
+    try:
+        await nc.publish(
+            subjects.health_subject(service), HealthPing().model_dump_json().encode(), inbox
+        )
+        answers: list[HealthReply] = []
+        deadline = asyncio.get_running_loop().time() + listen_s
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                message = await subscription.next_msg(timeout=left)
+            except (TimeoutError, NatsTimeout):
+                break
+            try:
+                answers.append(HealthReply.model_validate_json(message.data))
+            except ValidationError:
+                continue
+        return answers
+    finally:
+        await subscription.unsubscribe()
+
+
 async def probe_all(nc: nats.NATS, timeout_s: float = 1.0) -> dict[str, bool]:
     """Every worker's answer, asked at once."""
     answers = await asyncio.gather(*(probe(nc, s, timeout_s) for s in subjects.WORKERS))

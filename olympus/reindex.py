@@ -33,6 +33,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.kv import KeyValue
 
+from olympus import health
 from schemas import subjects
 from schemas.ids import model_fingerprint
 from schemas.messages import (
@@ -126,6 +127,7 @@ class LiveReindex:
             for passes in range(1, MAX_PASSES + 1):
                 await self._pass(passes)
                 self.report.phase("switching")
+                await self._everywhere(time.monotonic() + LOAD_TIMEOUT_S)  # one restarted?
                 done: ReindexReply = await self._ask(
                     subjects.REINDEX_SWITCH, ReindexSwitch(model=self.model), wait_s=600
                 )
@@ -158,8 +160,7 @@ class LiveReindex:
         return switched
 
     async def _loaded(self) -> int:
-        """Wait until an embedder embeds with the new model; its vectors' size. Then wait until
-        every embedder has read the move twice (they read it every ``POLL_S``)."""
+        """Wait until every embedder embeds with the new model too; its vectors' size."""
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         probe = EmbedRequest(tenant="olympus", inputs=["olympus"], model=self.model)
         while True:
@@ -173,8 +174,24 @@ class LiveReindex:
                         "a folder they can read? Their log says why they could not load it."
                     ) from None
                 await asyncio.sleep(POLL_S / 2)
-        await asyncio.sleep(2 * POLL_S)
+        await self._everywhere(deadline)
         return len(reply.vectors[0])
+
+    async def _everywhere(self, deadline: float) -> None:
+        """Wait until every embedder that answers runs the new model: one still without it
+        would send questions and documents the index refuses once it has switched."""
+        wanted = model_fingerprint(self.model)
+        while True:
+            answers = await health.replicas(self.nc, subjects.EMBEDDER)
+            behind = [a for a in answers if wanted not in map(model_fingerprint, a.models)]
+            if answers and not behind:
+                return
+            if time.monotonic() > deadline:
+                raise ReindexError(
+                    f"{len(behind)} of {len(answers)} embedders do not run {self.folder} after "
+                    f"{LOAD_TIMEOUT_S:.0f} s: their log says why"
+                )
+            await asyncio.sleep(POLL_S / 2)
 
     async def _pass(self, number: int) -> None:
         """Every document the next collection lacks, embedded and written."""
@@ -187,7 +204,14 @@ class LiveReindex:
             async with slots:
                 await self._document(doc)
 
-        await asyncio.gather(*(one(doc) for doc in missing))
+        work = [asyncio.ensure_future(one(doc)) for doc in missing]
+        try:
+            await asyncio.gather(*work)
+        except BaseException:  # the others stop too, before the run is undone
+            for task in work:
+                task.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
+            raise
 
     async def _missing(self) -> list[ReindexDocument]:
         found: list[ReindexDocument] = []

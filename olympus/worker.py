@@ -46,6 +46,7 @@ class Worker(Generic[R]):
         common: CommonSettings,
         start: Callable[[Worker[R]], Awaitable[R]],
         stop: Callable[[R], Awaitable[None]] | None = None,
+        models: Callable[[R], list[str]] | None = None,
     ) -> None:
         self.service = service
         self.common = common
@@ -54,6 +55,7 @@ class Worker(Generic[R]):
         self.log = get_logger(f"olympus.{service}")
         self._start = start
         self._stop = stop
+        self._models = models  # what a health answer lists (an embedder's models)
         self._runtime: R | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.broker.subscriber(subjects.health_subject(service))(self.on_health)
@@ -65,7 +67,9 @@ class Worker(Generic[R]):
         return self._runtime
 
     async def on_health(self, body: HealthPing) -> HealthReply:
-        return HealthReply(service=self.service, ok=self._runtime is not None)
+        runtime = self._runtime
+        models = self._models(runtime) if self._models and runtime is not None else []
+        return HealthReply(service=self.service, ok=runtime is not None, models=models)
 
     async def _started(self) -> None:
         configure(self.service, self.common.log_level, self.common.log_format)

@@ -712,6 +712,9 @@ class HealthPing(Message):
 class HealthReply(Reply):
     service: str
     ok: bool = True
+    models: list[str] = Field(
+        default_factory=list, description="an embedder's: the models it embeds with now"
+    )
 
 
 # --- olympus.dlq.<stage> ----------------------------------------------------------------------

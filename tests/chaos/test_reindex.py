@@ -8,25 +8,38 @@ the text the graph holds for it now, and nothing of a deleted or rewritten versi
 
 from __future__ import annotations
 
+import asyncio
 import random
 import subprocess
 import sys
 import threading
 import time
 
+import nats
 import numpy as np
 import pytest
 
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
+from olympus import health
+from schemas import subjects
 from schemas.ids import model_fingerprint
 from tests.chaos.test_kills import DOCS, _text, assert_each_indexed_once
 from tests.e2e.test_model_change import Asking
 from tests.support.samples import fine_tuned_encoder
 from tests.support.stack import eventually, indexed, start_stack, wait_for
-from workers.embedder.encoder import Encoder, fingerprint
+from workers.embedder.encoder import Encoder, default_model_path, fingerprint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.chaos]
+
+
+async def _embedders(running) -> list[list[str]]:
+    """The models each embedder says it runs (``olympus.health.replicas``)."""
+    nc = await nats.connect(**running.bus())
+    try:
+        return [reply.models for reply in await health.replicas(nc, subjects.EMBEDDER)]
+    finally:
+        await nc.close()
 
 
 class Changing(threading.Thread):
@@ -88,6 +101,7 @@ def test_a_live_reindex_under_changes_leaves_every_document_once_in_the_new_mode
             changing.sent += r.json()["documents"]
             for doc in r.json()["documents"]:
                 assert wait_for(http, doc["doc_id"], timeout_s=300)["status"] == "indexed"
+            models_heard = sorted(asyncio.run(_embedders(running)))
             asking.start()
             changing.start()
             reindex = subprocess.run(
@@ -114,6 +128,8 @@ def test_a_live_reindex_under_changes_leaves_every_document_once_in_the_new_mode
     log = running.log.read_text()
     for name in ("embedder", "embedder-2"):
         assert f'{name:>9} | {{"model": "fine-tuned@' in log, f"{name} did not follow the move"
+    # What olympus reindex waited on before it began and before it switched: both answered.
+    assert models_heard == [[f"all-MiniLM-L6-v2@{fingerprint(default_model_path())}"]] * 2
     wrong = [a for a in asking.answers if a[1] != 200 or a[2] != "zephyrus.txt"]
     assert not wrong, f"{len(wrong)} of {len(asking.answers)} questions went wrong: {wrong[:5]}"
     why = f"{reindex.stdout}\n{len(changing.sent) - DOCS - 1} changes sent during the reindex"

@@ -153,7 +153,11 @@ def create_app(
         await runtime.ingest.statuses.close()
         runtime.ingest.reader.close()
 
-    worker = Worker(subjects.EMBEDDER, common, start, stop)
+    def running(runtime: Runtime) -> list[str]:
+        following = runtime.models.next
+        return [runtime.models.current.identity, *([following.identity] if following else [])]
+
+    worker = Worker(subjects.EMBEDDER, common, start, stop, models=running)
     worker.broker.include_router(router(worker, settings))
     return worker.app()
 
