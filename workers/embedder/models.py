@@ -6,7 +6,8 @@
 new one; while the index's next collection is filled (``building``) it embeds every chunk and
 question with both, and once the index has switched (``switched``) with the new one only. The
 value outlives the embedders, so one started later with the old setting follows as well. A
-deleted value (a cancelled reindex) puts it back on its own model.
+cancelled reindex puts back the move before it, or deletes the value if there was none: the
+embedder then runs its own model again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ if TYPE_CHECKING:  # torch is imported where a model is loaded, not where the ap
 
 log = get_logger("olympus.embedder")
 POLL_S = 2.0
-"""How often an embedder reads the move: ``olympus reindex`` waits this long twice over."""
+"""How often an embedder reads the move (``olympus reindex`` then waits for every embedder's
+health answer to list the new model)."""
 
 
 async def read_move(js: JetStreamContext) -> ModelMove | None:
