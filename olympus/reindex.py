@@ -136,28 +136,10 @@ class LiveReindex:
             else:
                 raise ReindexError(f"documents still changing after {MAX_PASSES} passes")
         except BaseException:
-            await self.cancel(kv)
+            await cancel(self.nc, kv)
             raise
         await kv.put(subjects.MODEL_KEY, _switched(building))
         return Switched(self._documents, self._passages, passes, done.kept_as)
-
-    async def cancel(self, kv: KeyValue | None = None) -> bool:
-        """Settle on the model the index holds: back to how it was (the embedders on the model
-        they ran, no next collection), or, if the switch happened before the run stopped (its
-        answer lost), forward to the new model. Whether it had switched."""
-        bucket = kv or await self.nc.jetstream().key_value(subjects.MODEL_BUCKET)
-        move = await read_move(self.nc.jetstream())
-        building = move if move is not None and move.phase == "building" else None
-        asked = ReindexCancel(model=building.identity if building else "")
-        reply: ReindexReply = await self._ask(subjects.REINDEX_CANCEL, asked)
-        switched = reply.switched
-        if building is not None and switched:
-            await bucket.put(subjects.MODEL_KEY, _switched(building))
-        elif building is not None and building.previous is not None:
-            await bucket.put(subjects.MODEL_KEY, building.previous.model_dump_json().encode())
-        elif building is not None:
-            await bucket.delete(subjects.MODEL_KEY)
-        return switched
 
     async def _loaded(self) -> int:
         """Wait until every embedder embeds with the new model too; its vectors' size."""
@@ -260,17 +242,28 @@ class LiveReindex:
         answer: type[R] = ReindexReply,  # type: ignore[assignment]
         wait_s: float = 120,
     ) -> R:
-        try:
-            raw = await self.nc.request(subject, message.model_dump_json().encode(), wait_s)
-        except NoRespondersError:
-            service = "embedder" if subject == subjects.RPC_EMBED else "indexer"
-            raise ReindexError(f"no {service} is running ({subject})") from None
-        except (TimeoutError, NatsTimeout):
-            raise ReindexError(f"no answer on {subject} in {wait_s:.0f} s") from None
-        reply = answer.model_validate_json(raw.data)
-        if reply.error is not None:
-            raise ReindexError(reply.error.message)
-        return reply
+        return await _request(self.nc, subject, message, answer, wait_s)
+
+
+async def _request(
+    nc: nats.NATS,
+    subject: str,
+    message: Message,
+    answer: type[R] = ReindexReply,  # type: ignore[assignment]
+    wait_s: float = 120,
+) -> R:
+    """``message``'s answer, or ``ReindexError`` saying why there is none."""
+    try:
+        raw = await nc.request(subject, message.model_dump_json().encode(), wait_s)
+    except NoRespondersError:
+        service = "embedder" if subject == subjects.RPC_EMBED else "indexer"
+        raise ReindexError(f"no {service} is running ({subject})") from None
+    except (TimeoutError, NatsTimeout):
+        raise ReindexError(f"no answer on {subject} in {wait_s:.0f} s") from None
+    reply = answer.model_validate_json(raw.data)
+    if reply.error is not None:
+        raise ReindexError(reply.error.message)
+    return reply
 
 
 def _probe() -> EmbedRequest:
@@ -284,13 +277,24 @@ def _switched(building: ModelMove) -> bytes:
 
 async def drop_old(nc: nats.NATS) -> list[str]:
     """Drop what earlier reindexes kept, through the running stack (``--drop-old``)."""
-    reply: ReindexReply = await LiveReindex(nc, "", "")._ask(
-        subjects.REINDEX_DROP_OLD, ReindexDropOld()
-    )
+    reply: ReindexReply = await _request(nc, subjects.REINDEX_DROP_OLD, ReindexDropOld())
     return reply.dropped
 
 
-async def cancel(nc: nats.NATS) -> bool:
-    """Settle a live reindex that was interrupted (``olympus reindex --cancel``); whether it
-    had switched."""
-    return await LiveReindex(nc, "", "").cancel()
+async def cancel(nc: nats.NATS, kv: KeyValue | None = None) -> bool:
+    """Settle on the model the index holds (``olympus reindex --cancel``, or a run that
+    failed): back to how it was (the embedders on the model they ran, no next collection),
+    or, if the switch happened before the run stopped (its answer lost), forward to the new
+    model. Whether it had switched."""
+    bucket = kv or await nc.jetstream().key_value(subjects.MODEL_BUCKET)
+    move = await read_move(nc.jetstream())
+    building = move if move is not None and move.phase == "building" else None
+    asked = ReindexCancel(model=building.identity if building else "")
+    reply: ReindexReply = await _request(nc, subjects.REINDEX_CANCEL, asked)
+    if building is not None and reply.switched:
+        await bucket.put(subjects.MODEL_KEY, _switched(building))
+    elif building is not None and building.previous is not None:
+        await bucket.put(subjects.MODEL_KEY, building.previous.model_dump_json().encode())
+    elif building is not None:
+        await bucket.delete(subjects.MODEL_KEY)
+    return reply.switched
