@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -122,20 +123,37 @@ def base_image(env: dict[str, str], folder: Path) -> str:
                "import platform; print(platform.python_version())").strip()  # fmt: skip
 
 
-def remove_project(env: dict[str, str]) -> None:
+def remove_project(env: dict[str, str], rounds: int = 5) -> None:
     """Whatever a previous run left in the tier's store: every container (the project's, and
     the working containers of a build that was killed), then the project's volumes and
     networks (``podman-compose down`` cannot, without that run's .env). The store is the
-    tier's alone and ``exclusive`` holds it, so nothing in it belongs to anyone else."""
-    found = run(env, "podman", "ps", "--all", "--external", "--quiet").split()
-    if found:
-        # --depend: a one-shot that others were created to require cannot go before them
-        run(env, "podman", "rm", "--force", "--depend", *found, timeout=300)
+    tier's alone and ``exclusive`` holds it, so nothing in it belongs to anyone else.
+
+    Rounds until nothing is left: a run killed mid-install leaves its ``install.sh`` going on
+    without the lock, and it may create a container after the listing (a CI run failed so: a
+    volume's container appeared between the two steps). One round takes everything else."""
     label = f"label=io.podman.compose.project={PROJECT}"
-    for kind in ("volume", "network"):
-        found = run(env, "podman", kind, "ls", "--quiet", "--filter", label).split()
-        if found:
-            run(env, "podman", kind, "rm", "--force", *found, timeout=300)
+    errors = ""
+    for _ in range(rounds):
+        left = {
+            "container": run(env, "podman", "ps", "--all", "--external", "--quiet").split(),
+            "volume": run(env, "podman", "volume", "ls", "--quiet", "--filter", label).split(),
+            "network": run(env, "podman", "network", "ls", "--quiet", "--filter", label).split(),
+        }
+        if not any(left.values()):
+            return
+        # --depend: a one-shot that others were created to require cannot go before them
+        commands = {"container": ("podman", "rm", "--force", "--depend")}
+        for kind, found in left.items():
+            if found:
+                command = commands.get(kind, ("podman", kind, "rm", "--force"))
+                done = subprocess.run(
+                    [*command, *found], env=env, capture_output=True, text=True, timeout=300,
+                    check=False,
+                )  # fmt: skip
+                errors = done.stderr if done.returncode else errors
+        time.sleep(2)
+    raise AssertionError(f"the tier's store still holds {left} after {rounds} rounds:\n{errors}")
 
 
 @contextlib.contextmanager
