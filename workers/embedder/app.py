@@ -25,7 +25,7 @@ from schemas.messages import (
     QueryRetrieve,
 )
 from workers.embedder.handlers import IngestHandler, QueryHandler
-from workers.embedder.models import POLL_S, Model, Models, read_move
+from workers.embedder.models import POLL_S, Model, Models, MoveReader
 from workers.embedder.settings import EmbedderSettings
 
 
@@ -106,7 +106,8 @@ def create_app(
         # Before the first message: an embedder started after olympus reindex switched the
         # index embeds with the new model from its first chunk.
         watcher = await delivery.connect(common, "model-move")
-        await models.follow(await read_move(watcher.jetstream()))
+        read_move = MoveReader(watcher.jetstream())
+        await models.follow(await read_move())
         current = models.current
         limits = ReadLimits(
             memory_bytes=settings.read_memory_mb << 20,
@@ -135,7 +136,7 @@ def create_app(
                 while True:
                     await asyncio.sleep(POLL_S)
                     try:
-                        if await models.follow(await read_move(watcher.jetstream())):
+                        if await models.follow(await read_move()):
                             runtime.use()
                     except Exception as exc:  # the bus is away for a moment: read it again
                         worker.log.warning("cannot read the model move", error=str(exc))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from olympus.logging import get_logger
 from schemas import subjects
@@ -35,14 +36,34 @@ POLL_S = 2.0
 health answer to list the new model)."""
 
 
+class MoveReader:
+    """Reads what ``olympus reindex`` asks of the embedders now (None: nothing, or a bus set up
+    by an older Olympus, without the bucket until ``olympus streams`` runs again).
+
+    The bucket is looked up once (a STREAM.INFO) and then only its key is read, so an embedder
+    polling every ``POLL_S`` sends one request, not two. A bucket made again after it was
+    looked up is looked up anew after the read that fails."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._bucket: KeyValue | None = None
+
+    async def __call__(self) -> ModelMove | None:
+        try:
+            if self._bucket is None:
+                self._bucket = await self._js.key_value(subjects.MODEL_BUCKET)
+            entry = await self._bucket.get(subjects.MODEL_KEY)
+        except (BucketNotFoundError, KeyNotFoundError, KeyDeletedError):
+            return None  # never moved, or a reindex was cancelled
+        except Exception:
+            self._bucket = None
+            raise
+        return ModelMove.model_validate_json(entry.value) if entry.value else None
+
+
 async def read_move(js: JetStreamContext) -> ModelMove | None:
-    """What ``olympus reindex`` asks of the embedders now (None: nothing, or a bus set up by
-    an older Olympus, without the bucket until ``olympus streams`` runs again)."""
-    try:
-        entry = await (await js.key_value(subjects.MODEL_BUCKET)).get(subjects.MODEL_KEY)
-    except (BucketNotFoundError, KeyNotFoundError, KeyDeletedError):
-        return None  # never moved, or a reindex was cancelled
-    return ModelMove.model_validate_json(entry.value) if entry.value else None
+    """The move now, read once (the CLI's commands)."""
+    return await MoveReader(js)()
 
 
 @dataclass(frozen=True)
