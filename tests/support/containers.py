@@ -142,16 +142,16 @@ def remove_project(env: dict[str, str], rounds: int = 5) -> None:
         }
         if not any(left.values()):
             return
-        # --depend: a one-shot that others were created to require cannot go before them
-        commands = {"container": ("podman", "rm", "--force", "--depend")}
         for kind, found in left.items():
-            if found:
-                command = commands.get(kind, ("podman", kind, "rm", "--force"))
-                done = subprocess.run(
-                    [*command, *found], env=env, capture_output=True, text=True, timeout=300,
-                    check=False,
-                )  # fmt: skip
-                errors = done.stderr if done.returncode else errors
+            if not found:
+                continue
+            # --depend: a one-shot that others were created to require cannot go before them
+            remove = ["podman", "rm", "--depend"] if kind == "container" else ["podman", kind, "rm"]
+            done = subprocess.run(
+                [*remove, "--force", *found], env=env, capture_output=True, text=True,
+                timeout=300, check=False,
+            )  # fmt: skip
+            errors = done.stderr if done.returncode else errors
         time.sleep(2)
     raise AssertionError(f"the tier's store still holds {left} after {rounds} rounds:\n{errors}")
 

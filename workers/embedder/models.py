@@ -41,8 +41,8 @@ class MoveReader:
     by an older Olympus, without the bucket until ``olympus streams`` runs again).
 
     The bucket is looked up once (a STREAM.INFO) and then only its key is read, so an embedder
-    polling every ``POLL_S`` sends one request, not two. A bucket made again after it was
-    looked up is looked up anew after the read that fails."""
+    polling every ``POLL_S`` sends one request, not two. After a read that fails, the next
+    looks the bucket up again."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
