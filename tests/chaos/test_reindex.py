@@ -31,6 +31,8 @@ from tests.support.stack import eventually, indexed, start_stack, wait_for
 from workers.embedder.encoder import Encoder, default_model_path, fingerprint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.chaos]
+# What the embedder logs on running the packaged model alone (at start, and after a cancel)
+BACK = '"model": "all-MiniLM-L6-v2@9027947a4381", "next_model": null'
 
 
 async def _embedders(running) -> list[list[str]]:
@@ -197,6 +199,13 @@ def test_a_live_reindex_killed_midway_is_settled_by_cancel_and_runs_again(tmp_pa
                                        timeout=300, check=False)  # fmt: skip
             assert cancelled.returncode == 0, cancelled.stderr
             assert "nothing is under way" in cancelled.stdout
+            # the embedders read the move every 2 s: back to their own model alone before the
+            # next run writes its move (once, a run began within the 2 s, and they never left it)
+            eventually(
+                lambda: running.log.read_text().count(BACK) >= 2,
+                "the embedder did not go back to its own model alone",
+                timeout_s=60,
+            )
             meanwhile = indexed(http, "zephyrus.txt", "Zephyrus, the gentle west wind.")
             again = subprocess.run([*command, "--model", str(other)], capture_output=True,
                                    text=True, timeout=600, check=False)  # fmt: skip
@@ -205,9 +214,6 @@ def test_a_live_reindex_killed_midway_is_settled_by_cancel_and_runs_again(tmp_pa
             assert r.json()["retrieved_documents"][0]["doc_id"] == meanwhile["doc_id"]
     finally:
         running.stack.stop()
-    log = running.log.read_text()
-    back = '"model": "all-MiniLM-L6-v2@9027947a4381", "next_model": null'
-    assert log.count(back) >= 2, "the embedder did not go back to its own model alone"
     assert_each_indexed_once(data, DOCS + 1, again.stdout)
     index = MilvusVectorIndex(str(data / "milvus.db"), 384, term_key=b"")
     try:
