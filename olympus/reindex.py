@@ -55,7 +55,7 @@ from schemas.messages import (
     ReindexWrite,
     Reply,
 )
-from workers.embedder.models import POLL_S, read_move
+from workers.embedder.models import POLL_S, MoveReader
 
 R = TypeVar("R", bound=Reply)
 EMBED_BATCH = 32  # passages per embed request: the embedder's batcher pools them with others'
@@ -103,7 +103,7 @@ class LiveReindex:
                 f"the embedders already run {self.model}; if the index holds another model's "
                 "vectors (queries say so), stop the stack and run olympus reindex on its data"
             )
-        before = await read_move(self.nc.jetstream())
+        before = await MoveReader(self.nc.jetstream(), kv)()
         if before is not None and before.phase == "building":
             raise ReindexError(
                 f"a reindex to {before.to} is under way, or was interrupted: olympus reindex "
@@ -287,7 +287,7 @@ async def cancel(nc: nats.NATS, kv: KeyValue | None = None) -> bool:
     or, if the switch happened before the run stopped (its answer lost), forward to the new
     model. Whether it had switched."""
     bucket = kv or await nc.jetstream().key_value(subjects.MODEL_BUCKET)
-    move = await read_move(nc.jetstream())
+    move = await MoveReader(nc.jetstream(), bucket)()
     building = move if move is not None and move.phase == "building" else None
     asked = ReindexCancel(model=building.identity if building else "")
     reply: ReindexReply = await _request(nc, subjects.REINDEX_CANCEL, asked)

@@ -5,7 +5,6 @@ containers were listed, so that their volume could not be removed."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +17,7 @@ LABEL = f"io.podman.compose.project={containers.PROJECT}"
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    missing = containers.missing_tools()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"the container tier needs {', '.join(missing)}: .ci/run installs them")
-        pytest.skip(f"the container tier needs {', '.join(missing)} (.ci/run installs them)")
+    containers.require_tools()
     with containers.exclusive():
         env = containers.podman_env(tmp_path)
         containers.base_image(env, tmp_path)

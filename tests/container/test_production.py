@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import ssl
@@ -44,11 +43,7 @@ REPORT = OUTPUT / "container-tier.json"
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]:
-    missing = containers.missing_tools()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"the container tier needs {', '.join(missing)}: .ci/run installs them")
-        pytest.skip(f"the container tier needs {', '.join(missing)} (.ci/run installs them)")
+    containers.require_tools()
     with containers.exclusive():
         yield from _install(tmp_path_factory.mktemp("production"))
 

@@ -15,31 +15,37 @@ from workers.embedder.models import MoveReader
 MOVE = ModelMove(moved=["a"], to="/models/b", phase="building")
 
 
+async def _until(done, what: str, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.02)
+
+
 async def test_a_poll_reads_the_key_alone_once_the_bucket_is_known(nats_url):
     nc = await nats.connect(nats_url)
     watcher = await nats.connect(nats_url)
-    asked: list[str] = []
+    lookups: list[str] = []  # STREAM.INFO: a bucket opened
+    reads: list[str] = []  # the key read (DIRECT.GET, or STREAM.MSG.GET)
 
     async def note(msg) -> None:
-        asked.append(msg.subject)
+        (lookups if msg.subject.startswith("$JS.API.STREAM.INFO") else reads).append(msg.subject)
 
     await watcher.subscribe("$JS.API.>", cb=note)
     await watcher.flush()
     try:
         read = MoveReader(nc.jetstream())
         assert await read() is None  # the bucket is there, nothing was moved
-
         bucket = await nc.jetstream().key_value(subjects.MODEL_BUCKET)
         await bucket.put(subjects.MODEL_KEY, MOVE.model_dump_json().encode())
-        await asyncio.sleep(0.2)
-        asked.clear()
+        await _until(lambda: len(lookups) == 2 and len(reads) == 1, "the first read's requests")
+
         for _ in range(3):
             assert await read() == MOVE
+        await _until(lambda: len(reads) == 4, f"three more reads: {reads}")
         await nc.flush()
-        await asyncio.sleep(0.2)  # the watcher's copies of the requests
-        looked_up = [s for s in asked if s.startswith("$JS.API.STREAM.INFO")]
-        assert looked_up == [], asked
-        assert len(asked) == 3, asked
+        await watcher.flush()
+        assert len(lookups) == 2, lookups  # the reader's first lookup, and this test's own
 
         await bucket.delete(subjects.MODEL_KEY)  # a cancelled reindex with nothing before it
         assert await read() is None

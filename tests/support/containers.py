@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -73,6 +74,15 @@ def missing_tools() -> list[str]:
     if shutil.which("podman-compose", path=str(Path(sys.executable).parent)) is None:
         missing.append("podman-compose (pip)")
     return missing
+
+
+def require_tools() -> None:
+    """Fail (in CI) or skip (elsewhere) a test of the tier on a machine that lacks its tools."""
+    missing = missing_tools()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"the container tier needs {', '.join(missing)}: .ci/run installs them")
+        pytest.skip(f"the container tier needs {', '.join(missing)} (.ci/run installs them)")
 
 
 def podman_env(folder: Path) -> dict[str, str]:

@@ -40,13 +40,14 @@ class MoveReader:
     """Reads what ``olympus reindex`` asks of the embedders now (None: nothing, or a bus set up
     by an older Olympus, without the bucket until ``olympus streams`` runs again).
 
-    The bucket is looked up once (a STREAM.INFO) and then only its key is read, so an embedder
+    The bucket is looked up once (a STREAM.INFO), unless one already open is given, and then
+    only its key is read, so an embedder
     polling every ``POLL_S`` sends one request, not two. After a read that fails, the next
     looks the bucket up again."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, bucket: KeyValue | None = None) -> None:
         self._js = js
-        self._bucket: KeyValue | None = None
+        self._bucket = bucket
 
     async def __call__(self) -> ModelMove | None:
         try:
