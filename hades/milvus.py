@@ -56,6 +56,14 @@ def _unit(vector: Sequence[float]) -> list[float]:
     return (v / norm if norm > 0 else v).tolist()
 
 
+# pymilvus pings its server every 10 s, idle or not, to find a dead connection. Milvus Lite's
+# gRPC server (gRPC's defaults) allows an idle client one ping per 5 minutes: after two strikes
+# it sends GOAWAY ("too_many_pings") and gRPC logs it as an error outside structlog's JSON, in every
+# idle `make up`, before the client reconnects. The server is a thread of this process behind a
+# unix socket, so there is no connection to lose: no pings.
+_LITE_CHANNEL = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
+
+
 def _quote(value: str) -> str:
     return json.dumps(value)
 
@@ -124,11 +132,13 @@ class MilvusVectorIndex:
         self.rrf_k = rrf_k
         self.term_key = term_key
         self._owns_client = beside is None
-        self.client: MilvusClient = (
-            beside.client
-            if beside is not None
-            else MilvusClient(uri=self.lite.uri if self.lite else uri, token=token or "")
-        )
+        self.client: MilvusClient
+        if beside is not None:
+            self.client = beside.client
+        elif self.lite is not None:
+            self.client = MilvusClient(uri=self.lite.uri, grpc_options=_LITE_CHANNEL)
+        else:
+            self.client = MilvusClient(uri=uri, token=token or "")
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
         self._consistency = {} if local else {"consistency_level": "Strong"}

@@ -287,3 +287,48 @@ def test_milvus_lite_is_reachable_by_its_owner_only(tmp_path):
     finally:
         index.close()
     assert not index.lite.folder.exists()
+
+
+_IDLE_CLIENT = """
+import sys, time
+from pathlib import Path
+from pymilvus import MilvusClient
+from hades.milvus import MilvusVectorIndex, PrivateLite
+if sys.argv[2] == "ours":
+    index = MilvusVectorIndex(sys.argv[1], 8, term_key=b"k" * 32)
+    client, close = index.client, index.close
+else:  # pymilvus shares a connection per address: this server has no other client
+    lite = PrivateLite(Path(sys.argv[1]))
+    client, close = MilvusClient(uri=lite.uri), lite.close
+client.list_collections()
+print("idle from here", file=sys.stderr, flush=True)
+time.sleep(15)
+close()
+"""
+
+
+def test_the_milvus_lite_client_does_not_ping_its_own_server_while_idle(tmp_path):
+    """pymilvus' keepalive pings (every 10 s) made Milvus Lite's server answer GOAWAY
+    "too_many_pings" after ~2 idle minutes, which gRPC logs as an error beside the JSON logs.
+    gRPC's keepalive trace logs each keepalive ping answered; a client with pymilvus' own
+    settings is the control."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GRPC_VERBOSITY": "debug", "GRPC_TRACE": "http_keepalive"}
+    runs = {
+        who: subprocess.Popen(
+            [sys.executable, "-c", _IDLE_CLIENT, str(tmp_path / who), who],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("ours", "pymilvus")
+    }
+    idle = {}
+    for who, run in runs.items():
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-2000:]
+        idle[who] = err.split("idle from here", 1)[1].lower()
+    assert "finish keepalive ping" in idle["pymilvus"]
+    assert "finish keepalive ping" not in idle["ours"]
