@@ -142,6 +142,10 @@ class MilvusVectorIndex:
         # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
         # and does not implement the timestamp call Strong makes.
         self._consistency = {} if local else {"consistency_level": "Strong"}
+        # Lite has built an index when CreateIndex returns. pymilvus' wait for it would begin
+        # with that same timestamp call (an error with a traceback in Lite's log, per index)
+        # and then poll every 0.5 s: 2 s and four errors at a first start.
+        self._index_wait = {"sync": False} if local else {}
         # Milvus Lite searches an HNSW graph with a filter as a mask and stops walking before it
         # reaches most rows a selective filter keeps: at 10k chunks a tenant holding 1% of them
         # got 24% of its true top 10, one document 7% of its chunks (bench/scale.py). So Lite
@@ -320,9 +324,8 @@ class MilvusVectorIndex:
         )
         for field in ("tenant", "doc_id"):
             index.add_index(field_name=field, index_type="INVERTED")
-        self.client.create_collection(
-            self.name, schema=schema, index_params=index, **self._consistency
-        )
+        self.client.create_collection(self.name, schema=schema, **self._consistency)
+        self.client.create_index(self.name, index, **self._index_wait)
 
     @property
     def _hnsw(self) -> bool:
@@ -355,7 +358,7 @@ class MilvusVectorIndex:
         self.client.drop_index(self.name, "dense")
         index = self.client.prepare_index_params()
         self._add_dense_index(index)
-        self.client.create_index(self.name, index)
+        self.client.create_index(self.name, index, **self._index_wait)
 
     def _ann(self, candidates: int) -> dict:
         return {"ef": max(64, candidates)} if self._hnsw else {}
