@@ -105,9 +105,10 @@ def create_app(
     common = common or CommonSettings()
     settings = settings or GatewaySettings()
 
+    configure("gateway", common.log_level, common.log_format, settings.access_log)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure("gateway", common.log_level, common.log_format, settings.access_log)
         gateway_bus = NatsClient(common, settings.request_timeout_s)
         await gateway_bus.connect()
         app.state.bus = gateway_bus

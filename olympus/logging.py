@@ -19,7 +19,8 @@ def configure(
     """JSON lines by default; human-readable when ``fmt="console"`` (or auto on a terminal).
     uvicorn's access lines only with ``access_log`` (they carry every path and query string).
 
-    Also starts tracing when a collector is configured: every process calls this first.
+    Also starts tracing when a collector is configured: every process calls this first, before
+    it builds what logs (a FastStream app, an MCP server, uvicorn's server).
     """
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
 
@@ -55,6 +56,12 @@ def configure(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(_not_a_stop)
+    # Every other library's warnings and errors as the same JSON lines, and nothing else of
+    # theirs: the MCP SDK would otherwise put a Rich handler here at INFO (a line per session
+    # and boxed, multi-line tracebacks of the tools a client misnamed).
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     for name in ("olympus", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         # uvicorn writes access lines whenever its access logger has a handler, whatever its

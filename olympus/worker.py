@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -50,6 +51,7 @@ class Worker(Generic[R]):
     ) -> None:
         self.service = service
         self.common = common
+        configure(service, common.log_level, common.log_format)
         self.policy = delivery.DeliveryPolicy.from_settings(common)
         self.broker: NatsBroker = delivery.worker_broker(common, self.policy)
         self.log = get_logger(f"olympus.{service}")
@@ -72,7 +74,6 @@ class Worker(Generic[R]):
         return HealthReply(service=self.service, ok=runtime is not None, models=models)
 
     async def _started(self) -> None:
-        configure(self.service, self.common.log_level, self.common.log_format)
         metrics.serve(self.common.metrics_port, self.common.metrics_host)
         await delivery.await_streams(self.common)
         self._runtime = await self._start(self)
@@ -100,7 +101,12 @@ class Worker(Generic[R]):
     def app(self) -> FastStream:
         """The app to run (``run``) or, in a test, to enter (``async with app:``): both start
         the runtime before the subscribers consume and stop it after they have stopped."""
-        return FastStream(self.broker, on_startup=[self._started], after_shutdown=[self._stopped])
+        return FastStream(
+            self.broker,
+            on_startup=[self._started],
+            after_shutdown=[self._stopped],
+            logger=logging.getLogger(f"olympus.{self.service}"),
+        )
 
 
 def run(app: FastStream) -> None:

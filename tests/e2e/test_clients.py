@@ -198,6 +198,18 @@ async def test_mcp_tools_do_what_the_api_does(olympus, zephyr):
                 await asyncio.sleep(0.2)
 
 
+async def test_every_line_the_services_log_is_json_bad_mcp_calls_included(olympus):
+    """Production reads the logs as JSON lines. The MCP SDK logged with Rich at INFO (a line
+    per session, boxed tracebacks of a misnamed tool or prompt), uvicorn its start and
+    FastStream its apps' in colour, none of it JSON."""
+    async with _mcp(olympus) as client:
+        assert (await client.call_tool("no_such_tool", {})).is_error
+        with pytest.raises(MCPError):
+            await client.get_prompt("no_such_prompt", {})
+    wrong = olympus.lines_not_json()
+    assert wrong == [], "\n".join(wrong[:20])
+
+
 async def test_mcp_refuses_bad_calls_with_a_message(olympus, zephyr):
     reader = _key(olympus, "default", "read")
     stranger = _key(olympus, "other-tenant", "write")

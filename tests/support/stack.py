@@ -47,6 +47,23 @@ class RunningStack:
             timeout=30,
         )
 
+    def lines_not_json(self) -> list[str]:
+        """The lines the gateway and the workers wrote that are not one JSON object each: the
+        stack runs them with ``OLYMPUS_LOG_FORMAT=json``, as production does. (NATS, Athena
+        and the supervisor, ``olympus``, are not Olympus's services' logs.)"""
+        wrong = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            service, bar, text = line.partition(" | ")
+            if not bar or service.strip() not in ("gateway", "embedder", "indexer", "generator"):
+                continue
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict):
+                wrong.append(line)
+        return wrong
+
 
 def producer_login(olympus: RunningStack, tenant: str, name: str) -> dict:
     """``olympus producers create``, as an operator would run it, and the options to connect."""
