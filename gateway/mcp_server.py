@@ -26,7 +26,8 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, GetPromptResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.routing import Route
@@ -190,8 +191,34 @@ def _sentence(detail: Any) -> str:
 
 
 # --- the server ------------------------------------------------------------------------------
+class _Server(MCPServer):
+    """The SDK's server, but a prompt asked for wrongly is the client's mistake, named, as a
+    misnamed tool or resource is: the SDK answered every prompt failure (an unknown name, a
+    missing argument, a document that is not there) "Internal server error" and logged its
+    traceback."""
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> GetPromptResult | InputRequiredResult:
+        prompts = {p.name: p for p in await self.list_prompts()}
+        if name not in prompts:
+            raise MCPError(INVALID_PARAMS, f"no prompt {name!r}; there are {sorted(prompts)}")
+        required = {a.name for a in prompts[name].arguments or () if a.required}
+        if missing := sorted(required - set(arguments or {})):
+            raise MCPError(INVALID_PARAMS, f"the prompt {name!r} needs {missing}")
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as exc:  # the SDK's wrapping, twice, of whatever the prompt raised
+            told: BaseException = exc
+            while told.__cause__ is not None:
+                told = told.__cause__
+            if isinstance(told, ToolError | ResourceError):  # what a prompt of ours says
+                raise MCPError(INVALID_PARAMS, str(told)) from None
+            raise
+
+
 def build() -> MCPServer:
-    server: MCPServer = MCPServer(
+    server: MCPServer = _Server(
         "olympus",
         title="Olympus",
         description="Search and ask the documents kept in an Olympus deployment.",

@@ -23,6 +23,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from olympus.keys import KeyStore
 from tests.support import samples
@@ -240,8 +241,15 @@ async def test_mcp_refuses_bad_calls_with_a_message(olympus, zephyr):
             await client.read_resource("olympus://documents/nope/chunks")
         with pytest.raises(MCPError):
             await client.read_resource("olympus://nothing-here")
-        with pytest.raises(MCPError):
+        # A prompt asked for wrongly says so, as a tool does (the SDK said "Internal server
+        # error" to each of these)
+        with pytest.raises(MCPError, match="no prompt 'no_such_prompt'") as told:
             await client.get_prompt("no_such_prompt", {})
+        assert told.value.code == INVALID_PARAMS
+        with pytest.raises(MCPError, match=r"needs \['doc_id'\]"):
+            await client.get_prompt("summarize_document", {})
+        with pytest.raises(MCPError, match="no document 'nope'"):
+            await client.get_prompt("summarize_document", {"doc_id": "nope"})
 
     async with _mcp(olympus, key=reader) as client:
         refused = await client.call_tool("delete_document", {"doc_id": zephyr})
