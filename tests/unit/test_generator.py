@@ -473,3 +473,24 @@ async def test_llama_cpp_cancel_stops_between_tokens_and_a_waiting_answer_before
     assert (dropped.finish_reason, dropped.completion_tokens) == ("cancelled", 0)
     job = jobs["lc-waiting"]
     assert job.first_token_at is None
+
+
+def test_the_packaged_model_is_converted_once_and_draws_no_progress_bar(tmp_path, capfd):
+    """A worker's stderr is its log (JSON lines in production): transformers drew a tqdm bar
+    over the GGUF's tensors there, whatever its own progress-bar setting."""
+    from transformers.utils import logging as hf_logging
+
+    from workers.generator.weights import default_model_path
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # as ``load`` does before it converts
+    try:
+        converted = default_model_path(tmp_path)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+    assert (converted / "model.safetensors").is_file()
+    assert "\r" not in capfd.readouterr().err
+    made = (converted / "model.safetensors").stat().st_mtime_ns
+    assert default_model_path(tmp_path) == converted
+    assert (converted / "model.safetensors").stat().st_mtime_ns == made

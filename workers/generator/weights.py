@@ -11,13 +11,16 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see workers/embedder/encoder.py
 
+import functools
 import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import modeling_gguf_pytorch_utils as gguf_reader
 from transformers.utils import logging as hf_logging
 
 from olympus.logging import get_logger
@@ -59,7 +62,11 @@ def default_model_path(models_dir: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=models_dir))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # transformers draws its own tqdm bar over the GGUF's tensors, whatever its progress-bar
+        # setting: in a log that is one line of carriage returns, not JSON.
+        quiet = functools.partial(gguf_reader.tqdm, disable=True)
+        with mock.patch.object(gguf_reader, "tqdm", quiet):
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are dequantized now; forget the GGUF quantizer so they save as plain tensors.
         model.config.__dict__.pop("quantization_config", None)
         # torch types every Module attribute as Tensor | Module: these two are plain flags.
