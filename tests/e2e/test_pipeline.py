@@ -671,7 +671,8 @@ def test_no_worker_listens_and_the_data_folder_is_private(olympus):
 
 def test_the_logs_carry_no_secret_and_no_access_line(olympus):
     """Every line every process wrote in this module: no API key, no NATS password, no
-    producer's password; and no access line with paths and queries, as the default says."""
+    producer's password; no access line with paths and queries, as the default says; and
+    each of the services' lines one JSON object, as production reads them."""
     log = olympus.log.read_text()
     assert "gateway |" in log  # the gateway's lines are there to be read
     bus = access.BusSecrets.load(olympus.data_dir)
@@ -679,6 +680,11 @@ def test_the_logs_carry_no_secret_and_no_access_line(olympus):
     assert [s[:6] + "…" for s in secrets if s in log] == []
     assert '"GET /rag/documents' not in log
     assert 'HTTP/1.1\\" 20' not in log
+    # ...and every line is JSON, the broken documents' readers' included. Not the two lines
+    # of Python's own resource tracker, a process multiprocessing starts: once the test below
+    # has killed the embedder, it warns in plain text of the semaphores the embedder left.
+    plain = [line for line in olympus.lines_not_json() if "resource_tracker" not in line]
+    assert plain == []
 
 
 def test_after_a_restart_nothing_is_orphaned_and_context_is_kept(olympus):

@@ -67,3 +67,15 @@ async def test_the_reader_outlives_a_document_that_needs_too_much():
         assert "visible words" in after.text
     finally:
         slow.close()
+
+
+async def test_a_reader_process_prints_nothing_of_its_own(capfd):
+    """The reader processes share the embedder's stderr, which is its JSON log: pypdf's
+    warnings about a broken PDF were printed there bare."""
+    reader = Reader(ReadLimits(), processes=1)
+    try:
+        with pytest.raises(ExtractionError, match="cannot read"):
+            await reader.read(b"%PDF-1.7\n garbage that is not a pdf", "application/pdf")
+    finally:
+        reader.close()
+    assert capfd.readouterr().err == ""

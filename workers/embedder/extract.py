@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import multiprocessing
 import resource
 import zipfile
@@ -61,7 +62,7 @@ class Reader:
             # spawn: the embedder has torch's threads; a fork of it could inherit a held lock.
             self._pool = ProcessPool(
                 max_workers=self.processes,
-                initializer=_limit_memory,
+                initializer=_start_reader,
                 initargs=(self.limits.memory_bytes,),
                 context=multiprocessing.get_context("spawn"),
             )
@@ -98,8 +99,12 @@ class Reader:
                 self._pool.join(timeout=5)
 
 
-def _limit_memory(memory_bytes: int) -> None:
+def _start_reader(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # What a parser says of the document it reads (pypdf: "EOF marker not found") is said by the
+    # document's failure, if it fails; printed bare on the embedder's stderr, it broke the JSON
+    # lines of its log.
+    logging.getLogger().addHandler(logging.NullHandler())
 
 
 def extract_text(data: bytes, media_type: str, limits: ReadLimits | None = None) -> Extracted:
