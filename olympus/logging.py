@@ -56,12 +56,13 @@ def configure(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(_not_a_stop)
-    # Every other library's warnings and errors as the same JSON lines, and nothing else of
-    # theirs: the MCP SDK would otherwise put a Rich handler here at INFO (a line per session
-    # and boxed, multi-line tracebacks of the tools a client misnamed).
+    # Every other library's warnings and errors as the same JSON lines (at ``level`` when it
+    # is higher), and nothing else of theirs: the MCP SDK would otherwise put a Rich handler
+    # here at INFO (a line per session and boxed, multi-line tracebacks of the tools a client
+    # misnamed).
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
     for name in ("olympus", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         # uvicorn writes access lines whenever its access logger has a handler, whatever its

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,7 +44,7 @@ class CommonSettings(BaseSettings):
         description="the CA that signed the NATS servers' certificates: connect over TLS and "
         "trust only it (production requires it)",
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     max_deliver: int = Field(default=5, ge=1, le=100)
     retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0)
@@ -64,6 +64,11 @@ class CommonSettings(BaseSettings):
         description="a worker touches this file every few seconds while it is started and "
         "connected to the bus: what a container's healthcheck reads (`python -m olympus.alive`)",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _refuse_anonymous_bus_in_production(self) -> CommonSettings:

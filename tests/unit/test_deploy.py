@@ -254,3 +254,23 @@ def test_a_service_without_its_secret_refuses_to_start_and_names_it(module, tmp_
         in (done.stderr)
     )
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("module", ["gateway", "workers.indexer"])
+def test_a_misspelt_log_level_is_refused_by_name(module, tmp_path):
+    """OLYMPUS_LOG_LEVEL was any string: a wrong one stopped the service with a traceback
+    from the logging module at its start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLYMPUS_")}
+    env |= {"OLYMPUS_LOG_LEVEL": "verbose"}
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "cannot start: CommonSettings: log_level: Input should be 'DEBUG'" in done.stderr
+    assert "Traceback" not in done.stderr
