@@ -3,6 +3,7 @@ sees — the streamed answer, real sources, an upload reaching indexed, a delete
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -26,6 +27,9 @@ def olympus(tmp_path_factory) -> RunningStack:
 
 @pytest.fixture
 def page(olympus, monkeypatch):
+    # AppTest runs each page as ``__main__`` and leaves it there: a process that a later test
+    # spawned (the embedder's PDF reader) ran the last page again as its own main module.
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     monkeypatch.setenv("OLYMPUS_ATHENA_GATEWAY_URL", olympus.url)
     monkeypatch.setenv("OLYMPUS_ATHENA_API_KEY", olympus.key)
 
