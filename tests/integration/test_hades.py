@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
@@ -268,8 +271,6 @@ class TestArangoGraph(DocumentGraphContract):
 def test_a_new_milvus_lite_collection_is_made_without_an_error_in_the_log(tmp_path, caplog):
     """pymilvus waited for each index with a call Milvus Lite does not implement: its server
     logged four errors with tracebacks on every first start (and slept 2 s)."""
-    import logging
-
     caplog.set_level(logging.WARNING)
     index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
     try:
@@ -327,9 +328,6 @@ def test_the_milvus_lite_client_does_not_ping_its_own_server_while_idle(tmp_path
     "too_many_pings" after ~2 idle minutes, which gRPC logs as an error beside the JSON logs.
     gRPC's keepalive trace logs each keepalive ping answered; a client with pymilvus' own
     settings is the control."""
-    import subprocess
-    import sys
-
     env = {**os.environ, "GRPC_VERBOSITY": "debug", "GRPC_TRACE": "http_keepalive"}
     runs = {
         who: subprocess.Popen(

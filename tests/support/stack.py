@@ -15,6 +15,7 @@ import httpx
 from olympus import access, natsserver
 from olympus.settings import CommonSettings
 from olympus.stack import Stack, StackConfig, start_with_key
+from schemas import subjects
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 OUTPUT = ROOT / "test-output"
@@ -54,7 +55,7 @@ class RunningStack:
         wrong = []
         for line in self.log.read_text(errors="replace").splitlines():
             service, bar, text = line.partition(" | ")
-            if not bar or service.strip() not in ("gateway", "embedder", "indexer", "generator"):
+            if not bar or service.strip() not in ("gateway", *subjects.WORKERS):
                 continue
             try:
                 entry = json.loads(text)

@@ -234,43 +234,39 @@ def test_install_without_a_container_engine_says_so(checkout, tmp_path):
     assert not (checkout / ".env").exists()  # it stopped before writing anything
 
 
-# --- a service without its secret ----------------------------------------------------------
-@pytest.mark.parametrize("module", ["gateway", "workers.embedder", "workers.indexer"])
-def test_a_service_without_its_secret_refuses_to_start_and_names_it(module, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OLYMPUS_")}
-    env |= {"OLYMPUS_ENVIRONMENT": "production", "OLYMPUS_NATS_USER": "embedder"}
+# --- a service refused at its start ----------------------------------------------------------
+def _refused(module: str, folder: Path, **env: str) -> str:
+    """Start ``python -m module`` with only these OLYMPUS_ settings: it must refuse, exit 2
+    and say why without a traceback. Its stderr."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OLYMPUS_")}
     done = subprocess.run(
         [sys.executable, "-m", module],
-        cwd=tmp_path,
-        env=env,
+        cwd=folder,
+        env=clean | env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize("module", ["gateway", "workers.embedder", "workers.indexer"])
+def test_a_service_without_its_secret_refuses_to_start_and_names_it(module, tmp_path):
+    said = _refused(
+        module, tmp_path, OLYMPUS_ENVIRONMENT="production", OLYMPUS_NATS_USER="embedder"
+    )
     assert (
         "cannot start: CommonSettings: OLYMPUS_NATS_USER and OLYMPUS_NATS_PASSWORD must be set"
-        in (done.stderr)
+        in said
     )
-    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("module", ["gateway", "workers.indexer"])
 def test_a_misspelt_log_level_is_refused_by_name(module, tmp_path):
     """OLYMPUS_LOG_LEVEL was any string: a wrong one stopped the service with a traceback
     from the logging module at its start."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OLYMPUS_")}
-    env |= {"OLYMPUS_LOG_LEVEL": "verbose"}
-    done = subprocess.run(
-        [sys.executable, "-m", module],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "cannot start: CommonSettings: log_level: Input should be 'DEBUG'" in done.stderr
-    assert "Traceback" not in done.stderr
+    said = _refused(module, tmp_path, OLYMPUS_LOG_LEVEL="verbose")
+    assert "cannot start: CommonSettings: log_level: Input should be 'DEBUG'" in said
