@@ -1,31 +1,20 @@
-"""``VectorIndex`` on Milvus through pymilvus: a Milvus Lite folder or a Milvus server URI."""
+"""``VectorIndex`` on Milvus: a Milvus Lite folder in this process, or a Milvus server URI
+(``hades.milvus_backends`` makes the calls)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
-from pymilvus import (
-    AnnSearchRequest,
-    DataType,
-    Function,
-    FunctionType,
-    MilvusClient,
-    RRFRanker,
-)
-from pymilvus.milvus_client import IndexParams
 
 from hades.analysis import bm25_terms, sealed_terms
+from hades.milvus_backends import DenseIndex, EmbeddedMilvus, Layout, MilvusBackend, ServerMilvus
 from hades.protocols import ChunkRecord, SearchQuery, VectorHit
 from schemas.ids import model_fingerprint
 
 _TEXT_MAX_BYTES = 65_535
-_OUTPUT = ["doc_id", "collection", "position"]
 _HIT_LIMIT = 16_384  # Milvus' own cap on limit
 # The collection's property naming the model its vectors came from (``claim_model``)
 _MODEL_PROPERTY = "olympus.model"
@@ -56,44 +45,8 @@ def _unit(vector: Sequence[float]) -> list[float]:
     return (v / norm if norm > 0 else v).tolist()
 
 
-# pymilvus pings its server every 10 s, idle or not, to find a dead connection. Milvus Lite's
-# gRPC server (gRPC's defaults) allows an idle client one ping per 5 minutes: after two strikes
-# it sends GOAWAY ("too_many_pings") and gRPC logs it as an error outside structlog's JSON, in every
-# idle `make up`, before the client reconnects. The server is a thread of this process behind a
-# unix socket, so there is no connection to lose: no pings.
-_LITE_CHANNEL = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
-
-
 def _quote(value: str) -> str:
     return json.dumps(value)
-
-
-class PrivateLite:
-    """Milvus Lite in this process, served on a unix socket that only this user can reach.
-
-    Given a folder, pymilvus starts Milvus Lite's gRPC server on ``127.0.0.1:<free port>``
-    without authentication: any local process could read every tenant's chunks from it. Here
-    the same server (``start_server_in_thread``) listens on a socket inside a 0700 folder. The
-    folder is in the temporary directory because a socket path has at most 107 bytes.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        from milvus_lite.adapter.grpc.server import start_server_in_thread
-
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="olympus-milvus-"))  # mode 0700
-        socket = self.folder / "milvus.sock"
-        # It binds f"{host}:{port}": with host "unix:<socket>" it listens on "<socket>:0".
-        self.server, self.db, _ = start_server_in_thread(
-            str(data_dir), host=f"unix:{socket}", port=0
-        )
-        self.uri = f"unix:{socket}:0"
-        os.chmod(data_dir, 0o700)
-
-    def close(self) -> None:
-        self.server.stop(grace=2)
-        self.db.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class MilvusVectorIndex:
@@ -119,33 +72,30 @@ class MilvusVectorIndex:
         hybrid_candidates: int = 100,
         rrf_k: int = 60,
         dense_index: str | None = None,
+        backend: MilvusBackend | None = None,
         beside: MilvusVectorIndex | None = None,
     ) -> None:
-        # ``beside``: another collection on the same Milvus (``uri``), over that index's
-        # connection (a Milvus Lite folder is served once), which closing this one leaves open.
-        local = "://" not in uri
+        # ``backend``: how Milvus is called; by default Milvus Lite's engine in this process
+        # for a folder, pymilvus for a server's URI. ``beside``: another collection on the same
+        # Milvus, over that index's backend (a Lite folder is opened once), which closing this
+        # one leaves open.
         self.uri = uri
-        self.lite = PrivateLite(Path(uri)) if local and beside is None else None
         self.dims = dims
         self.name = collection
         self.hybrid_candidates = hybrid_candidates
         self.rrf_k = rrf_k
         self.term_key = term_key
-        self._owns_client = beside is None
-        self.client: MilvusClient
+        self._owns_backend = beside is None
+        self.milvus: MilvusBackend
         if beside is not None:
-            self.client = beside.client
-        elif self.lite is not None:
-            self.client = MilvusClient(uri=self.lite.uri, grpc_options=_LITE_CHANNEL)
+            self.milvus = beside.milvus
+        elif backend is not None:
+            self.milvus = backend
+        elif "://" in uri:
+            self.milvus = ServerMilvus(uri, token)
         else:
-            self.client = MilvusClient(uri=uri, token=token or "")
-        # A Milvus server needs Strong reads for read-your-writes; Lite is always consistent
-        # and does not implement the timestamp call Strong makes.
-        self._consistency = {} if local else {"consistency_level": "Strong"}
-        # Lite has built an index when CreateIndex returns. pymilvus' wait for it would begin
-        # with that same timestamp call (an error with a traceback in Lite's log, per index)
-        # and then poll every 0.5 s: 2 s and four errors at a first start.
-        self._index_wait = {"sync": False} if local else {}
+            self.milvus = EmbeddedMilvus(Path(uri))
+        local = isinstance(self.milvus, EmbeddedMilvus)
         # Milvus Lite searches an HNSW graph with a filter as a mask and stops walking before it
         # reaches most rows a selective filter keeps: at 10k chunks a tenant holding 1% of them
         # got 24% of its true top 10, one document 7% of its chunks (bench/scale.py). So Lite
@@ -157,36 +107,32 @@ class MilvusVectorIndex:
         self.seals_while_writing = local
         if beside is None:
             self._finish_a_reindex()
-        if not self.client.has_collection(collection):
-            self._create()
+        if not self.milvus.has(collection):
+            self.milvus.create(collection, self._layout())
         else:
             self._use_the_dense_index()
             # Its vectors' size, whatever is configured: a live reindex may have changed it.
             self.dims = self._dims_of(collection)
-        fields = {f["name"] for f in self.client.describe_collection(collection)["fields"]}
-        if "text" in fields:
+        if "text" in self.milvus.fields(collection):
             raise RuntimeError(
                 f"the Milvus collection {collection!r} was made by an older Olympus that kept "
                 "chunk text in it: drop it, or set OLYMPUS_INDEXER_MILVUS_COLLECTION to a new "
                 "name, and upload the documents again"
             )
-        self.client.load_collection(collection)
-        properties = self.client.describe_collection(collection).get("properties") or {}
-        self.model: str | None = properties.get(_MODEL_PROPERTY)
+        self.milvus.load(collection)
+        self.model: str | None = self._model_of(collection)
         # Earlier models' vectors that ``olympus reindex`` kept (``<collection>__<fingerprint>``):
         # deleting a document deletes it there too, so a kept copy never outlives an erasure.
         building = building_name(collection)
         self.kept = [
-            n
-            for n in self.client.list_collections()
-            if n.startswith(f"{collection}__") and n != building
+            n for n in self.milvus.names() if n.startswith(f"{collection}__") and n != building
         ]
         for name in self.kept:
-            self.client.load_collection(name)
+            self.milvus.load(name)
         # A live ``olympus reindex`` fills the next model's vectors here (``begin_next``): a
         # claimed collection under ``building_name`` is one under way, resumed on restart.
         self.next: MilvusVectorIndex | None = None
-        if beside is None and self.client.has_collection(building):
+        if beside is None and self.milvus.has(building):
             claimed = self._model_of(building)
             if claimed:
                 self.next = self._beside(building, self._dims_of(building))
@@ -197,20 +143,16 @@ class MilvusVectorIndex:
         collection's name free and the new vectors, complete (claimed), under ``building_name``.
         They take the name now, instead of an empty collection being made in their place."""
         building = building_name(self.name)
-        if self.client.has_collection(self.name) or not self.client.has_collection(building):
+        if self.milvus.has(self.name) or not self.milvus.has(building):
             return
-        properties = self.client.describe_collection(building).get("properties") or {}
-        if _MODEL_PROPERTY in properties:
-            self.client.rename_collection(building, self.name)
+        if _MODEL_PROPERTY in self.milvus.properties(building):
+            self.milvus.rename(building, self.name)
 
     def _model_of(self, name: str) -> str | None:
-        properties = self.client.describe_collection(name).get("properties") or {}
-        return properties.get(_MODEL_PROPERTY)
+        return self.milvus.properties(name).get(_MODEL_PROPERTY)
 
     def _dims_of(self, name: str) -> int:
-        fields = self.client.describe_collection(name)["fields"]
-        dense = next(f for f in fields if f["name"] == "dense")
-        return int(dense["params"]["dim"])
+        return int(self.milvus.fields(name)["dense"]["dim"])
 
     def _beside(self, name: str, dims: int) -> MilvusVectorIndex:
         return MilvusVectorIndex(
@@ -232,14 +174,14 @@ class MilvusVectorIndex:
             return
         self.cancel_next()
         building = building_name(self.name)
-        if self.client.has_collection(building):
-            self.client.drop_collection(building)  # an offline run's, never claimed
+        if self.milvus.has(building):
+            self.milvus.drop(building)  # an offline run's, never claimed
         self.next = self._beside(building, dims)
         self.next.claim_model(model)
 
     def cancel_next(self) -> None:
         if self.next is not None:
-            self.client.drop_collection(self.next.name)
+            self.milvus.drop(self.next.name)
             self.next = None
 
     def present(self, tenant: str, doc_ids: Collection[str]) -> dict[str, int]:
@@ -251,12 +193,11 @@ class MilvusVectorIndex:
         if not doc_ids:
             return {}
         listed = ", ".join(_quote(d) for d in doc_ids)
-        rows = self.client.query(
+        rows = self.milvus.query(
             self.name,
-            filter=f"tenant == {_quote(tenant)} and doc_id in [{listed}]",
-            output_fields=["doc_id"],
-            limit=_HIT_LIMIT,
-            **self._consistency,
+            f"tenant == {_quote(tenant)} and doc_id in [{listed}]",
+            ["doc_id"],
+            _HIT_LIMIT,
         )
         counts: dict[str, int] = {}
         for row in rows:
@@ -271,12 +212,12 @@ class MilvusVectorIndex:
         following, self.next = self.next, None
         following.flush()
         kept = kept_name(self.name, self.model)
-        if self.client.has_collection(kept):
-            self.client.drop_collection(kept)  # an older copy of the same model's vectors
-        self.client.rename_collection(self.name, kept)
-        self.client.rename_collection(following.name, self.name)
-        self.client.load_collection(kept)
-        self.client.load_collection(self.name)
+        if self.milvus.has(kept):
+            self.milvus.drop(kept)  # an older copy of the same model's vectors
+        self.milvus.rename(self.name, kept)
+        self.milvus.rename(following.name, self.name)
+        self.milvus.load(kept)
+        self.milvus.load(self.name)
         self.kept = [*[k for k in self.kept if k != kept], kept]
         self.model, self.dims = following.model, following.dims
         return kept
@@ -285,47 +226,22 @@ class MilvusVectorIndex:
         """Drop what earlier reindexes kept (``kept``); their names."""
         dropped, self.kept = self.kept, []
         for name in dropped:
-            self.client.drop_collection(name)
+            self.milvus.drop(name)
         return dropped
 
     def claim_model(self, model: str) -> None:
         """Vectors of two models are not comparable: the collection keeps the name of the one
         it was filled with, and the indexer refuses another's (``workers.indexer``)."""
-        self.client.alter_collection_properties(self.name, properties={_MODEL_PROPERTY: model})
+        self.milvus.set_property(self.name, _MODEL_PROPERTY, model)
         self.model = model
 
-    def _create(self) -> None:
-        schema = self.client.create_schema(auto_id=False)
-        schema.add_field("id", DataType.VARCHAR, max_length=64, is_primary=True)
-        schema.add_field("tenant", DataType.VARCHAR, max_length=64)
-        schema.add_field("collection", DataType.VARCHAR, max_length=64)
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
-        schema.add_field("position", DataType.INT64)
-        schema.add_field(
-            "terms", DataType.VARCHAR, max_length=_TEXT_MAX_BYTES, enable_analyzer=True
+    def _layout(self) -> Layout:
+        return Layout(
+            dims=self.dims,
+            dense=self._dense(),
+            text_max_bytes=_TEXT_MAX_BYTES,
+            bm25={"bm25_k1": 1.2, "bm25_b": 0.75},
         )
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dims)
-        schema.add_function(
-            Function(
-                name="bm25",
-                function_type=FunctionType.BM25,
-                input_field_names=["terms"],
-                output_field_names=["sparse"],
-            )
-        )
-        index = self.client.prepare_index_params()
-        self._add_dense_index(index)
-        index.add_index(
-            field_name="sparse",
-            index_type="SPARSE_INVERTED_INDEX",
-            metric_type="BM25",
-            params={"params": {"bm25_k1": 1.2, "bm25_b": 0.75}},
-        )
-        for field in ("tenant", "doc_id"):
-            index.add_index(field_name=field, index_type="INVERTED")
-        self.client.create_collection(self.name, schema=schema, **self._consistency)
-        self.client.create_index(self.name, index, **self._index_wait)
 
     @property
     def _hnsw(self) -> bool:
@@ -340,25 +256,14 @@ class MilvusVectorIndex:
         once, when it builds, and keeps COSINE."""
         return "COSINE" if self._hnsw else "IP"
 
-    def _add_dense_index(self, index: IndexParams) -> None:
-        # Nested "params": pymilvus 3 flattens the outer dict and Lite reads only the inner one.
-        index.add_index(
-            field_name="dense",
-            index_type=self._dense_index,
-            metric_type=self._metric,
-            params={"params": {"M": 16, "efConstruction": 200} if self._hnsw else {}},
-        )
+    def _dense(self) -> DenseIndex:
+        params = {"M": 16, "efConstruction": 200} if self._hnsw else {}
+        return DenseIndex(self._dense_index, self._metric, params)
 
     def _use_the_dense_index(self) -> None:
         """Rebuild a dense index made by an older Olympus when it is not the one to use."""
-        made = self.client.describe_index(self.name, "dense")
-        if (made.get("index_type"), made.get("metric_type")) == (self._dense_index, self._metric):
-            return
-        self.client.release_collection(self.name)
-        self.client.drop_index(self.name, "dense")
-        index = self.client.prepare_index_params()
-        self._add_dense_index(index)
-        self.client.create_index(self.name, index, **self._index_wait)
+        if self.milvus.dense_index(self.name) != (self._dense_index, self._metric):
+            self.milvus.replace_dense_index(self.name, self._dense())
 
     def _ann(self, candidates: int) -> dict:
         return {"ef": max(64, candidates)} if self._hnsw else {}
@@ -379,30 +284,27 @@ class MilvusVectorIndex:
             }
             for c in chunks
         ]
-        self.client.upsert(self.name, rows)
+        self.milvus.upsert(self.name, rows)
 
     def delete_chunks(self, tenant: str, chunk_ids: Collection[str]) -> None:
         if chunk_ids:
             ids = ", ".join(_quote(i) for i in chunk_ids)
-            self.client.delete(self.name, filter=f"tenant == {_quote(tenant)} and id in [{ids}]")
+            self.milvus.delete(self.name, f"tenant == {_quote(tenant)} and id in [{ids}]")
 
     def delete_document(self, tenant: str, doc_id: str) -> None:
         following = [self.next.name] if self.next is not None else []
         for name in (self.name, *self.kept, *following):
-            self.client.delete(
-                name, filter=f"tenant == {_quote(tenant)} and doc_id == {_quote(doc_id)}"
-            )
+            self.milvus.delete(name, f"tenant == {_quote(tenant)} and doc_id == {_quote(doc_id)}")
 
     def flush(self) -> None:
-        self.client.flush(self.name)
+        self.milvus.flush(self.name)
 
     # --- reads --------------------------------------------------------------------------------
     def count(self, tenant: str, doc_id: str | None = None) -> int:
         expr = f"tenant == {_quote(tenant)}"
         if doc_id is not None:
             expr += f" and doc_id == {_quote(doc_id)}"
-        rows = self.client.query(self.name, filter=expr, output_fields=["count(*)"])
-        return int(rows[0]["count(*)"]) if rows else 0
+        return self.milvus.count(self.name, expr)
 
     def search(self, query: SearchQuery) -> list[VectorHit]:
         expr = self._filter(query)
@@ -410,7 +312,7 @@ class MilvusVectorIndex:
         limit = min(query.top_k * (4 if query.unique_documents else 1), _HIT_LIMIT)
         terms = self._terms(query.text) if query.mode != "dense" else ""
         if query.mode == "dense" or (query.mode == "hybrid" and not terms):
-            results = self._dense(query, expr, limit)
+            results = self._dense_hits(query, expr, limit)
         elif query.mode == "bm25":
             results = self._bm25(terms, expr, limit) if terms else []
         else:
@@ -449,69 +351,33 @@ class MilvusVectorIndex:
             raise ValueError(f"{query.mode} search needs a {self.dims}-dimensional vector")
         return _unit(query.vector)
 
-    def _dense(self, query: SearchQuery, expr: str, limit: int) -> list[dict]:
-        result = self.client.search(
-            self.name,
-            data=[self._require_vector(query)],
-            anns_field="dense",
-            limit=limit,
-            filter=expr,
-            output_fields=_OUTPUT,
-            search_params={"params": self._ann(limit)},
-            **self._consistency,
-        )
-        return list(result[0])
+    def _dense_hits(self, query: SearchQuery, expr: str, limit: int) -> list[dict]:
+        vector = self._require_vector(query)
+        return self.milvus.search(self.name, vector, "dense", limit, expr, self._ann(limit))
 
     def _bm25(self, terms: str, expr: str, limit: int) -> list[dict]:
-        result = self.client.search(
-            self.name,
-            data=[terms],
-            anns_field="sparse",
-            limit=limit,
-            filter=expr,
-            output_fields=_OUTPUT,
-            **self._consistency,
-        )
-        return list(result[0])
+        return self.milvus.search(self.name, terms, "sparse", limit, expr, {})
 
     def _hybrid(self, query: SearchQuery, terms: str, expr: str, limit: int) -> list[dict]:
         candidates = max(limit, self.hybrid_candidates)
-        requests = [
-            AnnSearchRequest(
-                data=[self._require_vector(query)],
-                anns_field="dense",
-                param={"params": self._ann(candidates)},
-                limit=candidates,
-                expr=expr,
-            ),
-            AnnSearchRequest(
-                data=[terms], anns_field="sparse", param={}, limit=candidates, expr=expr
-            ),
+        routes = [
+            (self._require_vector(query), "dense", self._ann(candidates)),
+            (terms, "sparse", {}),
         ]
-        result = self.client.hybrid_search(
-            self.name,
-            requests,
-            RRFRanker(self.rrf_k),
-            limit=limit,
-            output_fields=_OUTPUT,
-            **self._consistency,
-        )
-        return list(result[0])
+        return self.milvus.hybrid(self.name, routes, candidates, limit, expr, self.rrf_k)
 
     def rename(self, name: str) -> None:
-        self.client.rename_collection(self.name, name)
+        self.milvus.rename(self.name, name)
         self.name = name
-        self.client.load_collection(name)
+        self.milvus.load(name)
 
     def collections(self) -> list[str]:
         """Every collection of this Milvus (``olympus reindex`` finds the ones it kept)."""
-        return sorted(self.client.list_collections())
+        return sorted(self.milvus.names())
 
     def drop(self, name: str) -> None:
-        self.client.drop_collection(name)
+        self.milvus.drop(name)
 
     def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
-        if self.lite is not None:
-            self.lite.close()
+        if self._owns_backend:
+            self.milvus.close()

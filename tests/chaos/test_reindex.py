@@ -150,8 +150,8 @@ def _assert_vectors_are_the_new_models_of_the_current_text(data, model, latest, 
         chunks = [c for d in docs for c in graph.chunks("default", d.doc_id)]
         stored = {
             row["id"]: row["dense"]
-            for row in index.client.query(
-                index.name, filter='tenant == "default"', output_fields=["id", "dense"]
+            for row in index.milvus.query(
+                index.name, 'tenant == "default"', ["id", "dense"], 16_384
             )
         }
         assert sorted(stored) == sorted(c.chunk_id for c in chunks), why

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ import pytest
 
 from hades import ChunkRecord, DocumentGraph, SearchQuery, VectorIndex
 from hades.milvus import MilvusVectorIndex, building_name, kept_name
+from hades.milvus_backends import DenseIndex, ServerMilvus
 from hades.protocols import DocumentWrite
 from hades.reindex import reindex
 from hades.sqlite import SqliteDocumentGraph
@@ -114,17 +116,12 @@ class TestMilvusLite(VectorIndexContract):
         chunks = chunks_of("t", "d", ["kept through the rebuild", "and this one"])
         index.upsert(chunks)
         index.flush()
-        index.client.release_collection(index.name)
-        index.client.drop_index(index.name, "dense")
-        older = index.client.prepare_index_params()
-        older.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"params": {}})
-        index.client.create_index(index.name, older)
-        assert index.client.describe_index(index.name, "dense")["index_type"] == "HNSW"
+        index.milvus.replace_dense_index(index.name, DenseIndex("HNSW", "COSINE", {}))
+        assert index.milvus.dense_index(index.name) == ("HNSW", "COSINE")
         index.close()
         index = MilvusVectorIndex(path, DIMS, term_key=TERM_KEY)
         try:
-            made = index.client.describe_index(index.name, "dense")
-            assert (made["index_type"], made["metric_type"]) == ("FLAT", "IP")
+            assert index.milvus.dense_index(index.name) == ("FLAT", "IP")
             for target in chunks:
                 hits = index.search(SearchQuery("t", "dense", 1, vector=target.vector))
                 assert [h.chunk_id for h in hits] == [target.chunk_id]
@@ -217,6 +214,114 @@ class TestMilvusLite(VectorIndexContract):
         index.close()
 
 
+@contextlib.contextmanager
+def lite_server(folder: Path) -> Iterator[str]:
+    """Milvus Lite's own gRPC server on ``folder``: the stand-in for a Milvus server that
+    pymilvus (``ServerMilvus``) talks to. On a unix socket, named short (at most 107 bytes)."""
+    from milvus_lite.adapter.grpc.server import start_server_in_thread
+
+    sockets = Path(tempfile.mkdtemp(prefix="milvus-"))
+    server, db, _ = start_server_in_thread(
+        str(folder), host=f"unix:{sockets / 'milvus.sock'}", port=0
+    )
+    try:
+        yield f"unix:{sockets / 'milvus.sock'}:0"
+    finally:
+        server.stop(grace=2)
+        db.close()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def over_pymilvus(uri: str, dims: int = DIMS) -> MilvusVectorIndex:
+    # FLAT as on Lite's engine: Lite's HNSW loses rows a filter keeps (bench/scale.py).
+    backend = ServerMilvus(uri, strong=False)
+    return MilvusVectorIndex(uri, dims, term_key=TERM_KEY, dense_index="FLAT", backend=backend)
+
+
+class TestMilvusThroughPymilvus(VectorIndexContract):
+    """The calls a Milvus server gets (pymilvus: ``ServerMilvus``), against Milvus Lite's gRPC
+    server: no Milvus server can run on this machine."""
+
+    @pytest.fixture
+    def vectors(self, tmp_path: Path) -> Iterator[VectorIndex]:
+        with lite_server(tmp_path / "milvus.db") as uri:
+            index = over_pymilvus(uri)
+            yield index
+            index.close()
+
+
+def test_lite_in_process_finds_what_pymilvus_finds_in_every_mode(tmp_path):
+    """The engine called in-process and pymilvus through Lite's server read the same folder:
+    the same hits in the same order with the same scores, hybrid's rank fusion included."""
+    rng = np.random.default_rng(3)
+    words = ["wombat", "koala", "burrow", "leaf", "night", "sleep", "dig", "tree", "stone"]
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(300)]
+    chunks = [
+        dataclasses.replace(c, vector=rng.standard_normal(DIMS).tolist())
+        for d in range(30)
+        for c in chunks_of("t", f"d{d}", texts[d * 10 : (d + 1) * 10])
+    ]
+    queries = [
+        SearchQuery(
+            "t",
+            mode,
+            top_k,
+            text=" ".join(rng.choice(words, 3)),
+            vector=rng.standard_normal(DIMS).tolist(),
+            doc_ids=("d1", "d2", "d7") if top_k == 5 else None,
+            unique_documents=top_k == 3,
+        )
+        for mode in ("dense", "bm25", "hybrid")
+        for top_k in (3, 5, 10, 50)
+    ]
+    path = tmp_path / "same.db"
+    index = MilvusVectorIndex(str(path), DIMS, term_key=TERM_KEY)
+    index.upsert(chunks[:150])
+    index.flush()
+    index.upsert(chunks[150:])  # some sealed, some not
+    in_process = [index.search(q) for q in queries]
+    index.close()
+    with lite_server(path) as uri:
+        index = over_pymilvus(uri)
+        through = [index.search(q) for q in queries]
+        index.close()
+    for query, ours, theirs in zip(queries, in_process, through, strict=True):
+        assert ours, query
+        assert [h.chunk_id for h in ours] == [h.chunk_id for h in theirs], query
+        assert [h.score for h in ours] == pytest.approx([h.score for h in theirs]), query
+
+
+def test_a_folder_an_older_olympus_made_through_pymilvus_opens_in_process(tmp_path):
+    """Olympus reached Milvus Lite through pymilvus and Lite's gRPC server until it called the
+    engine itself: a folder made that way opens in-process with the same schema and indexes,
+    and its rows are found. One made in-process is the one pymilvus makes."""
+    from milvus_lite import MilvusLite
+
+    def layout(folder: Path) -> tuple:
+        db = MilvusLite(str(folder))
+        try:
+            col = db.get_collection("olympus_chunks")
+            return col.schema, {f: col.get_index_info(f) for f in col.list_indexes()}
+        finally:
+            db.close()
+
+    chunks = chunks_of("t", "d", ["wombats dig burrows", "koalas eat leaves"])
+    with lite_server(tmp_path / "older.db") as uri:
+        index = over_pymilvus(uri)
+        index.upsert(chunks)
+        index.flush()
+        index.close()
+    MilvusVectorIndex(str(tmp_path / "newer.db"), DIMS, term_key=TERM_KEY).close()
+    assert layout(tmp_path / "older.db") == layout(tmp_path / "newer.db")
+    index = MilvusVectorIndex(str(tmp_path / "older.db"), DIMS, term_key=TERM_KEY)
+    try:
+        assert [h.doc_id for h in index.search(SearchQuery("t", "bm25", 1, text="koala"))] == ["d"]
+        hits = index.search(SearchQuery("t", "dense", 1, vector=chunks[0].vector))
+        assert [h.chunk_id for h in hits] == [chunks[0].chunk_id]
+    finally:
+        index.close()
+
+
 class TestSqliteGraph(DocumentGraphContract):
     @pytest.fixture
     def graph(self, tmp_path: Path) -> Iterator[DocumentGraph]:
@@ -283,65 +388,23 @@ def test_a_new_milvus_lite_collection_is_made_without_an_error_in_the_log(tmp_pa
 
 def test_milvus_lite_is_reachable_by_its_owner_only(tmp_path):
     """pymilvus alone would serve Milvus Lite on a loopback TCP port, readable by any local
-    process without a password; ours listens on a unix socket in a private folder."""
+    process without a password. Ours is Lite's engine called in this process: it listens on no
+    socket at all, and its folder is its owner's alone."""
     import stat
 
     import psutil
 
     me = psutil.Process()
-    listening_before = {c.laddr for c in me.net_connections("inet") if c.status == "LISTEN"}
+
+    def listening() -> set:
+        return {(c.family, c.laddr) for c in me.net_connections("all") if not c.raddr}
+
+    before = listening()
     index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
     try:
-        listening = {c.laddr for c in me.net_connections("inet") if c.status == "LISTEN"}
-        assert listening == listening_before
-        assert index.lite is not None
-        assert index.lite.uri.startswith("unix:")
-        assert stat.S_IMODE(index.lite.folder.stat().st_mode) == 0o700
-        assert stat.S_IMODE((tmp_path / "milvus.db").stat().st_mode) == 0o700
         index.upsert(chunks_of("t", "d1", ["a private chunk"]))
         assert index.count("t") == 1
+        assert listening() == before
+        assert stat.S_IMODE((tmp_path / "milvus.db").stat().st_mode) == 0o700
     finally:
         index.close()
-    assert not index.lite.folder.exists()
-
-
-_IDLE_CLIENT = """
-import sys, time
-from pathlib import Path
-from pymilvus import MilvusClient
-from hades.milvus import MilvusVectorIndex, PrivateLite
-if sys.argv[2] == "ours":
-    index = MilvusVectorIndex(sys.argv[1], 8, term_key=b"k" * 32)
-    client, close = index.client, index.close
-else:  # pymilvus shares a connection per address: this server has no other client
-    lite = PrivateLite(Path(sys.argv[1]))
-    client, close = MilvusClient(uri=lite.uri), lite.close
-client.list_collections()
-print("idle from here", file=sys.stderr, flush=True)
-time.sleep(15)
-close()
-"""
-
-
-def test_the_milvus_lite_client_does_not_ping_its_own_server_while_idle(tmp_path):
-    """pymilvus' keepalive pings (every 10 s) made Milvus Lite's server answer GOAWAY
-    "too_many_pings" after ~2 idle minutes, which gRPC logs as an error beside the JSON logs.
-    gRPC's keepalive trace logs each keepalive ping answered; a client with pymilvus' own
-    settings is the control."""
-    env = {**os.environ, "GRPC_VERBOSITY": "debug", "GRPC_TRACE": "http_keepalive"}
-    runs = {
-        who: subprocess.Popen(
-            [sys.executable, "-c", _IDLE_CLIENT, str(tmp_path / who), who],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for who in ("ours", "pymilvus")
-    }
-    idle = {}
-    for who, run in runs.items():
-        _, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err[-2000:]
-        idle[who] = err.split("idle from here", 1)[1].lower()
-    assert "finish keepalive ping" in idle["pymilvus"]
-    assert "finish keepalive ping" not in idle["ours"]
