@@ -317,6 +317,26 @@ class MilvusVectorIndex:
             results = self._bm25(terms, expr, limit) if terms else []
         else:
             results = self._hybrid(query, terms, expr, limit)
+        return self._hits(results, query.mode, query.unique_documents)[: query.top_k]
+
+    def nearest_documents(
+        self, tenant: str, vectors: Sequence[Sequence[float]], top_k: int
+    ) -> list[list[VectorHit]]:
+        if not vectors:
+            return []
+        limit = min(top_k * 4, _HIT_LIMIT)  # as ``search`` asks for one hit per document
+        found = self.milvus.search(
+            self.name,
+            [self._unit_vector(v, "dense") for v in vectors],
+            "dense",
+            limit,
+            f"tenant == {_quote(tenant)}",
+            self._ann(limit),
+        )
+        return [self._hits(results, "dense", unique=True)[:top_k] for results in found]
+
+    @staticmethod
+    def _hits(results: list[dict], mode: str, unique: bool) -> list[VectorHit]:
         hits = [
             VectorHit(
                 chunk_id=str(r["id"]),
@@ -324,16 +344,16 @@ class MilvusVectorIndex:
                 collection=r["entity"]["collection"],
                 position=int(r["entity"]["position"]),
                 # Milvus reports BM25 as a negative distance; every score here grows with relevance.
-                score=-float(r["distance"]) if query.mode == "bm25" else float(r["distance"]),
+                score=-float(r["distance"]) if mode == "bm25" else float(r["distance"]),
             )
             for r in results
         ]
-        if query.unique_documents:
+        if unique:
             best: dict[str, VectorHit] = {}
             for hit in hits:  # best first: the first hit of a document is its best
                 best.setdefault(hit.doc_id, hit)
             hits = list(best.values())
-        return hits[: query.top_k]
+        return hits
 
     def _terms(self, text: str) -> str:
         return sealed_terms(bm25_terms(text), self.term_key)
@@ -346,22 +366,22 @@ class MilvusVectorIndex:
             parts.append(f"doc_id in [{', '.join(_quote(d) for d in query.doc_ids)}]")
         return " and ".join(parts)
 
-    def _require_vector(self, query: SearchQuery) -> list[float]:
-        if query.vector is None or len(query.vector) != self.dims:
-            raise ValueError(f"{query.mode} search needs a {self.dims}-dimensional vector")
-        return _unit(query.vector)
+    def _unit_vector(self, vector: Sequence[float] | None, mode: str) -> list[float]:
+        if vector is None or len(vector) != self.dims:
+            raise ValueError(f"{mode} search needs a {self.dims}-dimensional vector")
+        return _unit(vector)
 
     def _dense_hits(self, query: SearchQuery, expr: str, limit: int) -> list[dict]:
-        vector = self._require_vector(query)
-        return self.milvus.search(self.name, vector, "dense", limit, expr, self._ann(limit))
+        vector = self._unit_vector(query.vector, query.mode)
+        return self.milvus.search(self.name, [vector], "dense", limit, expr, self._ann(limit))[0]
 
     def _bm25(self, terms: str, expr: str, limit: int) -> list[dict]:
-        return self.milvus.search(self.name, terms, "sparse", limit, expr, {})
+        return self.milvus.search(self.name, [terms], "sparse", limit, expr, {})[0]
 
     def _hybrid(self, query: SearchQuery, terms: str, expr: str, limit: int) -> list[dict]:
         candidates = max(limit, self.hybrid_candidates)
         routes = [
-            (self._require_vector(query), "dense", self._ann(candidates)),
+            (self._unit_vector(query.vector, query.mode), "dense", self._ann(candidates)),
             (terms, "sparse", {}),
         ]
         return self.milvus.hybrid(self.name, routes, candidates, limit, expr, self.rrf_k)

@@ -84,8 +84,11 @@ class MilvusBackend(Protocol):
     def count(self, name: str, expr: str) -> int: ...
     def flush(self, name: str) -> None: ...
     def search(
-        self, name: str, data: Any, field: str, limit: int, expr: str, params: dict
-    ) -> list[dict]: ...
+        self, name: str, data: list, field: str, limit: int, expr: str, params: dict
+    ) -> list[list[dict]]:
+        """The hits of each query in ``data`` (vectors, or text for BM25), in one call."""
+        ...
+
     def hybrid(
         self,
         name: str,
@@ -202,17 +205,17 @@ class EmbeddedMilvus:
         self._col(name).flush()
 
     def search(
-        self, name: str, data: Any, field: str, limit: int, expr: str, params: dict
-    ) -> list[dict]:
-        (hits,) = self._col(name).search(
-            [data],
+        self, name: str, data: list, field: str, limit: int, expr: str, params: dict
+    ) -> list[list[dict]]:
+        found = self._col(name).search(
+            data,
             top_k=limit,
             expr=expr,
             output_fields=_OUTPUT,
             anns_field=field,
             search_params=params or None,
         )
-        return list(hits)
+        return [list(hits) for hits in found]
 
     def hybrid(
         self,
@@ -225,7 +228,8 @@ class EmbeddedMilvus:
     ) -> list[dict]:
         fused: dict[str, dict] = {}
         for data, field, params in routes:
-            for rank, hit in enumerate(self.search(name, data, field, candidates, expr, params)):
+            (hits,) = self.search(name, [data], field, candidates, expr, params)
+            for rank, hit in enumerate(hits):
                 best = fused.setdefault(hit["id"], {**hit, "distance": 0.0})
                 best["distance"] += 1.0 / (rrf_k + rank + 1)
         # Equal scores in the order of their ids, as Milvus breaks ties.
@@ -345,11 +349,11 @@ class ServerMilvus:
         self.client.flush(name)
 
     def search(
-        self, name: str, data: Any, field: str, limit: int, expr: str, params: dict
-    ) -> list[dict]:
+        self, name: str, data: list, field: str, limit: int, expr: str, params: dict
+    ) -> list[list[dict]]:
         result = self.client.search(
             name,
-            data=[data],
+            data=data,
             anns_field=field,
             limit=limit,
             filter=expr,
@@ -357,7 +361,7 @@ class ServerMilvus:
             search_params={"params": params},
             **self._consistency,
         )
-        return list(result[0])
+        return [list(hits) for hits in result]
 
     def hybrid(
         self,

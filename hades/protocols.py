@@ -118,6 +118,12 @@ class VectorIndex(Protocol):
     def search(self, query: SearchQuery) -> list[VectorHit]:
         """Best first. Scores grow with relevance. Only ``query.tenant``'s chunks."""
 
+    def nearest_documents(
+        self, tenant: str, vectors: Sequence[Sequence[float]], top_k: int
+    ) -> list[list[VectorHit]]:
+        """For each vector, what a dense ``search`` with ``unique_documents`` finds: ``tenant``'s
+        ``top_k`` documents nearest to it, each by its best chunk. One call for all of them."""
+
     def count(self, tenant: str, doc_id: str | None = None) -> int:
         """How many chunks ``tenant`` has (in one document, if given), read consistently."""
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hades import SearchQuery
 from hades.milvus import MilvusVectorIndex
 from hades.sqlite import SqliteDocumentGraph
 from olympus.delivery import PermanentError
@@ -32,7 +33,7 @@ from schemas.messages import (
 )
 from tests.support.hades_contract import TERM_KEY
 from tests.support.messages import index_upsert, unit_vector
-from workers.indexer.handlers import Indexer
+from workers.indexer.handlers import Indexer, _mean
 
 pytestmark = pytest.mark.integration
 DIMS = 16
@@ -420,3 +421,35 @@ def test_pages_ask_the_index_for_bounded_rows():
     sizes = [("a", 3), ("b", 5), ("c", 9), ("d", 1), ("e", 2)]
     assert _bounded(sizes, 8) == [["a", "b"], ["c"], ["d", "e"]]
     assert _bounded([], 8) == []
+
+
+async def test_documents_written_together_are_related_within_their_own_tenant(indexer):
+    """Once writes pause each document is related to its nearest ones: a tenant's documents are
+    searched in one call (``nearest_documents``), and none finds another tenant's."""
+    words = ["wombat", "koala", "dingo", "emu", "quokka", "platypus", "numbat"]
+    ops = [
+        _upsert(f"{tenant}{d}", [f"{w} {tenant} {d}" for w in words[d : d + 3]], 1, tenant)
+        for tenant in ("a", "b")
+        for d in range(5)
+    ]
+    await asyncio.gather(*(indexer.upsert(op) for op in ops))
+    similar = {}
+    for _ in range(200):  # the store thread relates them once writes have paused
+        similar = {
+            (op.tenant, op.doc_id): [
+                r.target for r in indexer.graph.relations(op.tenant, op.doc_id)
+                if r.origin == "similar" and r.source == op.doc_id
+            ]
+            for op in ops
+        }  # fmt: skip
+        if all(similar.values()):
+            break
+        await asyncio.sleep(0.05)
+    for op in ops:
+        mean = _mean([c.vector for c in op.chunks])
+        alone = indexer.vectors.search(
+            SearchQuery(op.tenant, "dense", 4, vector=mean, unique_documents=True)
+        )
+        expected = [h.doc_id for h in alone if h.doc_id != op.doc_id][:3]
+        assert len(expected) == 3
+        assert similar[(op.tenant, op.doc_id)] == expected, op.doc_id

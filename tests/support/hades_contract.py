@@ -148,6 +148,23 @@ class VectorIndexContract:
         hits = vectors.search(SearchQuery("t", "bm25", 5, text="apple", unique_documents=True))
         assert sorted(h.doc_id for h in hits) == ["d1", "d2"]
 
+    def test_nearest_documents_finds_for_each_vector_what_its_own_search_finds(
+        self, vectors: VectorIndex
+    ) -> None:
+        for d in range(12):
+            vectors.upsert(chunks_of("t", f"d{d}", [f"passage {d} {i}" for i in range(3)]))
+        vectors.upsert(chunks_of("other", "theirs", [f"passage {d} 0" for d in range(12)]))
+        asked = [vec(1000 + i) for i in range(5)]
+        found = vectors.nearest_documents("t", asked, 4)
+        assert len(found) == len(asked)
+        for vector, hits in zip(asked, found, strict=True):
+            query = SearchQuery("t", "dense", 4, vector=vector, unique_documents=True)
+            alone = vectors.search(query)
+            assert [(h.doc_id, h.chunk_id) for h in hits] == [(h.doc_id, h.chunk_id) for h in alone]
+            assert [h.score for h in hits] == pytest.approx([h.score for h in alone])
+            assert len({h.doc_id for h in hits}) == 4
+        assert vectors.nearest_documents("t", [], 4) == []
+
     def test_delete_document_and_chunks(self, vectors: VectorIndex) -> None:
         chunks = chunks_of("t", "d", ["one", "two", "three"])
         vectors.upsert(chunks + chunks_of("t", "other", ["four"]))
