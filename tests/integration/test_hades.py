@@ -404,7 +404,7 @@ def test_milvus_lite_is_reachable_by_its_owner_only(tmp_path):
     try:
         index.upsert(chunks_of("t", "d1", ["a private chunk"]))
         assert index.count("t") == 1
-        assert listening() == before
+        assert listening() - before == set()  # nothing new listens (others may have closed)
         assert stat.S_IMODE((tmp_path / "milvus.db").stat().st_mode) == 0o700
     finally:
         index.close()
