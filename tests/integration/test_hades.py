@@ -374,8 +374,9 @@ class TestArangoGraph(DocumentGraphContract):
 
 
 def test_a_new_milvus_lite_collection_is_made_without_an_error_in_the_log(tmp_path, caplog):
-    """pymilvus waited for each index with a call Milvus Lite does not implement: its server
-    logged four errors with tracebacks on every first start (and slept 2 s)."""
+    """Through pymilvus, the wait for each new index began with a call Milvus Lite does not
+    implement: its server logged four errors with tracebacks on every first start (and slept
+    2 s). Called in-process, making and searching a collection logs nothing."""
     caplog.set_level(logging.WARNING)
     index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMS, term_key=TERM_KEY)
     try:

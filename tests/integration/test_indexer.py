@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hades import SearchQuery
@@ -33,7 +34,7 @@ from schemas.messages import (
 )
 from tests.support.hades_contract import TERM_KEY
 from tests.support.messages import index_upsert, unit_vector
-from workers.indexer.handlers import Indexer, _mean
+from workers.indexer.handlers import Indexer
 
 pytestmark = pytest.mark.integration
 DIMS = 16
@@ -434,7 +435,8 @@ async def test_documents_written_together_are_related_within_their_own_tenant(in
     ]
     await asyncio.gather(*(indexer.upsert(op) for op in ops))
     similar = {}
-    for _ in range(200):  # the store thread relates them once writes have paused
+    deadline = time.monotonic() + 60  # the store thread relates them once writes have paused
+    while time.monotonic() < deadline:
         similar = {
             (op.tenant, op.doc_id): [
                 r.target for r in indexer.graph.relations(op.tenant, op.doc_id)
@@ -446,7 +448,7 @@ async def test_documents_written_together_are_related_within_their_own_tenant(in
             break
         await asyncio.sleep(0.05)
     for op in ops:
-        mean = _mean([c.vector for c in op.chunks])
+        mean = np.mean([c.vector for c in op.chunks], axis=0).tolist()  # searches normalise it
         alone = indexer.vectors.search(
             SearchQuery(op.tenant, "dense", 4, vector=mean, unique_documents=True)
         )
