@@ -494,7 +494,18 @@ async def erase(raw: Msg) -> None:
     block until every message in it has gone, and a deleted document's text with them. (A
     status or a delete holds ids and a filename, as the events stream does for a day: no
     erase, which costs the server more than the message did.) A message already gone is no
-    error; a failure is logged and the ack still follows (the work is done either way)."""
+    error; a failure is logged and the ack still follows (the work is done either way).
+
+    What it costs, measured on 2 cores: nats-server rewrites the whole block file for each
+    erase (its file store overwrites the record, then writes the block's buffer anew, up to
+    the 4 MB it gives any stream whose messages may be 16 MB). Alone, 1.8-2.2 ms of its CPU
+    and 3-4 MB written per erased message; in an upload of 1,000 SciFact documents it wrote
+    1.48 GB with the erase and 0.03 GB without, and spent 4.3-5.3 CPU-seconds against
+    2.0-2.3: half of all it does at ingest. Nothing cheaper keeps the text out of the files
+    with NATS's own calls: a stream's limits cannot bring its blocks below 4 MB while a
+    message may be 16 MB, and a purge up to the ack floor may leave an emptied last block's
+    bytes where they were. What would is a key per document, kept by H.A.D.E.S. and deleted
+    with it, the text travelling encrypted under it."""
     meta = raw.metadata
     if meta.stream not in WORK_QUEUES or not subjects.holds_text(raw.subject):
         return
