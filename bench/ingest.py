@@ -7,7 +7,8 @@ For each size the first N SciFact documents (title and text) are written to a fo
 each, and ``olympus ingest`` sends them to a fresh embedded stack, the way a user loads a
 corpus. The clock runs from the command's start to the last document's ``indexed`` time as
 H.A.D.E.S. recorded it. The CPU time of every process of the stack and of the command is
-counted: on a small machine everything shares the cores the encoder needs.
+counted: on a small machine everything shares the cores the encoder needs. So are the bytes
+each process of the stack wrote to storage (where the kernel counts them).
 
 The chunks the pipeline made (read back from the graph store) go through three encoders, each
 in a fresh process, at the pipeline's precision (``OLYMPUS_EMBEDDER_DTYPE``, auto: bf16 only on
@@ -33,6 +34,7 @@ interleaved, best of each; the ratio is with over without (bench/results/ingest-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -124,22 +127,45 @@ def _measure_arm(
 
 
 # --- the pipeline -----------------------------------------------------------------------------
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU time (user + system) each process of the stack, with its children, has used so far."""
-    seconds: dict[str, float] = {}
+def _trees(stack: Stack) -> list[tuple[str, list[psutil.Process]]]:
+    """Each process of the stack with its children, by the stack's name for it."""
+    trees = []
     for child in stack.supervisor._children:
         if child.proc is None:
             continue
-        total = 0.0
         try:
             process = psutil.Process(child.proc.pid)
-            for p in [process, *process.children(recursive=True)]:
-                times = p.cpu_times()
-                total += times.user + times.system
+            trees.append((child.name, [process, *process.children(recursive=True)]))
         except psutil.Error:
-            pass
-        seconds[child.name] = total
-    return seconds
+            trees.append((child.name, []))
+    return trees
+
+
+def _sum(processes: list[psutil.Process], measure: Callable[[psutil.Process], float]) -> float:
+    total = 0.0
+    for p in processes:
+        with contextlib.suppress(psutil.Error):  # it ended meanwhile
+            total += measure(p)
+    return total
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system) each process of the stack, with its children, has used so far."""
+    return {
+        name: _sum(tree, lambda p: sum(p.cpu_times()[:2]))  # user + system
+        for name, tree in _trees(stack)
+    }
+
+
+def disk_written(stack: Stack) -> dict[str, float]:
+    """Bytes each process of the stack, with its children, has written to storage so far, as
+    the kernel counts them (Linux; elsewhere psutil has no such counter and this is empty)."""
+    if not hasattr(psutil.Process, "io_counters"):
+        return {}
+    return {
+        name: _sum(tree, lambda p: float(p.io_counters().write_bytes))
+        for name, tree in _trees(stack)
+    }
 
 
 def _children_cpu() -> float:
@@ -168,12 +194,13 @@ def _pipeline(folder: Path, texts_out: Path | None, env: dict[str, str] | None =
     with temporary_stack("olympus-bench-", env=env) as (stack, config):
         assert stack.api_key
         before, cli_before = cpu_seconds(stack), _children_cpu()
+        written_before = disk_written(stack)
         started = time.time()
         command = [str(olympus), "ingest", str(folder), "--collection", "bench", "--json"]
         command += ["--url", config.gateway_url, "--key", stack.api_key]
         report = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
         cli = _children_cpu() - cli_before
-        after = cpu_seconds(stack)
+        after, written = cpu_seconds(stack), disk_written(stack)
         latest, indexed, chunks = _last_indexed(config.gateway_url, stack.api_key)
         stack.stop()  # the stores are read back, and the encoders measured, on an idle machine
         if texts_out is not None:
@@ -191,6 +218,10 @@ def _pipeline(folder: Path, texts_out: Path | None, env: dict[str, str] | None =
         "seconds": round(seconds, 2),
         "chunks_per_s": chunks / seconds,
         "cpu_seconds": cpu,
+        "written_mb": {
+            name: round((written[name] - written_before.get(name, 0.0)) / 1e6, 1)
+            for name in written
+        },
     }
 
 
@@ -240,6 +271,7 @@ def run(data: Path, sizes: list[int], rounds: int, other_max: int) -> list[dict]
                 "pipeline_chunks_per_s": best["chunks_per_s"],
                 "pipeline_rounds_chunks_per_s": [r["chunks_per_s"] for r in runs],
                 "cpu_seconds": best["cpu_seconds"],
+                "written_mb": best["written_mb"],
                 "encoders_chunks_per_s": {a: arms[a]["chunks_per_s"] for a in ARMS},
                 "encoders_rounds_chunks_per_s": speeds,
             }
@@ -349,6 +381,8 @@ def main() -> None:
     for r in rows:
         spent = ", ".join(f"{name} {s:.1f}" for name, s in r["cpu_seconds"].items())
         print(f"CPU-s at {r['documents']} docs ({r['seconds']:.1f} s): {spent}")
+        if written := ", ".join(f"{n} {mb:.0f}" for n, mb in r["written_mb"].items() if mb):
+            print(f"MB written to storage: {written}")
     RESULTS.mkdir(exist_ok=True)
     out = {"cpu": cpu, "rows": rows}
     (RESULTS / "ingest.json").write_text(json.dumps(out, indent=2))
