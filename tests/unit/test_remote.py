@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -32,3 +34,22 @@ def test_the_connection_comes_from_flags_then_environment_then_the_saved_login(
 
     given = argparse.Namespace(url="https://flag.example", key="oly_flag")
     assert remote.connection(given) == ("https://flag.example", "oly_flag")
+
+
+def test_a_command_other_than_mcp_does_not_load_the_mcp_sdk():
+    """Every ``olympus`` command paid ~0.5 s to import the MCP SDK, which only ``olympus mcp``
+    uses: the command line parses without it, and ``olympus mcp`` still has its command."""
+    script = (
+        "import sys\n"
+        "from olympus import cli\n"
+        "try:\n"
+        "    cli.main(['mcp', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "olympus mcp" in done.stdout  # its help: the command is there
+    assert done.stdout.strip().splitlines()[-1] == "[]"
